@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make run` and `make test`.
+# Everything else here is a step they depend on.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+DATA   ?= data
+
+.PHONY: run test lint bench data install clean
+
+# pip (not uv/poetry) so torch/torchvision resolve from what the machine's pip config offers.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/mnist-search data fetch --dataset mnist --root $(DATA)
+
+run: data
+	$(BIN)/mnist-search train
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: data lint
+	$(BIN)/python -m pytest
+
+bench: data
+	$(BIN)/python bench/bench_train.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

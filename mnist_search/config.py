@@ -1,0 +1,120 @@
+"""TrainConfig: the frozen description of one training run, and the rules each field obeys.
+
+Standard library only, so study files can be validated (and `--help` answered) without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+DropoutPlacement = Literal["first", "all"]
+
+
+class ConfigError(ValueError):
+    """A config value outside what is allowed; `key` names the field."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key} = {value!r} is not allowed: expected {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _in(lo: float, hi: float, hi_open: bool = True) -> Callable[[Any], bool]:
+    return lambda v: _is_num(v) and lo <= v and (v < hi if hi_open else v <= hi)
+
+
+# field -> (check, what is allowed). Used by TrainConfig and by the study-file validator,
+# which checks every end of a search range against the same rule.
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "hidden": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) >= 1
+        and all(_is_int(w) and w >= 1 for w in v),
+        "a non-empty list of layer widths, each an integer >= 1",
+    ),
+    "dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
+    "dropout_after": (lambda v: v in ("first", "all"), "'first' or 'all'"),
+    "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
+    "penalty_layer": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (2 = fc2)"),
+    "lr": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "momentum": (_in(0.0, 1.0), "a number in [0, 1)"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "device": (
+        lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps")
+                                          or v.startswith("cuda:")),
+        "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+    ),
+    "dataset": (
+        lambda v: isinstance(v, str) and len(v) > 0,
+        "'mnist', 'fashion-mnist' or a directory holding the four IDX files",
+    ),
+    "val_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
+    "normalize": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the course notebook's baseline.
+
+    The notebook trains 784-128-64-10 with plain SGD (lr 0.01), batch 64, 5 epochs, on
+    ToTensor() pixels in [0, 1] with no normalization.
+    """
+
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.0
+    dropout_after: DropoutPlacement = "first"  # notebook: after the first hidden ReLU only
+    l1: float = 0.0  # lambda * sum|p| over weight and bias of `penalty_layer`
+    l2: float = 0.0  # lambda * sum p^2 over weight and bias of `penalty_layer`
+    penalty_layer: int = 2  # 1-based index of the Linear layer; 2 is the notebook's fc2
+    lr: float = 0.01
+    momentum: float = 0.0
+    batch_size: int = 64
+    epochs: int = 5
+    seed: int = 0
+    device: str = "auto"
+    dataset: str = "mnist"
+    val_size: int = 0  # images carved from train as a validation holdout (0 = none)
+    normalize: bool = False  # (x - mean) / std with MNIST's 0.1307 / 0.3081
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hidden, list):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("dropout", "l1", "l2", "lr", "momentum") and _is_int(value):
+                object.__setattr__(self, f.name, float(value))
+                value = float(value)
+            check, allowed = RULES[f.name]
+            if not check(value):
+                raise ConfigError(f.name, value, allowed)
+        if self.penalty_layer > len(self.hidden) + 1:
+            raise ConfigError(
+                "penalty_layer", self.penalty_layer,
+                f"an integer in [1, {len(self.hidden) + 1}] for {len(self.hidden)} hidden layers",
+            )
+
+    @property
+    def architecture(self) -> str:
+        """'784-128-64-10' style string (input and output sizes of MNIST)."""
+        return "-".join(str(w) for w in (784, *self.hidden, 10))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+
+CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))

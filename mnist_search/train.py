@@ -1,0 +1,162 @@
+"""Training: TrainConfig in, TrainResult out. Knows nothing of Optuna.
+
+The step is written out by hand (forward, cross-entropy gradient, backward, SGD with
+momentum) over a *stack* of P models that share an architecture, so one code path trains a
+single trial (P = 1) or a population of trials at once. Each member keeps its own seed,
+batch order, dropout masks, lr, momentum and penalty, so a member's result does not depend
+on which other trials it was stacked with. Writing the step out skips autograd's per-op
+bookkeeping, which dominates at batch 64 on a CPU; tests check it against a plain
+nn.Module + torch.optim.SGD loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import TrainConfig
+from .data import Data, load_data
+from .engine import Stack
+from .model import build_mlp, parameter_count
+
+log = logging.getLogger(__name__)
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"training loss became {value} in epoch {epoch}")
+        self.epoch, self.value = epoch, value
+
+
+class StopTraining(Exception):  # noqa: N818 - raised by callbacks to end one member early
+    """Raised by an epoch callback to stop a run (for example, an Optuna prune)."""
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches of (cross-entropy + penalty)
+    last_batch_loss: float  # what the notebook printed
+    test_accuracy: float  # percent
+    val_accuracy: float | None  # percent, when a holdout is used
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    config: TrainConfig
+    epochs: list[EpochReport]
+    test_accuracy: float  # percent, after the last epoch
+    val_accuracy: float | None
+    zero_fraction: float  # of the penalised layer's weights and bias, exactly 0
+    small_fraction: float  # of the same, with |w| < 1e-3
+    parameter_count: int
+    seconds: float
+    device: str
+    data_digest: str
+    state_dict: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def train_loss(self) -> list[float]:
+        return [e.train_loss for e in self.epochs]
+
+    def model(self) -> torch.nn.Module:
+        m = build_mlp(self.config.hidden, self.config.dropout, self.config.dropout_after)
+        m.load_state_dict(self.state_dict)
+        return m.eval()
+
+
+EpochCallback = Callable[[int, EpochReport], None]  # (member index, report); may raise Stop
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; an unavailable device is a ValueError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but MPS is not available here")
+    return device
+
+
+def train(config: TrainConfig, data: Data | None = None,
+          on_epoch: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Train one model; raise NonFiniteLossError if its loss diverges."""
+    cb = None if on_epoch is None else (lambda _i, rep: on_epoch(rep))
+    outcome = train_population([config], data, cb)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def shape_key(config: TrainConfig) -> tuple:
+    """Configs with equal keys can be trained together as one stacked population."""
+    c = config
+    return (c.hidden, c.batch_size, c.epochs, c.device, c.dataset, c.val_size, c.normalize,
+            c.dropout_after, c.penalty_layer)
+
+
+def load_for(config: TrainConfig, device: str) -> Data:
+    # The holdout is seeded by a constant, not the trial seed, so every trial of a study
+    # is scored on the same validation images.
+    return load_data(config.dataset, val_size=config.val_size, val_seed=0, device=device,
+                     normalize=config.normalize)
+
+
+def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
+                     on_epoch: EpochCallback | None = None,
+                     ) -> list[TrainResult | BaseException]:
+    """Train P configs of one shape together. A member that diverges or is stopped by the
+    callback drops out (its entry is the exception); the others go on."""
+    if not configs:
+        return []
+    keys = {shape_key(c) for c in configs}
+    if len(keys) != 1:
+        raise ValueError("train_population needs configs of one shape (see shape_key)")
+    c0 = configs[0]
+    device = resolve_device(c0.device)
+    data = data if data is not None else load_for(c0, device)
+    start = time.perf_counter()
+    stack = Stack(configs, device)
+    outcomes: list[TrainResult | BaseException | None] = [None] * len(configs)
+    history: list[list[EpochReport]] = [[] for _ in configs]
+    gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+    n = len(data.train)
+    for epoch in range(1, c0.epochs + 1):
+        loss_sum, last = stack.run_epoch(data.train, [torch.randperm(n, generator=g)
+                                                      for g in gens], c0.batch_size)
+        test_acc = stack.accuracy(data.test)
+        val_acc = stack.accuracy(data.val) if data.val is not None else None
+        n_batches = math.ceil(n / c0.batch_size)
+        for pos, member in enumerate(list(stack.members)):
+            rep = EpochReport(epoch, loss_sum[pos] / n_batches, last[pos], test_acc[pos],
+                              None if val_acc is None else val_acc[pos])
+            history[member].append(rep)
+            try:
+                if not math.isfinite(rep.train_loss):
+                    raise NonFiniteLossError(epoch, rep.train_loss)
+                if on_epoch is not None:
+                    on_epoch(member, rep)
+            except (NonFiniteLossError, StopTraining) as exc:
+                outcomes[member] = exc
+        stack.drop([m for m in stack.members if outcomes[m] is not None])
+        if not stack.members:
+            break
+    seconds = time.perf_counter() - start
+    for pos, member in enumerate(stack.members):
+        zero, small = stack.sparsity(pos)
+        outcomes[member] = TrainResult(
+            config=configs[member], epochs=history[member],
+            test_accuracy=history[member][-1].test_accuracy,
+            val_accuracy=history[member][-1].val_accuracy,
+            zero_fraction=zero, small_fraction=small,
+            parameter_count=parameter_count(configs[member].hidden), seconds=seconds,
+            device=device, data_digest=data.digest,
+            state_dict=stack.state_dict(pos, configs[member]))
+    return [o if o is not None else RuntimeError("member lost") for o in outcomes]

@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny synthetic IDX datasets the tests write themselves."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mnist_search import data as data_mod
+from mnist_search.data import FILES, DatasetInfo, sha256_file
+from mnist_search.synthetic import write_synthetic
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory dataset: 512 train / 128 test images, learnable, headers valid."""
+    return write_synthetic(tmp_path_factory.mktemp("synth"), n_train=512, n_test=128, seed=0)
+
+
+@pytest.fixture()
+def tiny_pinned(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> tuple[str, Path]:
+    """A registered dataset 'tiny' with pinned hashes and counts, laid out like MNIST.
+
+    Lets the corruption tests go through exactly the code path real MNIST uses.
+    """
+    info = DatasetInfo("tiny", "TINY", {f: sha256_file(synthetic_dir / f) for f in FILES},
+                       ("npm",), counts=(512, 128))
+    monkeypatch.setitem(data_mod.DATASETS, "tiny", info)
+    root = tmp_path / "root"
+    raw = root / "TINY" / "raw"
+    raw.mkdir(parents=True)
+    for f in FILES:
+        shutil.copy(synthetic_dir / f, raw / f)
+    data_mod._RAW.clear()
+    data_mod._LOADED.clear()
+    return "tiny", root
+
+
+def real_data_root() -> Path:
+    """Where CI's `make test` put verified MNIST (the Makefile fetches before pytest)."""
+    return data_mod.default_root()

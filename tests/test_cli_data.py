@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mnist_search.cli import cli
+from mnist_search.data import FILES
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), obj={})
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("mnist-search: error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_verify_and_info_on_a_good_copy(tiny_pinned):
+    dataset, root = tiny_pinned
+    res = run("data", "verify", "--dataset", dataset, "--root", str(root))
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("ok  ") == 4
+    res = run("data", "info", "--dataset", dataset, "--root", str(root), "--json")
+    info = json.loads(res.stdout)
+    assert info["train"] == 512 and info["test"] == 128 and sum(info["train_class_counts"]) == 512
+
+
+def test_verify_names_the_damaged_file_and_exits_1(tiny_pinned):
+    dataset, root = tiny_pinned
+    path = root / "TINY" / "raw" / FILES[1]
+    path.write_bytes(path.read_bytes()[:-3])
+    res = run("data", "verify", "--dataset", dataset, "--root", str(root))
+    assert res.exit_code == 1
+    assert FILES[1] in one_error_line(res)
+
+
+def test_unknown_dataset_is_a_usage_error(tmp_path):
+    res = run("data", "verify", "--dataset", "cifar", "--root", str(tmp_path))
+    assert res.exit_code == 2
+    assert "cifar" in one_error_line(res)
+
+
+def test_bad_source_choice_exits_2():
+    res = run("data", "fetch", "--source", "ftp")
+    assert res.exit_code == 2
+
+
+def test_fetch_from_corrupt_archive_exits_1_and_leaves_nothing(tiny_pinned, tmp_path):
+    dataset, _ = tiny_pinned
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00 definitely not a tarball")
+    root = tmp_path / "r"
+    res = run("data", "fetch", "--dataset", dataset, "--root", str(root), "--from", str(bad))
+    assert res.exit_code == 1
+    assert "corrupt archive" in one_error_line(res)
+    assert not any((root / "TINY" / "raw" / f).exists() for f in FILES)
+
+
+def test_fetch_from_directory_of_files(tiny_pinned, synthetic_dir, tmp_path):
+    dataset, _ = tiny_pinned
+    root = tmp_path / "r"
+    res = run("data", "fetch", "--dataset", dataset, "--root", str(root),
+              "--from", str(synthetic_dir))
+    assert res.exit_code == 0, res.output
+    assert "verified" in res.stdout
+
+
+def test_missing_data_is_one_line_with_the_fix(tmp_path):
+    res = run("data", "verify", "--dataset", "mnist", "--root", str(tmp_path))
+    assert res.exit_code == 1
+    assert "mnist-search data fetch --dataset mnist" in one_error_line(res)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--hidden", "128,x"], ["train", "--epochs", "0"], ["train", "--dropout", "1.5"],
+    ["train", "--momentum", "-0.1"], ["train", "--device", "tpu"],
+])
+def test_train_rejects_bad_options_with_exit_2(args, synthetic_dir):
+    res = run(*args, "--dataset", str(synthetic_dir))
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+
+
+def test_train_runs_on_a_directory_dataset(synthetic_dir):
+    res = run("train", "--dataset", str(synthetic_dir), "--epochs", "2", "--device", "cpu",
+              "--momentum", "0.9", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["architecture"] == "784-128-64-10" and len(out["train_loss"]) == 2

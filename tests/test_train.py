@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_search.config import ConfigError, TrainConfig
+from mnist_search.data import load_data
+from mnist_search.model import build_mlp, linear_layer
+from mnist_search.train import (
+    NonFiniteLossError,
+    StopTraining,
+    train,
+    train_population,
+)
+
+
+@pytest.fixture()
+def synth(synthetic_dir):
+    return load_data(str(synthetic_dir))
+
+
+def cfg(synthetic_dir, **kw) -> TrainConfig:
+    base = dict(dataset=str(synthetic_dir), device="cpu", epochs=2, batch_size=64)
+    return TrainConfig(**{**base, **kw})
+
+
+def reference_train(config: TrainConfig, data) -> nn.Module:
+    """The notebook's loop with nn.Module, autograd and torch.optim.SGD, same seed and order."""
+    torch.manual_seed(config.seed)
+    model = build_mlp(config.hidden)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    criterion = nn.CrossEntropyLoss()
+    target = linear_layer(model, config.penalty_layer)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(data.train)
+    for _ in range(config.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, config.batch_size):
+            idx = perm[i:i + config.batch_size]
+            opt.zero_grad()
+            loss = criterion(model(data.train.x[idx]), data.train.y[idx])
+            if config.l1:  # exactly the notebook's l1_regularization(): weight and bias
+                loss = loss + config.l1 * sum(torch.sum(torch.abs(p)) for p in target.parameters())
+            if config.l2:
+                loss = loss + config.l2 * sum(torch.sum(p ** 2) for p in target.parameters())
+            loss.backward()
+            opt.step()
+    return model
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(momentum=0.9),
+    dict(l1=0.001, momentum=0.5),
+    dict(l2=0.001),
+    dict(l1=0.01, l2=0.01, penalty_layer=3, momentum=0.8),
+    dict(hidden=(256, 128, 64, 32), momentum=0.9, lr=0.05),
+    dict(hidden=(64,), batch_size=100),  # 512 % 100 != 0: a short last batch, as DataLoader
+])
+def test_weights_equal_plain_torch_loop(synthetic_dir, synth, kw):
+    config = cfg(synthetic_dir, **kw)
+    result = train(config, synth)
+    ref = reference_train(config, synth).state_dict()
+    ours = result.state_dict
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        torch.testing.assert_close(ours[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_same_seed_same_result_and_other_seed_differs(synthetic_dir, synth):
+    a = train(cfg(synthetic_dir, dropout=0.3, momentum=0.9), synth)
+    b = train(cfg(synthetic_dir, dropout=0.3, momentum=0.9), synth)
+    c = train(cfg(synthetic_dir, dropout=0.3, momentum=0.9, seed=1), synth)
+    assert a.train_loss == b.train_loss and a.test_accuracy == b.test_accuracy
+    for key in a.state_dict:
+        assert torch.equal(a.state_dict[key], b.state_dict[key])
+    assert a.train_loss != c.train_loss
+
+
+def test_learns_the_synthetic_task_and_reports_every_epoch(synthetic_dir, synth):
+    seen = []
+    result = train(cfg(synthetic_dir, momentum=0.9, lr=0.05, epochs=4), synth,
+                   on_epoch=seen.append)
+    assert [r.epoch for r in seen] == [1, 2, 3, 4]
+    assert result.train_loss[-1] < result.train_loss[0]
+    assert result.test_accuracy > 90.0
+    assert result.parameter_count == 109_386
+    assert 0.0 <= result.zero_fraction <= result.small_fraction <= 1.0
+    model = result.model()
+    logits = model(synth.test.x)
+    acc = 100.0 * float((logits.argmax(1) == synth.test.y).float().mean())
+    assert math.isclose(acc, result.test_accuracy, abs_tol=1e-3)
+
+
+def test_dropout_changes_training_and_is_reproducible(synthetic_dir, synth):
+    plain = train(cfg(synthetic_dir), synth)
+    dropped = train(cfg(synthetic_dir, dropout=0.5), synth)
+    assert plain.train_loss != dropped.train_loss
+
+
+def test_nonfinite_loss_raises_clear_error(synthetic_dir, synth):
+    with pytest.raises(NonFiniteLossError, match="loss became"):
+        train(cfg(synthetic_dir, lr=1e12, momentum=0.9, epochs=3), synth)
+
+
+def test_callback_can_stop_training(synthetic_dir, synth):
+    def stop(rep):
+        raise StopTraining("pruned")
+
+    with pytest.raises(StopTraining):
+        train(cfg(synthetic_dir, epochs=3), synth, on_epoch=stop)
+
+
+def test_validation_holdout_reports_val_accuracy(synthetic_dir):
+    data = load_data(str(synthetic_dir), val_size=100)
+    result = train(cfg(synthetic_dir, val_size=100), data)
+    assert len(data.train) == 412 and len(data.val) == 100
+    assert result.val_accuracy is not None and all(e.val_accuracy is not None
+                                                   for e in result.epochs)
+
+
+def test_population_members_match_single_runs(synthetic_dir, synth):
+    configs = [cfg(synthetic_dir, momentum=m, seed=s, l1=l1, dropout=d)
+               for m, s, l1, d in [(0.0, 0, 0.0, 0.0), (0.9, 1, 0.001, 0.0), (0.5, 2, 0.0, 0.5)]]
+    together = train_population(configs, synth)
+    for config, res in zip(configs, together, strict=True):
+        alone = train(config, synth)
+        for key in alone.state_dict:
+            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_population_drops_a_diverging_member_and_keeps_the_rest(synthetic_dir, synth):
+    good, bad = cfg(synthetic_dir, epochs=3), cfg(synthetic_dir, epochs=3, lr=1e12, momentum=0.9)
+    out = train_population([good, bad], synth)
+    assert isinstance(out[1], NonFiniteLossError)
+    assert len(out[0].epochs) == 3
+
+
+@pytest.mark.parametrize("field,value", [
+    ("dropout", 1.0), ("dropout", -0.1), ("momentum", 1.0), ("lr", 0.0), ("l1", -1.0),
+    ("batch_size", 0), ("epochs", 0), ("hidden", ()), ("hidden", (64, 0)), ("penalty_layer", 4),
+    ("device", "tpu"), ("dropout_after", "last"),
+])
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
