@@ -20,7 +20,9 @@ data: $(STAMP)
 	$(BIN)/mnist-search data fetch --dataset mnist --root $(DATA)
 
 run: data
-	$(BIN)/mnist-search train
+	$(BIN)/mnist-search run studies/notebook.toml --workers 2
+	$(BIN)/mnist-search show notebook
+	@echo "Inspect it in the browser: $(BIN)/mnist-search dashboard  (http://127.0.0.1:8080/)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

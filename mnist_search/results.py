@@ -1,0 +1,121 @@
+"""Study results as flat rows: for `show`, `export` and `load_results` (pandas).
+
+One row per trial with flattened params (params_*), the recorded user attrs, per-epoch
+curves as columns (value_epoch_k, train_loss_epoch_k, test_accuracy_epoch_k) and the
+notebook's reported accuracy beside ours where the study file gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .storage import make_storage, resolve_url
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SKIP_ATTRS = ("config", "train_loss", "test_accuracy_curve", "last_batch_loss")
+
+
+class StudyNotFound(Exception):
+    """No study of that name in the storage."""
+
+
+def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
+    url = resolve_url(storage)
+    store = make_storage(url, create=False)
+    try:
+        return optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = optuna.study.get_all_study_names(storage=store)
+        raise StudyNotFound(
+            f"no study named {study_name!r} in {url}; it has: "
+            f"{', '.join(names) if names else 'no studies'}") from None
+
+
+def trial_row(trial: FrozenTrial, notebook: dict[str, Any]) -> dict[str, Any]:
+    attrs = trial.user_attrs
+    label = attrs.get("label")
+    ref = notebook.get(str(label).split("#")[0], {}) if label else {}
+    row: dict[str, Any] = {
+        "number": trial.number,
+        "state": trial.state.name,
+        "label": label,
+        "group": attrs.get("group"),
+        "value": trial.value if trial.state == TrialState.COMPLETE else None,
+        "test_accuracy": attrs.get("test_accuracy"),
+        "val_accuracy": attrs.get("val_accuracy"),
+        "notebook_accuracy": ref.get("notebook_accuracy"),
+    }
+    if row["notebook_accuracy"] is not None and row["test_accuracy"] is not None:
+        row["delta_vs_notebook"] = round(row["test_accuracy"] - row["notebook_accuracy"], 4)
+    else:
+        row["delta_vs_notebook"] = None
+    for key, value in trial.params.items():
+        row[f"params_{key}"] = value
+    for key, value in attrs.items():
+        if key not in row and key not in SKIP_ATTRS:
+            row[key] = json.dumps(value) if isinstance(value, (list, dict)) else value
+    for epoch, value in sorted(trial.intermediate_values.items()):
+        row[f"value_epoch_{epoch}"] = value
+    for name in ("train_loss", "test_accuracy_curve", "last_batch_loss"):
+        prefix = "test_accuracy" if name == "test_accuracy_curve" else name
+        for i, value in enumerate(attrs.get(name, []), 1):
+            row[f"{prefix}_epoch_{i}"] = value
+    row["datetime_start"] = trial.datetime_start.isoformat() if trial.datetime_start else None
+    row["duration_s"] = trial.duration.total_seconds() if trial.duration else None
+    return row
+
+
+def rows(study: optuna.Study) -> list[dict[str, Any]]:
+    notebook = study.user_attrs.get("references", {})
+    return [trial_row(t, notebook) for t in study.get_trials(deepcopy=False)]
+
+
+def load_results(study_name: str, storage: str | None = None) -> pd.DataFrame:
+    """All trials of a study as a pandas DataFrame (the same columns as `export`)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows(load_study(study_name, storage)))
+
+
+def top_rows(study: optuna.Study, top: int | None) -> list[dict[str, Any]]:
+    """Rows in trial order, or the best `top` finished ones in ranking order."""
+    all_rows = rows(study)
+    if top is None:
+        return all_rows
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    done = [r for r in all_rows if r["value"] is not None and math.isfinite(r["value"])]
+    return sorted(done, key=lambda r: sign * r["value"])[:top]
+
+
+SHOW_COLUMNS = ("number", "label", "params", "value", "test_accuracy", "notebook_accuracy",
+                "state", "train_seconds")
+
+
+def compact(row: dict[str, Any]) -> dict[str, Any]:
+    """The `show` view of a row: params folded into one readable string."""
+    params = " ".join(f"{k[7:]}={_fmt(v)}" for k, v in row.items() if k.startswith("params_"))
+    out = {k: row.get(k) for k in SHOW_COLUMNS if k != "params"}
+    out["params"] = params
+    return {k: out.get(k) for k in SHOW_COLUMNS}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def table(items: list[dict[str, Any]], columns: tuple[str, ...] = SHOW_COLUMNS) -> str:
+    cells = [[_fmt(r.get(c)) for c in columns] for r in items]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+              for row in cells]
+    return "\n".join(lines)

@@ -1,0 +1,188 @@
+"""Where studies live: URL resolution, a SQLite set up for several local workers, a
+cross-process lock, and storage errors explained in one line.
+
+The database stays a plain Optuna RDB storage: `optuna studies --storage URL` and
+optuna-dashboard read it with no help from this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///mnist_search.db"
+ENV_VAR = "MNIST_SEARCH_STORAGE"
+SQLITE_TIMEOUT_S = 60.0  # busy timeout: how long a writer waits for the lock before failing
+
+
+class StorageError(Exception):
+    """A storage URL that cannot be used, or a fault while reading/writing it (one line)."""
+
+
+def resolve_url(url: str | None) -> str:
+    """--storage beats $MNIST_SEARCH_STORAGE beats sqlite:///mnist_search.db."""
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "://" not in url:
+        raise StorageError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db or "
+                           "postgresql+psycopg://USER@HOST/DB")
+    scheme = url.split("://", 1)[0]
+    if not scheme.startswith(("sqlite", "postgresql", "mysql")):
+        raise StorageError(f"storage URL scheme {scheme!r} is not supported: expected sqlite, "
+                           "postgresql or mysql")
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL, or None for other databases / in-memory."""
+    if not url.startswith("sqlite:///"):
+        return None
+    rest = url[len("sqlite:///"):].split("?", 1)[0]
+    if rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_TIMEOUT_S * 1000)}")
+    cur.close()
+
+
+def make_storage(url: str | None = None, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None, retry_callback: Any = None,
+                 create: bool = True) -> Any:
+    """An optuna RDBStorage; for SQLite with WAL journaling and a busy timeout.
+
+    WAL lets the dashboard read while workers write; the busy timeout makes a writer wait
+    for the lock instead of failing with "database is locked".
+    """
+    import optuna
+    import sqlalchemy
+
+    url = resolve_url(url)
+    path = sqlite_path(url)
+    kwargs: dict[str, Any] = {}
+    if path is not None:
+        if not create and not path.exists():
+            raise StorageError(f"{url}: no such database file")
+        if path.parent and not path.parent.exists():
+            raise StorageError(f"{url}: directory {path.parent} does not exist")
+        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+        _enable_wal(path)
+    elif url.startswith("postgresql"):
+        kwargs["pool_pre_ping"] = True
+    try:
+        storage = optuna.storages.RDBStorage(
+            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
+    except Exception as exc:
+        raise StorageError(explain(exc, url)) from exc
+    if path is not None:
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    return storage
+
+
+def _enable_wal(path: Path) -> None:
+    """Switch the file to WAL once (the mode is stored in the file) before Optuna opens it."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(str(path), timeout=SQLITE_TIMEOUT_S)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"sqlite:///{path}: {exc}; check the file is a writable SQLite "
+                           "database on a local disk") from exc
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """Follow __cause__/__context__ down to the error that started it."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or exc.__context__
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+_ADVICE = (
+    ("locked", "another process holds the database lock; retry, or use fewer workers"),
+    ("readonly", "the database file or its directory is read-only; fix permissions"),
+    ("read-only", "the database file or its directory is read-only; fix permissions"),
+    ("disk is full", "free disk space; finished trials are kept"),
+    ("disk i/o error", "check the disk (full, or a file size limit)"),
+    ("file is not a database", "the file is not an SQLite database"),
+    ("storage upgrade", "back up the file, then run: optuna storage upgrade --storage URL"),
+    ("pip install -u optuna", "this database was written by a newer Optuna: upgrade optuna"),
+    ("connection refused", "is the database server running and reachable?"),
+    ("could not translate host", "check the host name in the URL"),
+    ("password authentication failed", "check the user and password"),
+    ("does not exist", "create the database first"),
+)
+
+
+def explain(exc: BaseException, url: str) -> str:
+    """One line: the storage, the real cause (not Optuna's wrapper), what to do."""
+    cause = root_cause(exc)
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    text = text.split(" (Background on this error")[0]
+    if len(text) > 300:
+        text = text[:300] + "..."
+    advice = next((a for key, a in _ADVICE if key in text.lower()), "")
+    return f"storage {redact(url)}: {type(cause).__name__}: {text}" + (
+        f" ({advice})" if advice else "")
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """A lock shared by every process using this study: enqueue and claim a trial under it.
+
+    SQLite has no SELECT ... FOR UPDATE, so two workers can pop the same enqueued trial;
+    serialising the ask step removes that race. PostgreSQL gets an advisory lock.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        lock_path = path.with_name(path.name + ".lock")
+        with lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        engine.dispose()
+        return
+    yield
