@@ -1,0 +1,199 @@
+"""End to end on a tiny synthetic dataset: the CLI, real worker processes, real SQLite."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from mnist_search import load_results
+from mnist_search.cli import cli
+from mnist_search.config import TrainConfig
+from mnist_search.data import load_data
+from mnist_search.train import train
+
+
+def study_file(tmp_path: Path, data_dir: Path, body: str, name: str = "tiny") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'description = "synthetic {name}"\nseed = 3\n' + body.replace(
+        "DATA", json.dumps(str(data_dir))))
+    return path
+
+
+TPE_WITH_REFS = """
+trials = 8
+[sampler]
+kind = "tpe"
+n_startup_trials = 3
+[fixed]
+dataset = DATA
+epochs = 2
+lr = 0.05
+[search]
+momentum = { low = 0.0, high = 0.95 }
+dropout = [0.0, 0.3]
+[[reference]]
+label = "baseline"
+notebook_accuracy = 50.0
+[[reference]]
+label = "momentum-0.0"
+momentum = 0.0
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), obj={})
+
+
+def trials_of(db: Path, name: str = "tiny"):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials()
+
+
+def test_two_workers_finish_exactly_the_total_and_resume_adds_nothing(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, TPE_WITH_REFS)
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    res = run("-q", "run", str(spec), "--storage", url, "--workers", "2")
+    assert res.exit_code == 0, res.output
+    trials = trials_of(db)
+    assert len(trials) == 8 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(8))
+    labels = [t.user_attrs.get("label") for t in trials if "label" in t.user_attrs]
+    assert sorted(labels) == ["baseline", "momentum-0.0"]  # equal params, both ran, once each
+
+    res = run("-q", "run", str(spec), "--storage", url, "--workers", "2")
+    assert res.exit_code == 0 and len(trials_of(db)) == 8  # resume: nothing new
+
+    res = run("-q", "run", str(spec), "--storage", url, "--trials", "10")
+    assert res.exit_code == 0
+    after = trials_of(db)
+    assert len(after) == 10
+    assert sorted(t.user_attrs["label"] for t in after if "label" in t.user_attrs) == \
+        ["baseline", "momentum-0.0"]
+
+    # every trial carries what is needed to re-run it, and re-running gives the same numbers
+    t = after[3]
+    for key in ("seed", "architecture", "parameters", "train_loss", "test_accuracy",
+                "penalised_layer_zero_fraction", "train_seconds", "device", "torch_version",
+                "optuna_version", "data_digest", "config"):
+        assert key in t.user_attrs, key
+    assert len(t.intermediate_values) == 2
+    config = TrainConfig(**t.user_attrs["config"])
+    again = train(config, load_data(str(synthetic_dir)))
+    assert round(again.test_accuracy, 4) == t.user_attrs["test_accuracy"]
+
+
+def test_show_export_best_and_optuna_cli_read_the_study(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, TPE_WITH_REFS.replace("trials = 8", "trials = 4"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+
+    res = run("show", "tiny", "--storage", url, "--format", "json")
+    rows = json.loads(res.stdout)
+    assert len(rows) == 4 and rows[0]["label"] == "baseline"
+    assert rows[0]["notebook_accuracy"] == 50.0 and "momentum=" in rows[0]["params"]
+    assert "optimistic" in res.stderr  # a searched study scored on test is flagged
+
+    res = run("show", "tiny", "--storage", url, "--top", "2")
+    assert res.exit_code == 0 and len(res.stdout.strip().splitlines()) == 3
+
+    out = tmp_path / "t.csv"
+    res = run("export", "tiny", "--storage", url, "--format", "csv", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    with out.open() as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4
+    assert {"value_epoch_1", "value_epoch_2", "train_loss_epoch_2", "params_momentum",
+            "seed", "label"} <= set(table[0])
+
+    frame = load_results("tiny", url)
+    assert list(frame.columns) == list(table[0].keys())
+
+    res = run("best", "tiny", "--storage", url)
+    assert json.loads(res.stdout)["state"] == "COMPLETE"
+
+    optuna_cli = Path(sys.executable).with_name("optuna")
+    listed = subprocess.run([str(optuna_cli), "studies", "--storage", url, "-f", "json"],
+                            capture_output=True, text=True, check=True)
+    assert "tiny" in listed.stdout
+
+
+def test_diverging_trial_is_failed_with_reason_and_study_goes_on(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, """
+[sampler]
+kind = "grid"
+[fixed]
+dataset = DATA
+epochs = 2
+momentum = 0.9
+[search]
+lr = [0.05, 1e12]
+""")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    res = run("-q", "run", str(spec), "--storage", url)
+    assert res.exit_code == 0, res.output
+    trials = trials_of(tmp_path / "s.db")
+    states = {t.params["lr"]: t for t in trials}
+    assert len(trials) == 2
+    assert states[0.05].state == TrialState.COMPLETE
+    assert states[1e12].state == TrialState.FAIL
+    assert states[1e12].user_attrs["fail_reason"] == "nonfinite"
+
+
+def test_reference_trials_are_never_pruned(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, """
+trials = 6
+[sampler]
+kind = "random"
+[pruner]
+kind = "median"
+n_startup_trials = 0
+n_warmup_steps = 0
+[fixed]
+dataset = DATA
+epochs = 3
+[search]
+lr = { low = 1e-4, high = 1e-3, log = true }
+[[reference]]
+label = "bad-a"
+lr = 0.0001
+[[reference]]
+label = "bad-b"
+lr = 0.0001
+""")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+    for t in trials_of(tmp_path / "s.db"):
+        if "label" in t.user_attrs:
+            assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 3
+
+
+def test_changed_study_file_refuses_to_resume_without_force(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, TPE_WITH_REFS.replace("trials = 8", "trials = 2"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+    spec.write_text(spec.read_text().replace("high = 0.95", "high = 0.9"))
+    res = run("-q", "run", str(spec), "--storage", url)
+    assert res.exit_code == 2 and "changed since" in res.stderr
+    res = run("-q", "run", str(spec), "--storage", url, "--force")
+    assert res.exit_code == 0
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["show", "nope"], "no study named 'nope'"),
+    (["export", "nope", "-o", "x.csv"], "no study named 'nope'"),
+    (["best", "nope"], "no study named 'nope'"),
+])
+def test_unknown_study_name_is_a_usage_error(tmp_path, synthetic_dir, args, fragment):
+    spec = study_file(tmp_path, synthetic_dir, TPE_WITH_REFS.replace("trials = 8", "trials = 2"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+    res = run(*args, "--storage", url)
+    assert res.exit_code == 2 and fragment in res.stderr and "tiny" in res.stderr
