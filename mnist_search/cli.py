@@ -47,18 +47,12 @@ def _classify(exc: BaseException) -> tuple[int, str] | None:
         mod = sys.modules.get(module)
         if mod is not None and isinstance(exc, getattr(mod, name)):
             return code, str(exc)
-    if _is_storage_fault(exc):
-        from .storage import explain
+    if "sqlalchemy" in sys.modules or "optuna" in sys.modules:
+        from .storage import explain, is_storage_fault
 
-        return RUNTIME, explain(exc, _STORAGE_URL[0])
+        if is_storage_fault(exc):
+            return RUNTIME, explain(exc, _STORAGE_URL[0])
     return None
-
-
-def _is_storage_fault(exc: BaseException) -> bool:
-    optuna_exc = sys.modules.get("optuna.exceptions")
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    return (optuna_exc is not None and isinstance(exc, optuna_exc.StorageInternalError)) or \
-        (sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError))
 
 
 _STORAGE_URL = ["(storage)"]  # the URL of the command being run, for storage messages
@@ -300,6 +294,11 @@ def _check_device(device: str) -> None:
             raise UserError(f"--device: {exc}") from None
 
 
+def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
+    # SIGTERM (kill, a scheduler's stop) gets the same clean stop as Ctrl-C.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @cli.command("run")
 @click.argument("study_file", type=click.Path(path_type=Path))
 @click.option("--trials", type=click.IntRange(min=1), default=None,
@@ -332,7 +331,7 @@ def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: i
 
     url = _use_storage(storage)
     _check_device(device)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     quiet = ctx.find_root().obj.get("quiet", False)
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
@@ -346,7 +345,8 @@ def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: i
         _fail("interrupted; finished trials are kept, the interrupted ones are FAIL "
               "(run again to resume)", INTERRUPTED)
     if summary.worker_errors:
-        _fail("; ".join(summary.worker_errors), RUNTIME)
+        _fail(summary.worker_errors[0] + (f" (and {len(summary.worker_errors) - 1} more)"
+                                           if len(summary.worker_errors) > 1 else ""), RUNTIME)
 
 
 @cli.command("studies")
@@ -461,6 +461,28 @@ def export_cmd(study: str, storage: str | None, fmt: str, output: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     click.echo(f"wrote {len(frame)} trials to {output}")
+
+
+@cli.command("reap")
+@click.argument("study")
+@storage_option
+@click.option("--older-than", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="S", help="Also fail RUNNING trials without heartbeats started more than "
+              "S seconds ago (only when no live worker runs trials that long).")
+@friendly
+def reap_cmd(study: str, storage: str | None, older_than: float | None) -> None:
+    """Fail trials left RUNNING by dead workers; re-enqueue their labels.
+
+    Trials with heartbeats are stale after 3x their heartbeat interval (or --older-than).
+    """
+    from .reap import reap
+    from .results import load_study
+
+    url = _use_storage(storage)
+    load_study(study, url)  # a clear error for an unknown name
+    report = reap(study, url, older_than)
+    click.echo(f"{study}: failed {len(report.failed)} stale trials {list(report.failed)}, "
+               f"re-enqueued {len(report.requeued)}, {len(report.left_running)} still running")
 
 
 @cli.command("dashboard")

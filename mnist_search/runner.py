@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -37,23 +38,36 @@ def run_workers(spec: StudySpec, url: str, target: int, *, workers: int, threads
                       heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
                       log_level=logging.WARNING if show_bar else level)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "mnist_search.worker",
-                          json.dumps(dataclasses.asdict(dataclasses.replace(base, index=i)))],
-                         env=env)
-        for i in range(workers)
-    ]
-    interrupted = False
-    try:
-        _follow(spec, url, target, procs, show_bar)
-    except KeyboardInterrupt:
-        interrupted = True
-        _stop(procs)
-    codes = [p.wait() for p in procs]
-    interrupted = interrupted or any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes)
-    errors = [f"worker {i} exited with code {c}" for i, c in enumerate(codes)
-              if c not in (0, 130, -signal.SIGINT, -signal.SIGTERM)]
+    with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
+        errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(workers)]
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "mnist_search.worker", json.dumps(
+                dataclasses.asdict(dataclasses.replace(base, index=i, error_file=errs[i])))],
+                env=env)
+            for i in range(workers)
+        ]
+        interrupted = False
+        try:
+            _follow(spec, url, target, procs, show_bar)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(procs)
+        codes = [p.wait() for p in procs]
+        stopped = (130, -signal.SIGINT, -signal.SIGTERM)
+        interrupted = interrupted or any(c in stopped for c in codes)
+        errors = [_worker_error(i, c, errs[i]) for i, c in enumerate(codes)
+                  if c not in (0, *stopped)]
     return interrupted, errors
+
+
+def _worker_error(index: int, code: int, error_file: str) -> str:
+    try:
+        with open(error_file) as fh:
+            return f"worker {index}: {fh.read().strip()}"
+    except OSError:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"worker {index} {how}; its running trial is failed by the next worker " \
+            "after the heartbeat grace, or by: mnist-search reap STUDY"
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:

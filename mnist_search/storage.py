@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "sqlite:///mnist_search.db"
 ENV_VAR = "MNIST_SEARCH_STORAGE"
 SQLITE_TIMEOUT_S = 60.0  # busy timeout: how long a writer waits for the lock before failing
+TIMEOUT_ENV = "MNIST_SEARCH_SQLITE_TIMEOUT"  # seconds; overrides SQLITE_TIMEOUT_S
+
+
+def sqlite_timeout() -> float:
+    try:
+        return float(os.environ.get(TIMEOUT_ENV) or SQLITE_TIMEOUT_S)
+    except ValueError:
+        raise StorageError(f"${TIMEOUT_ENV} = {os.environ[TIMEOUT_ENV]!r} is not allowed: "
+                           "expected a number of seconds") from None
 
 
 class StorageError(Exception):
@@ -45,9 +54,15 @@ def sqlite_path(url: str) -> Path | None:
     if not url.startswith("sqlite:///"):
         return None
     rest = url[len("sqlite:///"):].split("?", 1)[0]
+    if rest.startswith("file:"):  # sqlite:///file:PATH?mode=ro&uri=true
+        rest = rest[len("file:"):]
     if rest in ("", ":memory:"):
         return None
     return Path(rest)
+
+
+def is_read_only(url: str) -> bool:
+    return "mode=ro" in url.split("?", 1)[-1]
 
 
 def redact(url: str) -> str:
@@ -62,7 +77,7 @@ def redact(url: str) -> str:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_TIMEOUT_S * 1000)}")
+    cur.execute(f"PRAGMA busy_timeout = {int(sqlite_timeout() * 1000)}")
     cur.close()
 
 
@@ -85,8 +100,9 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
             raise StorageError(f"{url}: no such database file")
         if path.parent and not path.parent.exists():
             raise StorageError(f"{url}: directory {path.parent} does not exist")
-        kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-        _enable_wal(path)
+        kwargs["connect_args"] = {"timeout": sqlite_timeout()}
+        if not is_read_only(url):
+            _enable_wal(path)
     elif url.startswith("postgresql"):
         kwargs["pool_pre_ping"] = True
     try:
@@ -105,7 +121,7 @@ def _enable_wal(path: Path) -> None:
     import sqlite3
 
     try:
-        con = sqlite3.connect(str(path), timeout=SQLITE_TIMEOUT_S)
+        con = sqlite3.connect(str(path), timeout=sqlite_timeout())
         try:
             con.execute("PRAGMA journal_mode=WAL")
         finally:
@@ -141,6 +157,29 @@ _ADVICE = (
     ("password authentication failed", "check the user and password"),
     ("does not exist", "create the database first"),
 )
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """Did this come from the database layer (Optuna's wrapper, SQLAlchemy, a driver)?"""
+    import sys
+
+    cause = root_cause(exc)
+    optuna_exc, sa_exc = sys.modules.get("optuna.exceptions"), sys.modules.get("sqlalchemy.exc")
+    chain = {type(exc), type(cause)}
+    return any(
+        (optuna_exc is not None and issubclass(t, optuna_exc.StorageInternalError))
+        or (sa_exc is not None and issubclass(t, sa_exc.SQLAlchemyError))
+        or t.__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
+        for t in chain) or "storage upgrade" in str(cause) or "pip install -U optuna" in str(cause)
+
+
+def describe(exc: BaseException, url: str) -> str:
+    """One line for any error a worker ends on: storage faults get their real cause."""
+    if isinstance(exc, StorageError):
+        return str(exc)
+    if is_storage_fault(exc):
+        return explain(exc, url)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def explain(exc: BaseException, url: str) -> str:

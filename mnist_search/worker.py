@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +35,7 @@ class WorkerArgs:
     deadline: float | None = None  # time.time() after which no new trial is started
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds; grace is 3x (0 disables heartbeats)
     log_level: int = logging.INFO
+    error_file: str | None = None  # where the one-line fatal error goes for the parent
 
 
 class _Heartbeat:
@@ -108,6 +111,8 @@ def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs) -
     from .train import NonFiniteLossError, StopTraining, load_for, train
 
     with _Heartbeat(storage, trial._trial_id, args.heartbeat):
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("heartbeat_s", args.heartbeat)
         reporter = EpochReporter(trial, spec)
         try:
             config = config_for_trial(trial, spec, args.device)
@@ -186,12 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from .storage import explain
+        from .storage import describe
 
         if args.log_level <= logging.DEBUG:
             raise
-        print(f"mnist-search: worker {args.index}: error: {explain(exc, args.url)}",
-              file=sys.stderr)
+        line = describe(exc, args.url)
+        if args.error_file:
+            with open(args.error_file, "w") as fh:
+                fh.write(line)
+        else:
+            print(f"mnist-search: worker {args.index}: error: {line}", file=sys.stderr)
         return 1
 
 

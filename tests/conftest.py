@@ -43,3 +43,9 @@ def tiny_pinned(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 def real_data_root() -> Path:
     """Where CI's `make test` put verified MNIST (the Makefile fetches before pytest)."""
     return data_mod.default_root()
+
+
+@pytest.fixture(scope="session")
+def slow_synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4,096 train images: enough steps per epoch that a trial can be killed mid-way."""
+    return write_synthetic(tmp_path_factory.mktemp("synth4k"), n_train=4096, n_test=256, seed=1)

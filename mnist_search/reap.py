@@ -1,0 +1,87 @@
+"""Fail trials left RUNNING by dead workers, without waiting for a worker to do it.
+
+Optuna fails stale trials only when some worker asks for its next trial; after the last
+worker died nothing would. `reap` does it on demand and re-enqueues labelled (reference or
+grid) trials, so the study still completes every label exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .storage import make_storage
+
+log = logging.getLogger(__name__)
+
+IDENTITY_KEYS = ("label", "grid_point")
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    failed: tuple[int, ...]  # trial numbers set to FAIL
+    requeued: tuple[str, ...]  # labels / grid points enqueued again
+    left_running: tuple[int, ...]  # RUNNING trials that are not stale
+
+
+def _identity(t: FrozenTrial) -> str | None:
+    for key in IDENTITY_KEYS:
+        if t.user_attrs.get(key) is not None:
+            return f"{key}={t.user_attrs[key]}"
+    return None
+
+
+def _stale(trial: FrozenTrial, stale_ids: set[int], older_than: float | None) -> bool:
+    if trial.user_attrs.get("heartbeat_s"):
+        return trial._trial_id in stale_ids
+    if older_than is None or trial.datetime_start is None:
+        return False  # no heartbeat and no age given: cannot tell a dead worker from a slow one
+    return (dt.datetime.now() - trial.datetime_start).total_seconds() > older_than
+
+
+def reap(study_name: str, url: str, older_than: float | None = None) -> ReapReport:
+    """Fail stale RUNNING trials of a study and re-enqueue their labels."""
+    probe = optuna.load_study(study_name=study_name, storage=make_storage(url, create=False))
+    running = probe.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    beats = [int(t.user_attrs.get("heartbeat_s") or 0) for t in running]
+    grace = int(older_than) if older_than is not None else 3 * (max(beats, default=0) or 10)
+    storage = make_storage(url, heartbeat_interval=max(1, min(beats + [grace])),
+                           grace_period=max(1, grace), create=False)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    stale_ids = set(storage._get_stale_trial_ids(study._study_id))
+    failed, left = [], []
+    for t in running:
+        if not _stale(t, stale_ids, older_than):
+            left.append(t.number)
+            continue
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        failed.append(t.number)
+        log.info("trial %d: RUNNING with a stale heartbeat -> FAIL", t.number)
+    return ReapReport(tuple(failed), tuple(requeue_missing(study)), tuple(left))
+
+
+def requeue_missing(study: optuna.Study) -> list[str]:
+    """Enqueue again every label/grid point whose only trials FAILed for an outside reason.
+
+    Uses the failed trial's own params, label and seed, so the re-run is the same run.
+    """
+    from .study import is_done
+
+    trials = study.get_trials(deepcopy=False)
+    live = {_identity(t) for t in trials
+            if t.state in (TrialState.RUNNING, TrialState.WAITING) or is_done(t)}
+    added: list[str] = []
+    for t in trials:
+        ident = _identity(t)
+        if t.state != TrialState.FAIL or ident is None or ident in live or ident in added:
+            continue
+        attrs = {k: t.user_attrs[k] for k in (*IDENTITY_KEYS, "group", "seed")
+                 if k in t.user_attrs}
+        study.enqueue_trial(t.params, user_attrs={**attrs, "retry_of": t.number})
+        added.append(ident)
+    return added

@@ -1,0 +1,130 @@
+"""Killed and stopped workers: real processes, real signals, real SQLite.
+
+Run with -s to see the measured kill-to-FAIL time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from helpers import integrity, start_run, trials, wait_for, write_study
+from optuna.trial import TrialState
+
+from mnist_search.cli import cli
+
+SLOW_STUDY = """
+trials = 6
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 60
+[search]
+lr = { low = 0.01, high = 0.1, log = true }
+[[reference]]
+label = "ref-a"
+[[reference]]
+label = "ref-b"
+momentum = 0.5
+[[reference]]
+label = "ref-c"
+momentum = 0.9
+"""
+
+
+def running_with_pid(url, name="kill"):
+    return [t for t in trials(url, name) if t.state == TrialState.RUNNING
+            and "worker" in t.user_attrs]
+
+
+def test_sigkilled_worker_trial_fails_and_is_retried_once(tmp_path, slow_synthetic_dir):
+    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    heartbeat, grace = 1, 3
+    proc = start_run(spec, url, "--workers", "2", "--heartbeat", str(heartbeat))
+    victim = wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")[0]
+    pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
+    time.sleep(0.5)  # mid-trial, with a heartbeat recorded
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    def failed():
+        t = next(t for t in trials(url, "kill") if t.number == victim.number)
+        return t.state == TrialState.FAIL
+
+    wait_for(failed, 120, "the killed trial to become FAIL")
+    to_fail = time.monotonic() - killed_at
+    out, err = proc.communicate(timeout=300)
+    print(f"\nkill -9 -> FAIL after {to_fail:.1f} s (heartbeat {heartbeat} s, grace {grace} s, "
+          f"plus the other worker's running trial)")
+    assert proc.returncode == 1 and "killed by signal 9" in err  # the run says what happened
+
+    final = trials(url, "kill")
+    complete = [t for t in final if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert not [t for t in final if t.state == TrialState.RUNNING]
+    labels = [t.user_attrs["label"] for t in complete if "label" in t.user_attrs]
+    assert sorted(labels) == ["ref-a", "ref-b", "ref-c"]
+    retries = [t for t in final if optuna.storages.RetryHeartbeatStaleTrialCallback
+               .retried_trial_number(t) == victim.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.user_attrs.get("label") == victim.user_attrs.get("label")
+    assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    assert integrity(tmp_path / "k.db") == "ok"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_run_fails_running_trials_cleanly_and_exits_130(tmp_path, slow_synthetic_dir,
+                                                                    sig):
+    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = start_run(spec, url, "--workers", "2")
+    wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    final = trials(url, "kill")
+    assert not [t for t in final if t.state == TrialState.RUNNING]
+    interrupted = [t for t in final if t.state == TrialState.FAIL]
+    assert interrupted and all(t.user_attrs["fail_reason"] == "interrupted" for t in interrupted)
+    # run again: the interrupted reference trials are enqueued again and complete once each
+    proc = start_run(spec, url, "--workers", "2")
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    done = [t for t in trials(url, "kill") if t.state == TrialState.COMPLETE]
+    assert len(done) == 6
+    assert sorted(t.user_attrs["label"] for t in done if "label" in t.user_attrs) == \
+        ["ref-a", "ref-b", "ref-c"]
+
+
+def test_reap_fails_stale_trials_with_no_worker_left(tmp_path, slow_synthetic_dir):
+    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    proc = start_run(spec, url, "--workers", "1", "--heartbeat", "1",
+                     start_new_session=True)
+    victim = wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")[0]
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its only worker, all at once
+    proc.communicate(timeout=30)
+    res = CliRunner().invoke(cli, ["reap", "kill", "--storage", url], obj={})
+    assert res.exit_code == 0
+    assert "failed 0" in res.stdout  # heartbeat still fresh: a live worker is not failed
+    time.sleep(3.5)  # 3 x the 1 s heartbeat
+    res = CliRunner().invoke(cli, ["reap", "kill", "--storage", url], obj={})
+    assert res.exit_code == 0 and "failed 1" in res.stdout, res.output
+    after = trials(url, "kill")
+    assert not [t for t in after if t.state == TrialState.RUNNING]
+    killed = next(t for t in after if t.number == victim.number)
+    assert killed.state == TrialState.FAIL and killed.user_attrs["fail_reason"] == "stale"
+    if "label" in victim.user_attrs:
+        waiting = [t for t in after if t.state == TrialState.WAITING
+                   and t.user_attrs.get("label") == victim.user_attrs["label"]]
+        assert len(waiting) == 1 and waiting[0].user_attrs["seed"] == victim.user_attrs["seed"]
+    assert integrity(tmp_path / "k.db") == "ok"
