@@ -277,6 +277,11 @@ def _use_storage(storage: str | None) -> str:
 
     url = resolve_url(storage)
     _STORAGE_URL[0] = url
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and (ctx.find_root().obj or {}).get("quiet"):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     return url
 
 

@@ -127,8 +127,10 @@ def _enable_wal(path: Path) -> None:
         finally:
             con.close()
     except sqlite3.Error as exc:
-        raise StorageError(f"sqlite:///{path}: {exc}; check the file is a writable SQLite "
-                           "database on a local disk") from exc
+        hint = "check the file is a writable SQLite database on a local disk"
+        if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
+            hint = f"its directory {path.parent} is read-only; SQLite needs to write beside it"
+        raise StorageError(f"storage sqlite:///{path}: {exc} ({hint})") from exc
 
 
 def root_cause(exc: BaseException) -> BaseException:

@@ -13,8 +13,9 @@ import time
 import urllib.request
 
 import pytest
-from helpers import exe, integrity, start_run, trials, wait_for, write_study
 from optuna.trial import TrialState
+
+from helpers import exe, integrity, start_run, trials, wait_for, write_study
 
 FAST = """
 trials = TRIALS

@@ -12,10 +12,11 @@ import time
 import optuna
 import pytest
 from click.testing import CliRunner
-from helpers import integrity, start_run, trials, wait_for, write_study
 from optuna.trial import TrialState
 
 from mnist_search.cli import cli
+
+from helpers import integrity, start_run, trials, wait_for, write_study
 
 SLOW_STUDY = """
 trials = 6
