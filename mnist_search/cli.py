@@ -60,6 +60,7 @@ _STORAGE_URL = ["(storage)"]  # the URL of the command being run, for storage me
 # (dotted class path, exit code): errors that carry their own one-line message.
 _KNOWN_ERRORS: list[tuple[str, int]] = [
     ("mnist_search.spec.SpecError", USAGE),
+    ("mnist_search.storage.StorageUrlError", USAGE),
     ("mnist_search.study.StudyConflict", USAGE),
     ("mnist_search.results.StudyNotFound", USAGE),
     ("mnist_search.storage.StorageError", RUNTIME),

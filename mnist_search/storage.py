@@ -36,15 +36,19 @@ class StorageError(Exception):
     """A storage URL that cannot be used, or a fault while reading/writing it (one line)."""
 
 
+class StorageUrlError(StorageError):
+    """A storage URL that is not even well-formed: bad input, not a fault."""
+
+
 def resolve_url(url: str | None) -> str:
     """--storage beats $MNIST_SEARCH_STORAGE beats sqlite:///mnist_search.db."""
     url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if "://" not in url:
-        raise StorageError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db or "
+        raise StorageUrlError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db or "
                            "postgresql+psycopg://USER@HOST/DB")
     scheme = url.split("://", 1)[0]
     if not scheme.startswith(("sqlite", "postgresql", "mysql")):
-        raise StorageError(f"storage URL scheme {scheme!r} is not supported: expected sqlite, "
+        raise StorageUrlError(f"storage URL scheme {scheme!r} is not supported: expected sqlite, "
                            "postgresql or mysql")
     return url
 
