@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -43,29 +44,30 @@ def running_with_pid(url, name="kill"):
             and "worker" in t.user_attrs]
 
 
-def test_sigkilled_worker_trial_fails_and_is_retried_once(tmp_path, slow_synthetic_dir):
-    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
-    url = f"sqlite:///{tmp_path / 'k.db'}"
-    heartbeat, grace = 1, 3
-    proc = start_run(spec, url, "--workers", "2", "--heartbeat", str(heartbeat))
-    victim = wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")[0]
+def sigkill_scenario(url: str, name: str, spec: Path) -> float:
+    """2 workers, SIGKILL one mid-trial, let the other finish; returns kill-to-FAIL seconds.
+
+    Asserts: the killed trial becomes FAIL, is retried exactly once with the same params,
+    label and seed, the study ends with its 6 COMPLETE trials, 0 RUNNING, and every
+    reference label COMPLETE exactly once.
+    """
+    proc = start_run(spec, url, "--workers", "2", "--heartbeat", "1")
+    victim = wait_for(lambda: running_with_pid(url, name), 60, "a RUNNING trial")[0]
     pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
     time.sleep(0.5)  # mid-trial, with a heartbeat recorded
     os.kill(pid, signal.SIGKILL)
     killed_at = time.monotonic()
 
     def failed():
-        t = next(t for t in trials(url, "kill") if t.number == victim.number)
+        t = next(t for t in trials(url, name) if t.number == victim.number)
         return t.state == TrialState.FAIL
 
     wait_for(failed, 120, "the killed trial to become FAIL")
     to_fail = time.monotonic() - killed_at
     out, err = proc.communicate(timeout=300)
-    print(f"\nkill -9 -> FAIL after {to_fail:.1f} s (heartbeat {heartbeat} s, grace {grace} s, "
-          f"plus the other worker's running trial)")
     assert proc.returncode == 1 and "killed by signal 9" in err  # the run says what happened
 
-    final = trials(url, "kill")
+    final = trials(url, name)
     complete = [t for t in final if t.state == TrialState.COMPLETE]
     assert len(complete) == 6
     assert not [t for t in final if t.state == TrialState.RUNNING]
@@ -78,6 +80,14 @@ def test_sigkilled_worker_trial_fails_and_is_retried_once(tmp_path, slow_synthet
     assert retry.state == TrialState.COMPLETE and retry.params == victim.params
     assert retry.user_attrs.get("label") == victim.user_attrs.get("label")
     assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
+    return to_fail
+
+
+def test_sigkilled_worker_trial_fails_and_is_retried_once(tmp_path, slow_synthetic_dir):
+    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
+    to_fail = sigkill_scenario(f"sqlite:///{tmp_path / 'k.db'}", "kill", spec)
+    print(f"\nSQLite: kill -9 -> FAIL after {to_fail:.1f} s (heartbeat 1 s, grace 3 s, plus "
+          "the other worker's running trial)")
     assert integrity(tmp_path / "k.db") == "ok"
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Start a throwaway PostgreSQL server for the tests on 127.0.0.1 only and print its URL.
+# Needs root (the server runs as the postgres user) and Debian's postgresql package.
+set -euo pipefail
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$PGBIN" ] || { echo "postgresql server binaries not found" >&2; exit 1; }
+DIR=${MNIST_SEARCH_PG_DIR:-/tmp/mnist-search-pg}
+PORT=${MNIST_SEARCH_PG_PORT:-55432}
+if [ -f "$DIR/data/postmaster.pid" ]; then
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
+fi
+rm -rf "$DIR"
+mkdir -p "$DIR"
+chown postgres "$DIR"
+runuser -u postgres -- "$PGBIN/initdb" -D "$DIR/data" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $PORT -k $DIR -c max_connections=100" start >/dev/null
+runuser -u postgres -- "$PGBIN/createdb" -h 127.0.0.1 -p "$PORT" -U postgres mnist_search
+echo "postgresql+psycopg://postgres@127.0.0.1:$PORT/mnist_search"

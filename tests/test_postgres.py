@@ -1,0 +1,96 @@
+"""A real PostgreSQL server on 127.0.0.1: Optuna's distributed mode, as several machines use it.
+
+.ci/run starts the server (.ci/postgres.sh) and exports MNIST_SEARCH_TEST_PG. Run locally as
+root, this file starts one itself; elsewhere it skips, saying why. In CI it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+from test_concurrency import FAST
+from test_crash import SLOW_STUDY, sigkill_scenario
+
+from helpers import start_run, trials, write_study
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    url = os.environ.get("MNIST_SEARCH_TEST_PG")
+    if url:
+        return url
+    why = "MNIST_SEARCH_TEST_PG is not set"
+    if os.geteuid() == 0:
+        proc = subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh")], capture_output=True,
+                              text=True)
+        if proc.returncode == 0:
+            return proc.stdout.strip().splitlines()[-1]
+        why = f".ci/postgres.sh failed: {proc.stderr.strip()[-300:]}"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the PostgreSQL tests: {why}")
+    pytest.skip(f"no PostgreSQL server: {why}")
+
+
+class ConnectionCounter:
+    """Peak number of server connections to the test database while the block runs."""
+
+    def __init__(self, url: str) -> None:
+        # autocommit: inside one transaction pg_stat_activity would be a frozen snapshot
+        self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                               isolation_level="AUTOCOMMIT")
+        self.peak = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        query = sqlalchemy.text("SELECT count(*) FROM pg_stat_activity "
+                                "WHERE datname = current_database()")
+        with self.engine.connect() as conn:
+            while not self.stop.is_set():
+                self.peak = max(self.peak, int(conn.execute(query).scalar()) - 1)
+                time.sleep(0.05)
+
+    def __enter__(self) -> ConnectionCounter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.engine.dispose()
+
+
+def test_four_workers_25_trials_each_on_postgresql(pg_url, tmp_path, synthetic_dir):
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    spec = write_study(tmp_path / "pg.toml", synthetic_dir, FAST.replace("TRIALS", "100"),
+                       name=name)
+    start = time.perf_counter()
+    with ConnectionCounter(pg_url) as counter:
+        proc = start_run(spec, pg_url, "--workers", "4")
+        out, err = proc.communicate(timeout=600)
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, err
+    final = trials(pg_url, name)
+    assert len(final) == 100 and sorted(t.number for t in final) == list(range(100))
+    assert all(t.state == TrialState.COMPLETE for t in final)
+    print(f"\nPostgreSQL, 4 workers: 100 trials in {wall:.1f} s = {100 / wall:.1f} trials/s, "
+          f"0 lost, 0 duplicated, peak {counter.peak} connections")
+    assert 0 < counter.peak < 100
+
+
+def test_sigkilled_worker_on_postgresql(pg_url, tmp_path, slow_synthetic_dir):
+    name = f"pgkill-{uuid.uuid4().hex[:8]}"
+    spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY, name=name)
+    to_fail = sigkill_scenario(pg_url, name, spec)
+    print(f"\nPostgreSQL: kill -9 -> FAIL after {to_fail:.1f} s")
