@@ -317,6 +317,8 @@ def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Study seed for a new study [default: the file's].")
+@click.option("--replicates", type=click.IntRange(min=1), default=None,
+              help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=None,
               help="Heartbeat interval in seconds (grace = 3x; 0 = off) [default: 10].")
@@ -324,7 +326,7 @@ def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
 @friendly
 def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            force: bool, heartbeat: int | None) -> None:
+            replicates: int | None, force: bool, heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     \b
@@ -341,7 +343,8 @@ def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: i
     quiet = ctx.find_root().obj.get("quiet", False)
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
-                        progress=False if quiet else None, heartbeat=heartbeat)
+                        progress=False if quiet else None, heartbeat=heartbeat,
+                        replicates=replicates)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
@@ -387,20 +390,27 @@ def _warn_test_selection(study: Any) -> None:
 @click.option("--top", type=click.IntRange(min=1), default=None, help="Best K finished trials.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
+@click.option("--by-label", is_flag=True,
+              help="One row per reference label: n, mean, std and 95% interval over replicates.")
 @friendly
-def show_cmd(study: str, storage: str | None, top: int | None, fmt: str) -> None:
+def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
+             by_label: bool) -> None:
     """Trials of STUDY: label, params, metric, test and notebook accuracy, state, seconds."""
     from .results import compact, load_study, top_rows
 
     _use_storage(storage)
     st = load_study(study, storage)
-    items = [compact(r) for r in top_rows(st, top)]
-    _emit(items, fmt)
+    if by_label:
+        from .report import collect, label_table
+
+        _emit(label_table(collect(st)), fmt, ("label", "n", "mean", "std", "ci95", "notebook"))
+    else:
+        _emit([compact(r) for r in top_rows(st, top)], fmt)
     _warn_test_selection(st)
 
 
-def _emit(items: list[dict[str, Any]], fmt: str) -> None:
-    from .results import table
+def _emit(items: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None = None) -> None:
+    from .results import SHOW_COLUMNS, table
 
     if fmt == "json":
         click.echo(json.dumps(items, indent=1, default=str))
@@ -415,7 +425,7 @@ def _emit(items: list[dict[str, Any]], fmt: str) -> None:
         writer.writerows(items)
         click.echo(buf.getvalue(), nl=False)
     else:
-        click.echo(table(items) if items else "(no trials)")
+        click.echo(table(items, columns or SHOW_COLUMNS) if items else "(no trials)")
 
 
 @cli.command("best")
@@ -467,6 +477,35 @@ def export_cmd(study: str, storage: str | None, fmt: str, output: Path) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
     click.echo(f"wrote {len(frame)} trials to {output}")
+
+
+@cli.command("report")
+@click.argument("study")
+@storage_option
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the report and its figures [default: reports/STUDY].")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html",
+              show_default=True, help="html embeds the figures; md links them.")
+@click.pass_context
+@friendly
+def report_cmd(ctx: click.Context, study: str, storage: str | None, output: Path | None,
+               fmt: str) -> None:
+    """Figures and a self-contained report of STUDY (works while it is still running)."""
+    from .report import write_report
+    from .results import load_study
+
+    _use_storage(storage)
+    st = load_study(study, storage)
+    out = output or Path("reports") / study
+    quiet = ctx.find_root().obj.get("quiet", False)
+    show = sys.stderr.isatty() and not quiet
+
+    def progress(name: str) -> None:
+        if show:
+            click.echo(f"  figure {name}", err=True)
+
+    path = write_report(st, out, fmt, progress)
+    click.echo(str(path))
 
 
 @cli.command("reap")

@@ -8,6 +8,7 @@ the storage until the study holds the requested number of finished trials.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -192,12 +193,16 @@ class RunSummary:
 
 
 def prepare(path: str | Path, *, trials: int | None, storage: str | None, seed: int | None,
-            force: bool) -> tuple[StudySpec, str, optuna.Study, int]:
+            force: bool, replicates: int | None = None,
+            ) -> tuple[StudySpec, str, optuna.Study, int]:
     """Validate the file, open/resume the study, enqueue references: everything before work."""
     spec = load_spec(path)
+    if replicates is not None:  # how many seeds per reference: a "how", not a "what"
+        spec = dataclasses.replace(spec, replicates=replicates)
     url = resolve_url(storage)
     study = open_study(spec, url, make_storage(url), seed=seed, force=force)
     added = enqueue_pending(study, spec, url)
+    write_note(study, spec)
     target = trials if trials is not None else default_trials(spec)
     if added:
         log.info("enqueued %d reference/grid trials", added)
@@ -210,13 +215,13 @@ def prepare(path: str | Path, *, trials: int | None, storage: str | None, seed: 
 def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
               timeout: float | None = None, storage: str | None = None, device: str = "auto",
               seed: int | None = None, force: bool = False, progress: bool | None = None,
-              heartbeat: int | None = None) -> RunSummary:
+              heartbeat: int | None = None, replicates: int | None = None) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes."""
     from .runner import run_workers
 
     start = time.monotonic()
     spec, url, study, target = prepare(path, trials=trials, storage=storage, seed=seed,
-                                       force=force)
+                                       force=force, replicates=replicates)
     threads = max(1, (os.cpu_count() or 1) // workers)
     interrupted, errors = False, []
     if counts(study)["done"] < target:  # a finished study starts no worker (and no torch)
@@ -224,6 +229,7 @@ def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
                                           device=device, timeout=timeout, progress=progress,
                                           heartbeat=heartbeat)
     study = optuna.load_study(study_name=spec.name, storage=make_storage(url))
+    write_note(study, spec)
     c = counts(study)
     try:
         best = study.best_value
@@ -231,3 +237,26 @@ def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
         best = None
     return RunSummary(spec.name, url, target, c, best, time.monotonic() - start,
                       interrupted, tuple(errors))
+
+
+def write_note(study: optuna.Study, spec: StudySpec) -> None:
+    """The study's dashboard note: the file's description and a per-label summary table."""
+    from optuna_dashboard import save_note
+
+    from .report import collect, label_table
+
+    lines = [f"# {spec.name}", "", spec.description, "",
+             f"Objective: **{spec.objective}** ({spec.direction}); sampler {spec.sampler_kind}; "
+             f"study seed {study_seed(study, spec)}; file `{Path(spec.path).name}`."]
+    if selects_on_test(spec):
+        lines.append("")
+        lines.append("Selection uses test accuracy: the best value is optimistic.")
+    rows = label_table(collect(study))
+    if rows:
+        lines += ["", "| label | n | mean test acc. (%) | 95% CI | notebook (%) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for r in rows:
+            ci = "" if r["ci95"] is None else f"+/- {r['ci95']:.2f}"
+            nb = "" if r["notebook"] is None else f"{r['notebook']:.2f}"
+            lines.append(f"| {r['label']} | {r['n']} | {r['mean']:.2f} | {ci} | {nb} |")
+    save_note(study, "\n".join(lines))

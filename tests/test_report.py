@@ -1,0 +1,118 @@
+"""`report` on a tiny synthetic study: every figure is a real PNG and the report uses it."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from mnist_search.cli import cli
+from mnist_search.stats import compare, summarize
+
+from helpers import start_run, write_study
+
+REPORT_STUDY = """
+trials = 12
+replicates = 2
+[sampler]
+kind = "tpe"
+n_startup_trials = 3
+[fixed]
+dataset = DATA
+epochs = 2
+lr = 0.05
+[search]
+momentum = { low = 0.0, high = 0.99 }
+[[reference]]
+label = "baseline"
+group = "baseline"
+notebook_accuracy = 60.0
+notebook_loss = [1.0, 0.8]
+[[reference]]
+label = "l1"
+group = "regularization"
+l1 = 0.001
+[[reference]]
+label = "l2"
+group = "regularization"
+l2 = 0.01
+[[reference]]
+label = "wide"
+group = "width"
+hidden = [256, 128]
+"""
+EXPECTED = ["loss_curves.png", "accuracy_by_label.png", "momentum.png", "regularization.png",
+            "capacity.png", "history.png", "importances.png", "slice.png"]
+
+
+@pytest.fixture(scope="module")
+def report_db(tmp_path_factory, synthetic_dir):
+    tmp = tmp_path_factory.mktemp("report")
+    spec = write_study(tmp / "rep.toml", synthetic_dir, REPORT_STUDY)
+    url = f"sqlite:///{tmp / 'r.db'}"
+    proc = start_run(spec, url, "--workers", "2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return url
+
+
+def png_size(path):
+    blob = path.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    return struct.unpack(">II", blob[16:24])
+
+
+@pytest.mark.parametrize("fmt", ["html", "md"])
+def test_report_writes_every_figure_and_references_it(report_db, tmp_path, fmt):
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["report", "rep", "--storage", report_db, "-o", str(out),
+                                   "--format", fmt], obj={})
+    assert res.exit_code == 0, res.output
+    report = (out / f"report.{fmt}").read_text()
+    for name in EXPECTED:
+        w, h = png_size(out / name)
+        assert 300 <= w <= 4000 and 200 <= h <= 4000, (name, w, h)
+        assert (out / name).stat().st_size > 5_000
+        assert name in report
+    if fmt == "html":  # self-contained: the images are embedded
+        assert report.count("data:image/png;base64,") == len(list(out.glob("*.png")))
+    # sentences come from the numbers: each caption names a measured percentage
+    assert len(re.findall(r"\d+\.\d\d%", report)) >= 4
+    assert "n=2" in report  # the replicates were aggregated
+
+
+def test_by_label_view_aggregates_replicates(report_db):
+    res = CliRunner().invoke(cli, ["show", "rep", "--storage", report_db, "--by-label",
+                                   "--format", "json"], obj={})
+    import json
+
+    rows = {r["label"]: r for r in json.loads(res.stdout)}
+    assert set(rows) == {"baseline", "l1", "l2", "wide"}
+    assert all(r["n"] == 2 and r["ci95"] is not None for r in rows.values())
+    assert rows["baseline"]["notebook"] == 60.0
+
+
+def test_report_of_a_study_with_failures_and_running_trials(report_db, tmp_path):
+    import optuna
+
+    study = optuna.load_study(study_name="rep", storage=report_db)
+    study.ask()  # a RUNNING trial with nothing recorded yet
+    t = study.ask()
+    study.tell(t, state=optuna.trial.TrialState.FAIL)
+    res = CliRunner().invoke(cli, ["report", "rep", "--storage", report_db, "-o",
+                                   str(tmp_path / "o")], obj={})
+    assert res.exit_code == 0, res.output
+    assert "1 fail" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_stats_interval_and_comparison():
+    s = summarize([97.0, 97.2, 97.4])
+    assert s.n == 3 and abs(s.mean - 97.2) < 1e-9 and abs(s.std - 0.2) < 1e-9
+    assert abs(s.ci95 - 4.303 * 0.2 / 3 ** 0.5) < 1e-6
+    assert summarize([91.0]).ci95 is None
+    assert compare(summarize([97.0, 97.1, 97.2]), summarize([91.0, 91.1, 91.2])) == "clear"
+    assert compare(summarize([97.0, 96.0, 98.0]), summarize([97.1, 96.1, 97.9])) == \
+        "within noise"
+    assert compare(summarize([97.0]), summarize([91.0])) == "untested"
