@@ -103,20 +103,39 @@ def claim(study: Any, spec: Any, args: WorkerArgs) -> Any | None:
         return study.ask()
 
 
-def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs) -> None:
-    """Train one claimed trial and tell its outcome; re-raises Ctrl-C after telling FAIL."""
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _defer_signals() -> set:
+    """Hold Ctrl-C/SIGTERM until _release: a trial is never left between ask and try."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _release(old_mask: set) -> None:
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # a held signal is raised right here
+
+
+def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs,
+            old_mask: set) -> None:
+    """Train one claimed trial and tell its outcome; re-raises Ctrl-C after telling FAIL.
+
+    Called with stop signals held (see work); they are released inside the try, so an
+    interrupt at any point ends the trial FAIL instead of leaving it RUNNING.
+    """
     from optuna.trial import TrialState
 
     from .objective import EpochReporter, config_for_trial, record_partial, record_result
     from .train import NonFiniteLossError, StopTraining, load_for, train
 
+    reporter = EpochReporter(trial, spec)
     with _Heartbeat(storage, trial._trial_id, args.heartbeat):
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("heartbeat_s", args.heartbeat)
-        reporter = EpochReporter(trial, spec)
         try:
+            _release(old_mask)
+            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+            trial.set_user_attr("heartbeat_s", args.heartbeat)
             config = config_for_trial(trial, spec, args.device)
             result = train(config, load_for(config, config.device), on_epoch=reporter)
+            _defer_signals()  # recording and telling a finished trial is not interrupted
         except StopTraining:
             record_partial(trial, reporter.history, "pruned")
             study.tell(trial, state=TrialState.PRUNED)
@@ -129,7 +148,7 @@ def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs) -
             return
         except BaseException as exc:
             # Ctrl-C, SIGTERM or a bug: the trial must not stay RUNNING.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _defer_signals()
             reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
             record_partial(trial, reporter.history, reason)
             trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
@@ -155,10 +174,13 @@ def work(args: WorkerArgs) -> int:
     spec, storage, study = open_worker_study(args)
     ran = 0
     while args.deadline is None or time.time() < args.deadline:
+        old_mask = _defer_signals()
         trial = claim(study, spec, args)
         if trial is None:
+            _release(old_mask)
             break
-        run_one(study, storage, trial, spec, args)
+        run_one(study, storage, trial, spec, args, old_mask)
+        _release(old_mask)  # an interrupt held while telling lands here, between trials
         ran += 1
     log.debug("worker %d ran %d trials", args.index, ran)
     return 0
