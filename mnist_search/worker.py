@@ -134,6 +134,7 @@ def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs,
             trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
             trial.set_user_attr("heartbeat_s", args.heartbeat)
             config = config_for_trial(trial, spec, args.device)
+            trial_note(trial, config)
             result = train(config, load_for(config, config.device), on_epoch=reporter)
             _defer_signals()  # recording and telling a finished trial is not interrupted
         except StopTraining:
@@ -156,6 +157,17 @@ def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs,
             raise
         record_result(trial, result)
         study.tell(trial, reporter_value(spec, result))
+
+
+def trial_note(trial: Any, config: Any) -> None:
+    """A one-line dashboard note on the trial's page: what this run is, at a glance."""
+    from optuna_dashboard import save_note
+
+    label = trial.user_attrs.get("label")
+    head = f"**{label}** · " if label else ""
+    save_note(trial, f"{head}{config.architecture} · lr {config.lr} · momentum "
+                     f"{config.momentum} · dropout {config.dropout} · l1 {config.l1} · "
+                     f"l2 {config.l2} · seed {config.seed}")
 
 
 def reporter_value(spec: Any, result: Any) -> float:
