@@ -324,6 +324,8 @@ def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Study seed for a new study [default: the file's].")
+@click.option("--population", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most trials a worker claims at once; same-shape ones train stacked.")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
@@ -333,7 +335,8 @@ def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
 @friendly
 def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            replicates: int | None, force: bool, heartbeat: int | None) -> None:
+            population: int, replicates: int | None, force: bool,
+            heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     \b
@@ -351,7 +354,7 @@ def run_cmd(ctx: click.Context, study_file: Path, trials: int | None, workers: i
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
                         progress=False if quiet else None, heartbeat=heartbeat,
-                        replicates=replicates)
+                        replicates=replicates, population=population)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "

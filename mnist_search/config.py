@@ -62,6 +62,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "val_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
+    "order_seed": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or none"),
 }
 
 
@@ -88,6 +89,9 @@ class TrainConfig:
     dataset: str = "mnist"
     val_size: int = 0  # images carved from train as a validation holdout (0 = none)
     normalize: bool = False  # (x - mean) / std with MNIST's 0.1307 / 0.3081
+    # Seed of the batch order (None: `seed`). Trials trained together as one population
+    # share an order; recording it here lets such a trial be re-run alone exactly.
+    order_seed: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.hidden, list):

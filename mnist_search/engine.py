@@ -1,9 +1,13 @@
 """The hand-written training step over a stack of P same-shape MLPs.
 
 Weights are stacked as [P, out, in] (nn.Linear's layout) and biases as [P, 1, out], so every
-layer is one baddbmm/bmm for all members. The maths is exactly what autograd and
+layer is one bmm for all members. The maths is exactly what autograd and
 torch.optim.SGD(momentum, dampening=0) do for the notebook's loss, cross-entropy plus
 lambda*sum|p| (L1) or lambda*sum p^2 (L2) over the weight and bias of one Linear layer.
+
+When all members share one batch order (a population trained together), the first layer,
+which holds most of the FLOPs, is a single wide matmul [B, 784] x [784, P*width] instead of
+P narrow ones: that is where stacking pays on a CPU.
 """
 
 from __future__ import annotations
@@ -29,49 +33,63 @@ class Stack:
 
     def __init__(self, configs: Sequence[TrainConfig], device: str) -> None:
         self.device = device
+        self.configs = list(configs)
         self.members = list(range(len(configs)))  # original indices of members still training
         c0 = configs[0]
         self.dropout_first_only = c0.dropout_after == "first"
         self.penalty_index = c0.penalty_layer - 1
         widths = [IN_FEATURES, *c0.hidden, N_CLASSES]
         self.shapes = list(zip(widths[1:], widths[:-1], strict=True))  # (out, in) per layer
-        # All parameters of a member live in one row of `flat` (weights, then biases), so
-        # the SGD update is three tensor ops for every parameter of every member at once.
-        self.flat = torch.stack([self._init_flat(c) for c in configs]).to(device)
-        self.grad = torch.zeros_like(self.flat)
-        self.momentum_buf = torch.zeros_like(self.flat)
-        self._bind_views()
-        self.neg_lr = _col([-c.lr for c in configs], device)[:, :, 0]
-        self.momentum = _col([c.momentum for c in configs], device)[:, :, 0]
-        self.l1 = _col([c.l1 for c in configs], device)
-        self.l2 = _col([c.l2 for c in configs], device)
-        self.p_drop = [c.dropout for c in configs]
-        self._l1_host = [c.l1 for c in configs]
-        self._l2_host = [c.l2 for c in configs]
-        self._penalised = any(c.l1 > 0 or c.l2 > 0 for c in configs)
-        self._uses_momentum = any(c.momentum > 0 for c in configs)
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
+        layers = [self._init_layers(c) for c in configs]
+        weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
+        biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
+                  for j in range(len(self.shapes))]
+        self._load(weights, biases, [])
         self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + _DROPOUT_SEED_OFFSET)
                           for c in configs]
 
-    def _bind_views(self) -> None:
-        """W[j] [P, out, in] and b[j] [P, 1, out] as views into flat (and the same for grad)."""
-        n = self.flat.shape[0]
+    def _load(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
+              momentum: list[torch.Tensor]) -> None:
+        """(Re)build the flat buffers for the live members.
+
+        Each layer's weights for all members are one contiguous block of `flat` (then the
+        biases), so the SGD update is three ops over everything, and the first layer of all
+        members is one matrix for the fused matmul. Per-member lr and momentum are expanded
+        to full-size tensors to keep that update elementwise.
+        """
+        blocks = [t.reshape(-1) for t in weights + biases]
+        self.flat = torch.cat(blocks).to(self.device)
+        self.grad = torch.zeros_like(self.flat)
+        self.momentum_buf = torch.cat([t.reshape(-1) for t in momentum]).to(self.device) \
+            if momentum else torch.zeros_like(self.flat)
+        live = [self.configs[m] for m in self.members]
+        n = len(live)
         self.W, self.b, self.gW, self.gb = [], [], [], []
         offset = 0
         for out, inp in self.shapes:
-            for src, dst in ((self.flat, self.W), (self.grad, self.gW)):
-                dst.append(src[:, offset:offset + out * inp].view(n, out, inp))
-            offset += out * inp
+            size = n * out * inp
+            self.W.append(self.flat[offset:offset + size].view(n, out, inp))
+            self.gW.append(self.grad[offset:offset + size].view(n, out, inp))
+            offset += size
         for out, _ in self.shapes:
-            for src, dst in ((self.flat, self.b), (self.grad, self.gb)):
-                dst.append(src[:, offset:offset + out].view(n, 1, out))
-            offset += out
+            self.b.append(self.flat[offset:offset + n * out].view(n, 1, out))
+            self.gb.append(self.grad[offset:offset + n * out].view(n, 1, out))
+            offset += n * out
+        per_member = [b.numel() // n for b in blocks]
+        self.neg_lr = self._expand([-c.lr for c in live], per_member)
+        self.momentum = self._expand([c.momentum for c in live], per_member)
+        self.l1 = _col([c.l1 for c in live], self.device)
+        self.l2 = _col([c.l2 for c in live], self.device)
+        self.p_drop = [c.dropout for c in live]
+        self._penalised = any(c.l1 > 0 or c.l2 > 0 for c in live)
+        self._any_l1 = any(c.l1 > 0 for c in live)
+        self._any_l2 = any(c.l2 > 0 for c in live)
+        self._uses_momentum = any(c.momentum > 0 for c in live)
 
-    @staticmethod
-    def _init_flat(config: TrainConfig) -> torch.Tensor:
-        layers = Stack._init_layers(config)
-        return torch.cat([w.flatten() for w, _ in layers] + [b for _, b in layers])
+    def _expand(self, values: list[float], per_member: list[int]) -> torch.Tensor:
+        v = torch.tensor(values, dtype=torch.float32, device=self.device)
+        return torch.cat([v.repeat_interleave(size) for size in per_member])
 
     @staticmethod
     def _init_layers(config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,16 +102,25 @@ class Stack:
 
     def run_epoch(self, split: Split, perms: list[torch.Tensor], batch_size: int,
                   ) -> tuple[list[float], list[float]]:
-        """One pass over `split`, each member in its own order; (loss sums, last losses)."""
-        order = torch.stack([perms[m] for m in self.members]).to(self.device)
-        n = order.shape[1]
+        """One pass over `split`; (loss sums, last-batch losses) per live member.
+
+        `perms` holds one order per original member; if the live members share one order
+        object, batches are gathered once and the fused first layer is used.
+        """
+        live = [perms[m] for m in self.members]
+        shared = all(p is live[0] for p in live)
+        order = (live[0] if shared else torch.stack(live)).to(self.device)
+        n = order.shape[-1]
         loss_sum = torch.zeros(len(self.members), device=self.device)
         loss = loss_sum
         for i in range(0, n, batch_size):
-            idx = order[:, i:i + batch_size]
+            idx = order[..., i:i + batch_size]
             flat = idx.reshape(-1)
             x = split.x.index_select(0, flat).view(*idx.shape, -1)
-            loss = self.step(x, split.y.index_select(0, flat).view(idx.shape))
+            y = split.y.index_select(0, flat).view(idx.shape)
+            if shared:
+                y = y.expand(len(self.members), -1)
+            loss = self.step(x, y)
             loss_sum += loss  # stays on device: no host sync inside the batch loop
         return loss_sum.tolist(), loss.tolist()
 
@@ -101,40 +128,54 @@ class Stack:
         """Scaled keep-mask [P, b, width] for hidden layer `layer`, or None if no dropout."""
         if self.dropout_first_only and layer > 0:
             return None
-        live = [(pos, self.p_drop[m]) for pos, m in enumerate(self.members)
-                if self.p_drop[m] > 0]
+        live = [(pos, p) for pos, p in enumerate(self.p_drop) if p > 0]
         if not live:
             return None
-        mask = torch.ones_like(h)
+        mask = torch.ones(h.shape, device=self.device)
         for pos, p in live:
             gen = self.drop_gens[self.members[pos]]
             keep = torch.rand(h.shape[1:], generator=gen, device=self.device) >= p
             mask[pos] = keep.to(h.dtype) / (1.0 - p)
         return mask
 
+    def _first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """[P, B, width]: one matmul for all members when x [B, 784] is shared."""
+        if x.dim() == 3:
+            return torch.baddbmm(self.b[0], x, self.W[0].transpose(1, 2))
+        n, (out, inp) = len(self.members), self.shapes[0]
+        h = torch.addmm(self.b[0].reshape(n * out), x, self.W[0].reshape(n * out, inp).t())
+        return h.view(x.shape[0], n, out).transpose(0, 1)
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Forward, backward and SGD update on one batch per member; returns loss [P]."""
+        """Forward, backward and SGD update on one batch per member; returns loss [P].
+
+        x is [B, 784] when every member sees the same batch, else [P, B, 784].
+        """
         n_layers = len(self.W)
         inputs, relus, masks = [x], [], []
-        a = x
         for j in range(n_layers):
-            h = torch.baddbmm(self.b[j], a, self.W[j].transpose(1, 2))
+            h = self._first_layer(x) if j == 0 else \
+                torch.baddbmm(self.b[j], inputs[j], self.W[j].transpose(1, 2))
             if j < n_layers - 1:
                 h.relu_()
                 relus.append(h)
                 mask = self._dropout(j, h)
                 masks.append(mask)
-                a = h if mask is None else h * mask
-                inputs.append(a)
+                inputs.append(h if mask is None else h * mask)
         target = y.unsqueeze(2)
         logp = torch.log_softmax(h, 2)
         loss = logp.gather(2, target).mean((1, 2)).neg_()
         g = logp.exp_()  # d(mean CE)/dz = (softmax - onehot) / batch
         g.scatter_add_(2, target, self._minus_one.expand_as(target))
-        g.div_(x.shape[1])
+        g.div_(y.shape[1])
         for j in range(n_layers - 1, -1, -1):
-            torch.bmm(g.transpose(1, 2), inputs[j], out=self.gW[j])
             torch.sum(g, 1, keepdim=True, out=self.gb[j])
+            if j == 0 and x.dim() == 2:
+                out, inp = self.shapes[0]
+                g_flat = g.transpose(0, 1).reshape(x.shape[0], -1)  # [B, P*width]
+                torch.mm(g_flat.t(), x, out=self.gW[0].view(-1, inp))
+            else:
+                torch.bmm(g.transpose(1, 2), inputs[j], out=self.gW[j])
             if j > 0:
                 g = torch.ops.aten.threshold_backward(torch.bmm(g, self.W[j]), relus[j - 1], 0.0)
                 if masks[j - 1] is not None:
@@ -149,11 +190,11 @@ class Stack:
         k = self.penalty_index
         value = torch.zeros((), device=self.device)
         w, b = self.W[k], self.b[k]
-        if any(self._l1_host[m] > 0 for m in self.members):
+        if self._any_l1:
             self.gW[k].add_(torch.sign(w) * self.l1)
             self.gb[k].add_(torch.sign(b) * self.l1)
             value = value + self.l1.view(-1) * (w.abs().sum((1, 2)) + b.abs().sum((1, 2)))
-        if any(self._l2_host[m] > 0 for m in self.members):
+        if self._any_l2:
             self.gW[k].add_(w * (2 * self.l2))
             self.gb[k].add_(b * (2 * self.l2))
             value = value + self.l2.view(-1) * (w.square().sum((1, 2)) + b.square().sum((1, 2)))
@@ -170,12 +211,10 @@ class Stack:
     @torch.inference_mode()
     def accuracy(self, split: Split) -> list[float]:
         """Percent correct per member, in chunks; the first layer is one mm for all members."""
-        n_members = len(self.members)
-        correct = torch.zeros(n_members, device=self.device)
-        w0 = self.W[0].reshape(-1, self.W[0].shape[2])  # [P*out, in]
+        correct = torch.zeros(len(self.members), device=self.device)
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i:i + EVAL_CHUNK], split.y[i:i + EVAL_CHUNK]
-            h = (x @ w0.T).view(x.shape[0], n_members, -1).transpose(0, 1) + self.b[0]
+            h = self._first_layer(x)
             for j in range(1, len(self.W)):
                 h = torch.baddbmm(self.b[j], h.relu_(), self.W[j].transpose(1, 2))
             correct += (h.argmax(2) == y).sum(1)
@@ -186,11 +225,18 @@ class Stack:
         if not members:
             return
         keep = [pos for pos, m in enumerate(self.members) if m not in members]
+        if not keep:
+            self.members = []
+            return
         idx = torch.tensor(keep, device=self.device, dtype=torch.long)
-        for name in ("flat", "grad", "momentum_buf", "neg_lr", "momentum", "l1", "l2"):
-            setattr(self, name, getattr(self, name).index_select(0, idx))
+        n = len(self.members)
+        weights = [w.index_select(0, idx) for w in self.W]
+        biases = [b.index_select(0, idx) for b in self.b]
+        sizes = [w.numel() for w in self.W] + [b.numel() for b in self.b]
+        bufs = [blk.view(n, -1).index_select(0, idx)
+                for blk in torch.split(self.momentum_buf, sizes)]
         self.members = [self.members[pos] for pos in keep]
-        self._bind_views()
+        self._load(weights, biases, bufs)
 
     def state_dict(self, pos: int, config: TrainConfig) -> dict[str, torch.Tensor]:
         """Member `pos` as the state_dict of build_mlp(config...)."""

@@ -36,8 +36,10 @@ def _identity(t: FrozenTrial) -> str | None:
 
 
 def _stale(trial: FrozenTrial, stale_ids: set[int], older_than: float | None) -> bool:
+    if trial._trial_id in stale_ids:
+        return True
     if trial.user_attrs.get("heartbeat_s"):
-        return trial._trial_id in stale_ids
+        return False
     if older_than is None or trial.datetime_start is None:
         return False  # no heartbeat and no age given: cannot tell a dead worker from a slow one
     return (dt.datetime.now() - trial.datetime_start).total_seconds() > older_than

@@ -29,14 +29,15 @@ STOP_GRACE_S = 30.0
 
 def run_workers(spec: StudySpec, url: str, target: int, *, workers: int, threads: int,
                 device: str, timeout: float | None, progress: bool | None,
-                heartbeat: int | None) -> tuple[bool, list[str]]:
+                heartbeat: int | None, population: int = 1) -> tuple[bool, list[str]]:
     """Run `workers` processes to `target` finished trials; (interrupted, error lines)."""
     level = logging.getLogger("mnist_search").getEffectiveLevel()
     show_bar = sys.stderr.isatty() and level <= logging.INFO if progress is None else progress
     base = WorkerArgs(spec=spec.path, url=url, target=target, threads=threads, device=device,
                       deadline=None if timeout is None else time.time() + timeout,
                       heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
-                      log_level=logging.WARNING if show_bar else level)
+                      log_level=logging.WARNING if show_bar else level, workers=workers,
+                      population=population)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
         errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(workers)]

@@ -28,7 +28,7 @@ REF_META = ("label", "group", "notebook_accuracy", "notebook_loss", "note")
 # Search parameters that are not TrainConfig fields; depth/width expand to width_1..width_N.
 DERIVED = ("depth", "width", "penalty", "penalty_lambda")
 # Fields a study may not search: they say where/how a run happens, or identify it.
-NOT_SEARCHABLE = ("seed", "device", "dataset", "val_size", "normalize")
+NOT_SEARCHABLE = ("seed", "device", "dataset", "val_size", "normalize", "order_seed")
 INT_PARAMS = ("depth", "width", "batch_size", "epochs", "penalty_layer")
 
 

@@ -28,6 +28,7 @@ from .storage import make_storage, resolve_url, study_lock
 log = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_TRIALS = 20
+DEFAULT_POPULATION = 8  # trials a worker claims and trains together at most
 
 
 class StudyConflict(Exception):
@@ -155,6 +156,28 @@ def counts(study: optuna.Study) -> dict[str, int]:
     }
 
 
+def trial_cost(spec: StudySpec, user_attrs: dict[str, Any]) -> float:
+    """Relative training cost of a (waiting) trial: parameters x epochs of its config.
+
+    Reference trials are costed from their label, grid points from their values; anything
+    else from the study's fixed values.
+    """
+    from .model import parameter_count
+
+    values: dict[str, Any] = {}
+    label = user_attrs.get("label")
+    ref = spec.reference(label) if label else None
+    if ref is not None:
+        values = ref.values
+    elif user_attrs.get("grid_point"):
+        values = {k: v for k, v in json.loads(user_attrs["grid_point"]).items()
+                  if k in ("hidden", "epochs")}
+        if isinstance(values.get("hidden"), str):
+            values["hidden"] = [int(w) for w in values["hidden"].split("-")]
+    merged = {**spec.fixed, **values}
+    return parameter_count(tuple(merged.get("hidden", (128, 64)))) * merged.get("epochs", 5)
+
+
 def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
     """Enqueue every reference (x replicates) and grid point not already done, running
     or waiting. Identity is the label / grid key, never parameter equality: the notebook's
@@ -165,9 +188,14 @@ def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
         have = {t.user_attrs.get("label") for t in live} | \
             {t.user_attrs.get("grid_point") for t in live}
         _, params = reference_params(spec)
+        # Costliest first (stable, so equal-cost runs keep the file's order): workers claim
+        # from the front of the queue, and the long runs should not be left for last.
+        order = sorted(range(len(spec.references)),
+                       key=lambda i: -trial_cost(spec, {"label": spec.references[i].label}))
         added = 0
         for rep in range(1, spec.replicates + 1):
-            for ref, p in zip(spec.references, params, strict=True):
+            for i in order:
+                ref, p = spec.references[i], params[i]
                 label = ref.label if rep == 1 else f"{ref.label}#{rep}"
                 if label not in have:
                     study.enqueue_trial(p, user_attrs={"label": label, "group": ref.group})
@@ -215,7 +243,8 @@ def prepare(path: str | Path, *, trials: int | None, storage: str | None, seed: 
 def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
               timeout: float | None = None, storage: str | None = None, device: str = "auto",
               seed: int | None = None, force: bool = False, progress: bool | None = None,
-              heartbeat: int | None = None, replicates: int | None = None) -> RunSummary:
+              heartbeat: int | None = None, replicates: int | None = None,
+              population: int = DEFAULT_POPULATION) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes."""
     from .runner import run_workers
 
@@ -227,7 +256,7 @@ def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
     if counts(study)["done"] < target:  # a finished study starts no worker (and no torch)
         interrupted, errors = run_workers(spec, url, target, workers=workers, threads=threads,
                                           device=device, timeout=timeout, progress=progress,
-                                          heartbeat=heartbeat)
+                                          heartbeat=heartbeat, population=population)
     study = optuna.load_study(study_name=spec.name, storage=make_storage(url))
     write_note(study, spec)
     c = counts(study)

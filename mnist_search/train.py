@@ -126,11 +126,15 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     stack = Stack(configs, device)
     outcomes: list[TrainResult | BaseException | None] = [None] * len(configs)
     history: list[list[EpochReport]] = [[] for _ in configs]
-    gens = [torch.Generator().manual_seed(c.seed) for c in configs]
+    # One batch-order stream per distinct order seed; members that share it share the very
+    # same permutation object, which lets the stack gather each batch once.
+    order_seeds = [c.seed if c.order_seed is None else c.order_seed for c in configs]
+    gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(order_seeds)}
     n = len(data.train)
     for epoch in range(1, c0.epochs + 1):
-        loss_sum, last = stack.run_epoch(data.train, [torch.randperm(n, generator=g)
-                                                      for g in gens], c0.batch_size)
+        perm_of = {s: torch.randperm(n, generator=g) for s, g in gens.items()}
+        loss_sum, last = stack.run_epoch(data.train, [perm_of[s] for s in order_seeds],
+                                         c0.batch_size)
         test_acc = stack.accuracy(data.test)
         val_acc = stack.accuracy(data.val) if data.val is not None else None
         n_batches = math.ceil(n / c0.batch_size)

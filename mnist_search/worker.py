@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -36,22 +34,25 @@ class WorkerArgs:
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds; grace is 3x (0 disables heartbeats)
     log_level: int = logging.INFO
     error_file: str | None = None  # where the one-line fatal error goes for the parent
+    workers: int = 1  # how many workers share the study (for a fair share per claim)
+    population: int = 1  # most trials claimed and trained together at once
 
 
 class _Heartbeat:
-    """Records a trial's heartbeat every `interval` seconds from a background thread."""
+    """Records the heartbeats of trials every `interval` seconds from a background thread."""
 
-    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+    def __init__(self, storage: Any, trial_ids: list[int], interval: int) -> None:
+        self.storage, self.trial_ids, self.interval = storage, trial_ids, interval
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
     def _beat(self) -> None:
         while True:
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception as exc:  # a missed beat is not fatal; the next one may land
-                log.warning("heartbeat for trial id %d failed: %s", self.trial_id, exc)
+            for trial_id in self.trial_ids:
+                try:
+                    self.storage.record_heartbeat(trial_id)
+                except Exception as exc:  # a missed beat is not fatal; the next may land
+                    log.warning("heartbeat for trial id %d failed: %s", trial_id, exc)
             if self.stop.wait(self.interval):
                 return
 
@@ -87,20 +88,45 @@ def open_worker_study(args: WorkerArgs) -> tuple[Any, Any, Any]:
     return spec, storage, study
 
 
-def claim(study: Any, spec: Any, args: WorkerArgs) -> Any | None:
-    """Under the study lock: fail stale trials, stop if the study is full, else ask."""
-    import optuna
+def claim(study: Any, spec: Any, args: WorkerArgs) -> list[Any]:
+    """Under the study lock: fail stale trials, then ask for this worker's share of work.
 
+    A worker takes trials from the queue until it holds about 1/workers of the estimated
+    remaining cost (at most `population`), so workers tend to finish together.
+    """
+    import math
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from .objective import trial_seed
     from .storage import study_lock
-    from .study import counts
+    from .study import counts, study_seed, trial_cost
 
     with study_lock(args.url, spec.name):
         if args.heartbeat:
             optuna.storages.fail_stale_trials(study)
         c = counts(study)
-        if c["done"] + c["running"] >= args.target:
-            return None
-        return study.ask()
+        free = args.target - c["done"] - c["running"]
+        if free <= 0:
+            return []
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        costs = [trial_cost(spec, t.user_attrs) for t in waiting[:free]]
+        remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
+        share = remaining / max(1, min(args.workers, free))
+        limit = min(args.population, math.ceil(free / max(1, args.workers)))
+        claimed, cost = [], 0.0
+        base_seed = study_seed(study, spec)
+        while len(claimed) < limit and (not claimed or cost < share * 0.999):
+            trial = study.ask()
+            # The seed is fixed the moment the trial exists, so even a trial whose worker
+            # dies before training is retried with the seed it was meant to have.
+            if "seed" not in trial.user_attrs:
+                trial.set_user_attr("seed", trial_seed(base_seed, trial.number))
+            trial.set_user_attr("heartbeat_s", args.heartbeat)
+            claimed.append(trial)
+            cost += trial_cost(spec, trial.user_attrs)
+        return claimed
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -113,50 +139,6 @@ def _defer_signals() -> set:
 
 def _release(old_mask: set) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)  # a held signal is raised right here
-
-
-def run_one(study: Any, storage: Any, trial: Any, spec: Any, args: WorkerArgs,
-            old_mask: set) -> None:
-    """Train one claimed trial and tell its outcome; re-raises Ctrl-C after telling FAIL.
-
-    Called with stop signals held (see work); they are released inside the try, so an
-    interrupt at any point ends the trial FAIL instead of leaving it RUNNING.
-    """
-    from optuna.trial import TrialState
-
-    from .objective import EpochReporter, config_for_trial, record_partial, record_result
-    from .train import NonFiniteLossError, StopTraining, load_for, train
-
-    reporter = EpochReporter(trial, spec)
-    with _Heartbeat(storage, trial._trial_id, args.heartbeat):
-        try:
-            _release(old_mask)
-            trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-            trial.set_user_attr("heartbeat_s", args.heartbeat)
-            config = config_for_trial(trial, spec, args.device)
-            trial_note(trial, config)
-            result = train(config, load_for(config, config.device), on_epoch=reporter)
-            _defer_signals()  # recording and telling a finished trial is not interrupted
-        except StopTraining:
-            record_partial(trial, reporter.history, "pruned")
-            study.tell(trial, state=TrialState.PRUNED)
-            return
-        except NonFiniteLossError as exc:
-            record_partial(trial, reporter.history, "nonfinite")
-            trial.set_user_attr("fail_message", str(exc))
-            study.tell(trial, state=TrialState.FAIL)
-            log.warning("trial %d failed: %s", trial.number, exc)
-            return
-        except BaseException as exc:
-            # Ctrl-C, SIGTERM or a bug: the trial must not stay RUNNING.
-            _defer_signals()
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-            record_partial(trial, reporter.history, reason)
-            trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        record_result(trial, result)
-        study.tell(trial, reporter_value(spec, result))
 
 
 def trial_note(trial: Any, config: Any) -> None:
@@ -184,16 +166,18 @@ def work(args: WorkerArgs) -> int:
 
     args = WorkerArgs(**{**args.__dict__, "device": resolve_device(args.device)})
     spec, storage, study = open_worker_study(args)
+    from .batch import run_batch
+
     ran = 0
     while args.deadline is None or time.time() < args.deadline:
         old_mask = _defer_signals()
-        trial = claim(study, spec, args)
-        if trial is None:
+        trials = claim(study, spec, args)
+        if not trials:
             _release(old_mask)
             break
-        run_one(study, storage, trial, spec, args, old_mask)
+        run_batch(study, storage, trials, spec, args, old_mask)
         _release(old_mask)  # an interrupt held while telling lands here, between trials
-        ran += 1
+        ran += len(trials)
     log.debug("worker %d ran %d trials", args.index, ran)
     return 0
 

@@ -148,3 +148,29 @@ def test_population_drops_a_diverging_member_and_keeps_the_rest(synthetic_dir, s
 def test_bad_config_values_name_the_field(field, value):
     with pytest.raises(ConfigError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_population_with_a_shared_order_matches_single_runs_of_that_order(synthetic_dir, synth):
+    """The fused first-layer path: members share order_seed, each keeps its own init."""
+    configs = [cfg(synthetic_dir, momentum=m, seed=s, l2=l2, dropout=d, order_seed=7)
+               for m, s, l2, d in [(0.0, 0, 0.0, 0.0), (0.9, 1, 0.01, 0.0), (0.5, 2, 0.0, 0.3),
+                                   (0.8, 3, 0.0, 0.0)]]
+    together = train_population(configs, synth)
+    for config, res in zip(configs, together, strict=True):
+        alone = train(config, synth)
+        assert res.test_accuracy == pytest.approx(alone.test_accuracy, abs=1e-3)
+        for key in alone.state_dict:
+            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_shared_order_population_survives_dropping_members(synthetic_dir, synth):
+    good = [cfg(synthetic_dir, seed=s, momentum=0.9, order_seed=1, epochs=3) for s in (0, 1)]
+    bad = cfg(synthetic_dir, seed=2, lr=1e12, momentum=0.9, order_seed=1, epochs=3)
+    out = train_population([good[0], bad, good[1]], synth)
+    assert isinstance(out[1], NonFiniteLossError)
+    for config, res in zip(good, (out[0], out[2]), strict=True):
+        alone = train(config, synth)
+        for key in alone.state_dict:
+            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
+                                       rtol=1e-4, atol=1e-5)
