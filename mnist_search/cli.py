@@ -413,7 +413,9 @@ def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
     if by_label:
         from .report import collect, label_table
 
-        _emit(label_table(collect(st)), fmt, ("label", "n", "mean", "std", "ci95", "notebook"))
+        order = list(st.user_attrs.get("references", {}))
+        _emit(label_table(collect(st), order), fmt,
+              ("label", "n", "mean", "std", "ci95", "notebook"))
     else:
         _emit([compact(r) for r in top_rows(st, top)], fmt)
     _warn_test_selection(st)

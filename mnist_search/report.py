@@ -74,10 +74,16 @@ def by_label(runs: list[Run]) -> dict[str, list[Run]]:
     return out
 
 
-def label_table(runs: list[Run]) -> list[dict[str, Any]]:
-    """Per label: n, mean, std, 95% interval of test accuracy, and the notebook's figure."""
+def label_table(runs: list[Run], order: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per label: n, mean, std, 95% interval of test accuracy, and the notebook's figure.
+
+    Rows follow `order` (the study file's reference order) where given.
+    """
     rows = []
-    for label, group in by_label(runs).items():
+    groups = by_label(runs)
+    rank = {label: i for i, label in enumerate(order or [])}
+    for label in sorted(groups, key=lambda k: rank.get(k, len(rank))):
+        group = groups[label]
         s = summarize([r.test_accuracy for r in group])
         rows.append({"label": label, "n": s.n, "mean": round(s.mean, 2),
                      "std": None if s.std is None else round(s.std, 2),

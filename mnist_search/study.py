@@ -280,7 +280,7 @@ def write_note(study: optuna.Study, spec: StudySpec) -> None:
     if selects_on_test(spec):
         lines.append("")
         lines.append("Selection uses test accuracy: the best value is optimistic.")
-    rows = label_table(collect(study))
+    rows = label_table(collect(study), [r.label for r in spec.references])
     if rows:
         lines += ["", "| label | n | mean test acc. (%) | 95% CI | notebook (%) |",
                   "| --- | --- | --- | --- | --- |"]
