@@ -93,3 +93,21 @@ def test_train_runs_on_a_directory_dataset(synthetic_dir):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["architecture"] == "784-128-64-10" and len(out["train_loss"]) == 2
+
+
+def test_help_never_imports_torch_or_optuna():
+    import subprocess
+    import sys
+
+    code = ("import sys; from click.testing import CliRunner; from mnist_search.cli import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'optuna', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", ["data", "train", "run", "studies", "show", "best",
+                                     "export", "report", "reap", "dashboard"])
+def test_every_command_has_help(command):
+    res = run(command, "--help")
+    assert res.exit_code == 0 and "Usage:" in res.stdout and len(res.stdout) > 100
