@@ -35,11 +35,12 @@ def _identity(t: FrozenTrial) -> str | None:
     return None
 
 
-def _stale(trial: FrozenTrial, stale_ids: set[int], older_than: float | None) -> bool:
+def _stale(trial: FrozenTrial, stale_ids: set[int], beating: set[int],
+           older_than: float | None) -> bool:
     if trial._trial_id in stale_ids:
         return True
-    if trial.user_attrs.get("heartbeat_s"):
-        return False
+    if trial._trial_id in beating:
+        return False  # a heartbeat newer than the grace: a live worker
     if older_than is None or trial.datetime_start is None:
         return False  # no heartbeat and no age given: cannot tell a dead worker from a slow one
     return (dt.datetime.now() - trial.datetime_start).total_seconds() > older_than
@@ -55,9 +56,10 @@ def reap(study_name: str, url: str, older_than: float | None = None) -> ReapRepo
                            grace_period=max(1, grace), create=False)
     study = optuna.load_study(study_name=study_name, storage=storage)
     stale_ids = set(storage._get_stale_trial_ids(study._study_id))
+    beating = _with_heartbeat(storage)
     failed, left = [], []
     for t in running:
-        if not _stale(t, stale_ids, older_than):
+        if not _stale(t, stale_ids, beating, older_than):
             left.append(t.number)
             continue
         storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
@@ -65,6 +67,16 @@ def reap(study_name: str, url: str, older_than: float | None = None) -> ReapRepo
         failed.append(t.number)
         log.info("trial %d: RUNNING with a stale heartbeat -> FAIL", t.number)
     return ReapReport(tuple(failed), tuple(requeue_missing(study)), tuple(left))
+
+
+def _with_heartbeat(storage: object) -> set[int]:
+    """Trial ids that have a heartbeat record at all (a worker that died before its first
+    beat, or could not write one, has none: only --older-than can reap those)."""
+    import sqlalchemy
+
+    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
+        rows = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))
+        return {int(r[0]) for r in rows}
 
 
 def requeue_missing(study: optuna.Study) -> list[str]:

@@ -77,7 +77,9 @@ def sigkill_scenario(url: str, name: str, spec: Path) -> float:
                .retried_trial_number(t) == victim.number]
     assert len(retries) == 1
     retry = retries[0]
-    assert retry.state == TrialState.COMPLETE and retry.params == victim.params
+    assert retry.state == TrialState.COMPLETE
+    # the victim may have been killed mid-suggest: what it had is what the retry has
+    assert victim.params.items() <= retry.params.items()
     assert retry.user_attrs.get("label") == victim.user_attrs.get("label")
     assert retry.user_attrs["seed"] == victim.user_attrs["seed"]
     return to_fail
