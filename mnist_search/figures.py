@@ -41,7 +41,8 @@ def _save(fig: Any, out: Path, name: str) -> None:
     plt.close(fig)
 
 
-def _labels(runs: list[Run]) -> dict[str, list[Run]]:
+def by_label(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by base label (replicates together), in trial order."""
     out: dict[str, list[Run]] = {}
     for r in runs:
         if r.label:
@@ -57,7 +58,7 @@ def _spread_note(n_max: int) -> str:
 
 def loss_curves(runs: list[Run], out: Path) -> Figure | None:
     """Mean train loss per epoch for each labelled run, one panel per group, replicate bands."""
-    labels = _labels(runs)
+    labels = by_label(runs)
     groups = sorted({rs[0].group or "other" for rs in labels.values()},
                     key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else 99, g))
     if not groups:
@@ -97,7 +98,7 @@ def loss_curves(runs: list[Run], out: Path) -> Figure | None:
 
 def accuracy_by_label(runs: list[Run], out: Path) -> Figure | None:
     """Mean test accuracy per label with 95% intervals; the notebook's value as a red mark."""
-    labels = _labels(runs)
+    labels = by_label(runs)
     if not labels:
         return None
     stats = {k: summarize([r.test_accuracy for r in v]) for k, v in labels.items()}

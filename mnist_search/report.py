@@ -21,6 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from . import figures
+from .figures import by_label
 from .stats import summarize
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,6 @@ def collect(study: optuna.Study) -> list[Run]:
                         a.get("penalised_layer_small_fraction"), a.get("parameters"),
                         ref.get("notebook_accuracy"), list(ref.get("notebook_loss") or [])))
     return runs
-
-
-def by_label(runs: list[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = {}
-    for r in runs:
-        if r.label:
-            out.setdefault(r.label, []).append(r)
-    return out
 
 
 def label_table(runs: list[Run], order: list[str] | None = None) -> list[dict[str, Any]]:
