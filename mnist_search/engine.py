@@ -18,7 +18,7 @@ import torch
 
 from .config import TrainConfig
 from .data import Split
-from .model import IN_FEATURES, N_CLASSES, build_mlp, linear_layers
+from .model import IN_FEATURES, N_CLASSES, build_mlp, linear_layers, sparsity
 
 EVAL_CHUNK = 10_000
 _DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
@@ -250,5 +250,4 @@ class Stack:
     def sparsity(self, pos: int, tol: float = 1e-3) -> tuple[float, float]:
         """(fraction exactly zero, fraction |w| < tol) of the penalised layer's parameters."""
         k = self.penalty_index
-        flat = torch.cat([self.W[k][pos].flatten(), self.b[k][pos].flatten()])
-        return float((flat == 0).float().mean()), float((flat.abs() < tol).float().mean())
+        return sparsity([self.W[k][pos], self.b[k][pos]], tol)

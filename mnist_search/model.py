@@ -60,8 +60,11 @@ def architecture(hidden: Sequence[int]) -> str:
     return "-".join(str(w) for w in (IN_FEATURES, *hidden, N_CLASSES))
 
 
-def sparsity(layer: nn.Linear, tol: float = 1e-3) -> tuple[float, float]:
-    """(fraction exactly zero, fraction with |w| < tol) over the layer's weight and bias."""
+def sparsity(layer: nn.Linear | Sequence[torch.Tensor], tol: float = 1e-3
+             ) -> tuple[float, float]:
+    """(fraction exactly zero, fraction with |w| < tol) over a layer's weight and bias
+    (or over the given tensors)."""
+    tensors = list(layer.parameters()) if isinstance(layer, nn.Module) else list(layer)
     with torch.no_grad():
-        flat = torch.cat([layer.weight.flatten(), layer.bias.flatten()])
+        flat = torch.cat([t.flatten() for t in tensors])
         return float((flat == 0).float().mean()), float((flat.abs() < tol).float().mean())

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import TrainConfig
-from .data import Data, load_data
+from .data import Data, epoch_order, load_data
 from .engine import Stack
 from .model import build_mlp, parameter_count
 
@@ -132,7 +132,7 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(order_seeds)}
     n = len(data.train)
     for epoch in range(1, c0.epochs + 1):
-        perm_of = {s: torch.randperm(n, generator=g) for s, g in gens.items()}
+        perm_of = {s: epoch_order(n, g) for s, g in gens.items()}
         loss_sum, last = stack.run_epoch(data.train, [perm_of[s] for s in order_seeds],
                                          c0.batch_size)
         test_acc = stack.accuracy(data.test)
