@@ -54,38 +54,43 @@ class Stack:
         """(Re)build the flat buffers for the live members.
 
         Each layer's weights for all members are one contiguous block of `flat` (then the
-        biases), so the SGD update is three ops over everything, and the first layer of all
-        members is one matrix for the fused matmul. Per-member lr and momentum are expanded
-        to full-size tensors to keep that update elementwise.
+        biases), so the SGD update is one op over everything, and the first layer of all
+        members is one matrix for the fused matmul. `buf` is torch.optim.SGD's momentum
+        buffer: the gradient GEMMs accumulate straight into it (C = beta*C + A@B), so the
+        momentum update costs no pass of its own.
         """
         blocks = [t.reshape(-1) for t in weights + biases]
         self.flat = torch.cat(blocks).to(self.device)
-        self.grad = torch.zeros_like(self.flat)
-        self.momentum_buf = torch.cat([t.reshape(-1) for t in momentum]).to(self.device) \
+        self.buf = torch.cat([t.reshape(-1) for t in momentum]).to(self.device) \
             if momentum else torch.zeros_like(self.flat)
         live = [self.configs[m] for m in self.members]
         n = len(live)
-        self.W, self.b, self.gW, self.gb = [], [], [], []
+        self.W, self.b, self.vW, self.vb = [], [], [], []
         offset = 0
         for out, inp in self.shapes:
             size = n * out * inp
             self.W.append(self.flat[offset:offset + size].view(n, out, inp))
-            self.gW.append(self.grad[offset:offset + size].view(n, out, inp))
+            self.vW.append(self.buf[offset:offset + size].view(n, out, inp))
             offset += size
         for out, _ in self.shapes:
             self.b.append(self.flat[offset:offset + n * out].view(n, 1, out))
-            self.gb.append(self.grad[offset:offset + n * out].view(n, 1, out))
+            self.vb.append(self.buf[offset:offset + n * out].view(n, 1, out))
             offset += n * out
+        # One lr / one momentum for all members (the usual case) is a scalar in the fused
+        # ops; otherwise per-member columns broadcast over each member's block.
+        lrs, moms = {c.lr for c in live}, {c.momentum for c in live}
+        self.lr = lrs.pop() if len(lrs) == 1 else None
+        self.beta = moms.pop() if len(moms) == 1 else None
         per_member = [b.numel() // n for b in blocks]
-        self.neg_lr = self._expand([-c.lr for c in live], per_member)
-        self.momentum = self._expand([c.momentum for c in live], per_member)
+        self.neg_lr = None if self.lr is not None else \
+            self._expand([-c.lr for c in live], per_member)
+        self.momentum = _col([c.momentum for c in live], self.device)
         self.l1 = _col([c.l1 for c in live], self.device)
         self.l2 = _col([c.l2 for c in live], self.device)
         self.p_drop = [c.dropout for c in live]
         self._penalised = any(c.l1 > 0 or c.l2 > 0 for c in live)
         self._any_l1 = any(c.l1 > 0 for c in live)
         self._any_l2 = any(c.l2 > 0 for c in live)
-        self._uses_momentum = any(c.momentum > 0 for c in live)
 
     def _expand(self, values: list[float], per_member: list[int]) -> torch.Tensor:
         v = torch.tensor(values, dtype=torch.float32, device=self.device)
@@ -168,45 +173,62 @@ class Stack:
         g = logp.exp_()  # d(mean CE)/dz = (softmax - onehot) / batch
         g.scatter_add_(2, target, self._minus_one.expand_as(target))
         g.div_(y.shape[1])
+        beta = self._decay()
         for j in range(n_layers - 1, -1, -1):
-            torch.sum(g, 1, keepdim=True, out=self.gb[j])
-            if j == 0 and x.dim() == 2:
-                out, inp = self.shapes[0]
-                g_flat = g.transpose(0, 1).reshape(x.shape[0], -1)  # [B, P*width]
-                torch.mm(g_flat.t(), x, out=self.gW[0].view(-1, inp))
-            else:
-                torch.bmm(g.transpose(1, 2), inputs[j], out=self.gW[j])
+            self._accumulate(j, g, inputs[j], beta)
             if j > 0:
                 g = torch.ops.aten.threshold_backward(torch.bmm(g, self.W[j]), relus[j - 1], 0.0)
                 if masks[j - 1] is not None:
                     g.mul_(masks[j - 1])
         if self._penalised:
             loss = loss + self._penalty()
-        self._sgd()
+        if self.lr is not None:
+            self.flat.add_(self.buf, alpha=-self.lr)
+        else:
+            self.flat.addcmul_(self.buf, self.neg_lr)
         return loss
 
+    def _decay(self) -> float:
+        """The beta for the gradient GEMMs: buf = beta * buf + grad.
+
+        With one momentum for all members that is the momentum itself; with several, each
+        member's block is scaled by its own momentum first and the GEMMs add with beta 1.
+        """
+        if self.beta is not None:
+            return self.beta
+        for v in self.vW + self.vb:
+            v.mul_(self.momentum)
+        return 1.0
+
+    def _accumulate(self, j: int, g: torch.Tensor, a: torch.Tensor, beta: float) -> None:
+        """buf[layer j] = beta * buf + gradient, for its weight and bias, in place."""
+        vb = self.vb[j]
+        if beta == 0.0:
+            torch.sum(g, 1, keepdim=True, out=vb)
+        else:
+            if beta != 1.0:
+                vb.mul_(beta)
+            vb.add_(g.sum(1, keepdim=True))
+        if j == 0 and a.dim() == 2:  # the fused first layer: one [P*width, 784] GEMM
+            g_flat = g.transpose(0, 1).reshape(a.shape[0], -1)  # [B, P*width]
+            self.vW[0].view(-1, a.shape[1]).addmm_(g_flat.t(), a, beta=beta)
+        else:
+            self.vW[j].baddbmm_(g.transpose(1, 2), a, beta=beta)
+
     def _penalty(self) -> torch.Tensor:
-        """Add the penalty's gradient in place; return its value per member."""
+        """Add the penalty's gradient to the buffer; return its value per member."""
         k = self.penalty_index
         value = torch.zeros((), device=self.device)
         w, b = self.W[k], self.b[k]
         if self._any_l1:
-            self.gW[k].add_(torch.sign(w) * self.l1)
-            self.gb[k].add_(torch.sign(b) * self.l1)
+            self.vW[k].add_(torch.sign(w) * self.l1)
+            self.vb[k].add_(torch.sign(b) * self.l1)
             value = value + self.l1.view(-1) * (w.abs().sum((1, 2)) + b.abs().sum((1, 2)))
         if self._any_l2:
-            self.gW[k].add_(w * (2 * self.l2))
-            self.gb[k].add_(b * (2 * self.l2))
+            self.vW[k].add_(w * (2 * self.l2))
+            self.vb[k].add_(b * (2 * self.l2))
             value = value + self.l2.view(-1) * (w.square().sum((1, 2)) + b.square().sum((1, 2)))
         return value
-
-    def _sgd(self) -> None:
-        # torch.optim.SGD with dampening 0: buf = momentum * buf + grad; p -= lr * buf.
-        # (Its first step sets buf = grad, which is the same thing from a zero buffer.)
-        step = self.grad
-        if self._uses_momentum:
-            step = self.momentum_buf.mul_(self.momentum).add_(self.grad)
-        self.flat.addcmul_(step, self.neg_lr)
 
     @torch.inference_mode()
     def accuracy(self, split: Split) -> list[float]:
@@ -233,8 +255,7 @@ class Stack:
         weights = [w.index_select(0, idx) for w in self.W]
         biases = [b.index_select(0, idx) for b in self.b]
         sizes = [w.numel() for w in self.W] + [b.numel() for b in self.b]
-        bufs = [blk.view(n, -1).index_select(0, idx)
-                for blk in torch.split(self.momentum_buf, sizes)]
+        bufs = [blk.view(n, -1).index_select(0, idx) for blk in torch.split(self.buf, sizes)]
         self.members = [self.members[pos] for pos in keep]
         self._load(weights, biases, bufs)
 
