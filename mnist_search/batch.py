@@ -16,6 +16,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from .config import mlp_parameters
 from .objective import EpochReporter, config_for_trial, record_partial, record_result
 from .train import NonFiniteLossError, StopTraining, TrainResult, load_for, shape_key
 from .worker import WorkerArgs, _defer_signals, _Heartbeat, _release, reporter_value, trial_note
@@ -34,9 +35,7 @@ def groups_of(configs: list[Any]) -> list[list[int]]:
 
 
 def _params(config: Any) -> int:
-    from .model import parameter_count
-
-    return parameter_count(config.hidden)
+    return mlp_parameters(config.hidden)
 
 
 def _tell(study: Any, trial: Any, spec: Any, outcome: Any, reporter: EpochReporter) -> None:

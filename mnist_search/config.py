@@ -122,3 +122,10 @@ class TrainConfig:
 
 
 CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+
+
+def mlp_parameters(hidden: tuple[int, ...] | list[int]) -> int:
+    """Weights and biases of the MLP 784 -> hidden... -> 10 (here so that costing a queue
+    of trials does not need torch)."""
+    widths = [784, *hidden, 10]
+    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))

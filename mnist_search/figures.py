@@ -17,12 +17,11 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .report import Figure, Run, by_label  # noqa: E402
 from .stats import compare, summarize  # noqa: E402
 
 if TYPE_CHECKING:
     import optuna
-
-    from .report import Figure, Run
 
 sns.set_theme(style="whitegrid", context="notebook")
 GROUP_ORDER = ("baseline", "regularization", "dropout", "layers", "width", "momentum",
@@ -30,8 +29,6 @@ GROUP_ORDER = ("baseline", "regularization", "dropout", "layers", "width", "mome
 
 
 def _figure(name: str, title: str, text: str) -> Figure:
-    from .report import Figure
-
     return Figure(name, title, text)
 
 
@@ -39,15 +36,6 @@ def _save(fig: Any, out: Path, name: str) -> None:
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
     plt.close(fig)
-
-
-def by_label(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by base label (replicates together), in trial order."""
-    out: dict[str, list[Run]] = {}
-    for r in runs:
-        if r.label:
-            out.setdefault(r.label, []).append(r)
-    return out
 
 
 def _spread_note(n_max: int) -> str:

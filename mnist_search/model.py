@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .config import mlp_parameters
+
 IN_FEATURES, N_CLASSES = 28 * 28, 10
 
 
@@ -52,8 +54,7 @@ def parameter_count(model_or_hidden: nn.Module | Sequence[int]) -> int:
     """Trainable parameters of a model, or of the MLP with these hidden widths."""
     if isinstance(model_or_hidden, nn.Module):
         return sum(p.numel() for p in model_or_hidden.parameters() if p.requires_grad)
-    widths = [IN_FEATURES, *model_or_hidden, N_CLASSES]
-    return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+    return mlp_parameters(tuple(model_or_hidden))
 
 
 def architecture(hidden: Sequence[int]) -> str:

@@ -20,8 +20,6 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from . import figures
-from .figures import by_label
 from .stats import summarize
 
 log = logging.getLogger(__name__)
@@ -67,6 +65,15 @@ def collect(study: optuna.Study) -> list[Run]:
     return runs
 
 
+def by_label(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs grouped by base label (replicates together), in trial order."""
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.label:
+            out.setdefault(r.label, []).append(r)
+    return out
+
+
 def label_table(runs: list[Run], order: list[str] | None = None) -> list[dict[str, Any]]:
     """Per label: n, mean, std, 95% interval of test accuracy, and the notebook's figure.
 
@@ -85,18 +92,16 @@ def label_table(runs: list[Run], order: list[str] | None = None) -> list[dict[st
     return rows
 
 
-FIGURES: list[Callable[[list[Run], Path], Figure | None]] = [
-    figures.loss_curves, figures.accuracy_by_label, figures.momentum, figures.regularization,
-    figures.capacity,
-]
-
-
 def build(study: optuna.Study, out_dir: Path,
           progress: Callable[[str], None] | None = None) -> list[Figure]:
     """Write every figure the study's data supports into out_dir; return them in order."""
+    from . import figures  # matplotlib is imported only when figures are drawn
+
     runs = collect(study)
     made: list[Figure] = []
-    makers: list[Callable[[], Figure | None]] = [lambda f=f: f(runs, out_dir) for f in FIGURES]
+    per_runs = [figures.loss_curves, figures.accuracy_by_label, figures.momentum,
+                figures.regularization, figures.capacity]
+    makers: list[Callable[[], Figure | None]] = [lambda f=f: f(runs, out_dir) for f in per_runs]
     makers += figures.optuna_figures(study, out_dir)
     for make in makers:
         fig = make()

@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .config import mlp_parameters
 from .objective import DETERMINISTIC_FAILURES
 from .spec import StudySpec, hidden_str, load_spec, reference_params
 from .storage import make_storage, resolve_url, study_lock
@@ -162,8 +163,6 @@ def trial_cost(spec: StudySpec, user_attrs: dict[str, Any]) -> float:
     Reference trials are costed from their label, grid points from their values; anything
     else from the study's fixed values.
     """
-    from .model import parameter_count
-
     values: dict[str, Any] = {}
     label = user_attrs.get("label")
     ref = spec.reference(label) if label else None
@@ -175,7 +174,7 @@ def trial_cost(spec: StudySpec, user_attrs: dict[str, Any]) -> float:
         if isinstance(values.get("hidden"), str):
             values["hidden"] = [int(w) for w in values["hidden"].split("-")]
     merged = {**spec.fixed, **values}
-    return parameter_count(tuple(merged.get("hidden", (128, 64)))) * merged.get("epochs", 5)
+    return mlp_parameters(tuple(merged.get("hidden", (128, 64)))) * merged.get("epochs", 5)
 
 
 def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
