@@ -164,6 +164,34 @@ def test_population_with_a_shared_order_matches_single_runs_of_that_order(synthe
                                        rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("momenta,kw", [
+    ((0.0, 0.9, 0.5, 0.9, 0.2), dict(l2=0.01)),  # per-member momentum
+    ((0.9,) * 5, dict(l1=0.01, penalty_layer=1)),  # one momentum: the GEMM's beta
+    ((0.0,) * 5, dict()),  # no momentum: the buffer is just the gradient
+])
+def test_wide_population_skipping_blank_pixels_matches_single_runs(tmp_path, momenta, kw):
+    """Mostly blank border columns, as in MNIST: a 5 x 256-unit stack takes the path that
+    leaves out pixels that are zero in the whole batch (a different set each batch); each
+    member must still equal its own run (a single 256-unit model takes the dense path)."""
+    from mnist_search.engine import SPARSE_MIN_UNITS, Stack
+    from mnist_search.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "blank", n_train=512, n_test=128, seed=3, margin=6)
+    data = load_data(str(root))
+    configs = [cfg(root, hidden=(256, 32), momentum=m, seed=s, dropout=d, order_seed=5, **kw)
+               for m, s, d in zip(momenta, range(5), (0.0, 0.0, 0.3, 0.0, 0.0), strict=True)]
+    assert 5 * 256 >= SPARSE_MIN_UNITS > 256
+    rows = Stack(configs, "cpu")._active_inputs(data.train.x[:64])
+    assert rows is not None and rows.numel() < 0.85 * 784  # the path under test is taken
+    together = train_population(configs, data)
+    for config, res in zip(configs, together, strict=True):
+        alone = train(config, data)
+        assert res.test_accuracy == pytest.approx(alone.test_accuracy, abs=1e-3)
+        for key in alone.state_dict:
+            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
+                                       rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_shared_order_population_survives_dropping_members(synthetic_dir, synth):
     good = [cfg(synthetic_dir, seed=s, momentum=0.9, order_seed=1, epochs=3) for s in (0, 1)]
     bad = cfg(synthetic_dir, seed=2, lr=1e12, momentum=0.9, order_seed=1, epochs=3)
