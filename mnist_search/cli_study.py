@@ -64,8 +64,9 @@ def _sigterm_as_interrupt(signum: int, _frame: Any) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Study seed for a new study [default: the file's].")
-@click.option("--population", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Most trials a worker claims at once; same-shape ones train stacked.")
+@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most trials a worker claims at once; same-shape ones train stacked "
+                   "(the sampler is asked for at most 8 at a time).")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")

@@ -27,29 +27,61 @@ POLL_S = 0.5
 STOP_GRACE_S = 30.0
 
 
-def run_workers(spec: StudySpec, url: str, target: int, *, workers: int, threads: int,
-                device: str, timeout: float | None, progress: bool | None,
-                heartbeat: int | None, population: int = 1) -> tuple[bool, list[str]]:
-    """Run `workers` processes to `target` finished trials; (interrupted, error lines)."""
+class Pool:
+    """Worker processes started before the study is ready, so that their torch import (about
+    2 s) overlaps the parent's storage work; each then waits for its WorkerArgs on stdin.
+
+    Closing stdin without orders (cancel) ends a worker quietly: it has touched nothing yet.
+    """
+
+    def __init__(self, workers: int, threads: int, spec_path: str, device: str) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.threads = threads
+        cmd = [sys.executable, "-m", "mnist_search.worker", "--wait", spec_path, device]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
+                      for _ in range(workers)]
+
+    def start(self, args: list[WorkerArgs]) -> None:
+        for p, a in zip(self.procs, args, strict=True):
+            try:
+                p.stdin.write(json.dumps(dataclasses.asdict(a)) + "\n")
+                p.stdin.close()
+            except OSError:  # it died before its orders: its exit code tells the story
+                pass
+
+    def cancel(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()  # still importing or waiting: nothing of the study is held
+            p.wait()
+            if p.stdin and not p.stdin.closed:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+
+
+def run_workers(spec: StudySpec, url: str, target: int, *, pool: Pool, device: str,
+                timeout: float | None, progress: bool | None, heartbeat: int | None,
+                population: int = 1, study: Any = None) -> tuple[bool, list[str]]:
+    """Give the pool's workers their orders and follow them to `target` finished trials;
+    returns (interrupted, error lines)."""
     level = logging.getLogger("mnist_search").getEffectiveLevel()
     show_bar = sys.stderr.isatty() and level <= logging.INFO if progress is None else progress
-    base = WorkerArgs(spec=spec.path, url=url, target=target, threads=threads, device=device,
-                      deadline=None if timeout is None else time.time() + timeout,
+    workers = len(pool.procs)
+    base = WorkerArgs(spec=spec.path, url=url, target=target, threads=pool.threads,
+                      device=device, deadline=None if timeout is None else time.time() + timeout,
                       heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
                       log_level=logging.WARNING if show_bar else level, workers=workers,
                       population=population)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    procs = pool.procs
     with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
         errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(workers)]
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "mnist_search.worker", json.dumps(
-                dataclasses.asdict(dataclasses.replace(base, index=i, error_file=errs[i])))],
-                env=env)
-            for i in range(workers)
-        ]
+        pool.start([dataclasses.replace(base, index=i, error_file=errs[i])
+                    for i in range(workers)])
         interrupted = False
         try:
-            _follow(spec, url, target, procs, show_bar)
+            _follow(spec, url, target, procs, show_bar, study)
         except KeyboardInterrupt:
             interrupted = True
             _stop(procs)
@@ -84,19 +116,27 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.kill()
 
 
+def _wait_any(procs: list[subprocess.Popen], seconds: float) -> None:
+    """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and all(p.poll() is None for p in procs):
+        time.sleep(0.02)
+
+
 def _follow(spec: StudySpec, url: str, target: int, procs: list[subprocess.Popen],
-            show_bar: bool) -> None:
+            show_bar: bool, study: Any = None) -> None:
     import optuna
 
     from .storage import make_storage
     from .study import counts
 
-    study = optuna.load_study(study_name=spec.name, storage=make_storage(url))
+    if study is None:
+        study = optuna.load_study(study_name=spec.name, storage=make_storage(url))
     bar = _bar(spec.name, target) if show_bar else None
     last_done = -1
     try:
         while any(p.poll() is None for p in procs):
-            time.sleep(POLL_S)
+            _wait_any(procs, POLL_S)
             c = counts(study)
             if c["done"] == last_done:
                 continue

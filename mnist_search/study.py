@@ -29,7 +29,7 @@ from .storage import make_storage, resolve_url, study_lock
 log = logging.getLogger(__name__)
 
 DEFAULT_SEARCH_TRIALS = 20
-DEFAULT_POPULATION = 8  # trials a worker claims and trains together at most
+DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
 
 
 class StudyConflict(Exception):
@@ -157,24 +157,59 @@ def counts(study: optuna.Study) -> dict[str, int]:
     }
 
 
+def _queued_values(spec: StudySpec, user_attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """Fixed values plus what a reference or grid point sets; None for a sampled trial."""
+    label = user_attrs.get("label")
+    ref = spec.reference(label) if label else None
+    if ref is not None:
+        values = dict(ref.values)
+    elif user_attrs.get("grid_point"):
+        values = json.loads(user_attrs["grid_point"])
+    else:
+        return None
+    if isinstance(values.get("hidden"), str):
+        values["hidden"] = [int(w) for w in values["hidden"].split("-")]
+    return {**spec.fixed, **values}
+
+
 def trial_cost(spec: StudySpec, user_attrs: dict[str, Any]) -> float:
     """Relative training cost of a (waiting) trial: parameters x epochs of its config.
 
     Reference trials are costed from their label, grid points from their values; anything
     else from the study's fixed values.
     """
-    values: dict[str, Any] = {}
-    label = user_attrs.get("label")
-    ref = spec.reference(label) if label else None
-    if ref is not None:
-        values = ref.values
-    elif user_attrs.get("grid_point"):
-        values = {k: v for k, v in json.loads(user_attrs["grid_point"]).items()
-                  if k in ("hidden", "epochs")}
-        if isinstance(values.get("hidden"), str):
-            values["hidden"] = [int(w) for w in values["hidden"].split("-")]
-    merged = {**spec.fixed, **values}
+    merged = _queued_values(spec, user_attrs) or dict(spec.fixed)
     return mlp_parameters(tuple(merged.get("hidden", (128, 64)))) * merged.get("epochs", 5)
+
+
+def queued_shape(spec: StudySpec, user_attrs: dict[str, Any]) -> tuple | None:
+    """What decides whether queued trials can train stacked (train.shape_key's fields, from
+    the file's values and defaults); None for a trial the sampler has yet to propose."""
+    merged = _queued_values(spec, user_attrs)
+    if merged is None:
+        return None
+    from .config import TrainConfig
+
+    d = TrainConfig()
+    return tuple(tuple(v) if isinstance(v, list) else v for v in (
+        merged.get(k, getattr(d, k)) for k in ("hidden", "batch_size", "epochs", "dataset",
+                                               "val_size", "normalize", "dropout_after",
+                                               "penalty_layer")))
+
+
+def queue_order(spec: StudySpec, items: list[tuple[dict[str, Any], Any]]
+                ) -> list[tuple[dict[str, Any], Any]]:
+    """Trials of one shape together (they train as one stack), the costliest group first so
+    the long work is not left for last, the file's order within a group. Workers claim
+    from the front of the queue."""
+    shapes = [queued_shape(spec, attrs) for attrs, _ in items]
+    cost: dict[Any, float] = {}
+    first: dict[Any, int] = {}
+    for i, ((attrs, _), shape) in enumerate(zip(items, shapes, strict=True)):
+        cost[shape] = cost.get(shape, 0.0) + trial_cost(spec, attrs)
+        first.setdefault(shape, i)
+    order = sorted(range(len(items)), key=lambda i: (-cost[shapes[i]], first[shapes[i]], i))
+    return [items[i] for i in order]
 
 
 def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
@@ -187,22 +222,15 @@ def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
         have = {t.user_attrs.get("label") for t in live} | \
             {t.user_attrs.get("grid_point") for t in live}
         _, params = reference_params(spec)
-        # Costliest first (stable, so equal-cost runs keep the file's order): workers claim
-        # from the front of the queue, and the long runs should not be left for last.
-        order = sorted(range(len(spec.references)),
-                       key=lambda i: -trial_cost(spec, {"label": spec.references[i].label}))
+        items = [({"label": r.label if rep == 1 else f"{r.label}#{rep}", "group": r.group}, p)
+                 for rep in range(1, spec.replicates + 1)
+                 for r, p in zip(spec.references, params, strict=True)]
+        items += [({"grid_point": json.dumps(point, sort_keys=True)}, point)
+                  for point in grid_points(spec)]
         added = 0
-        for rep in range(1, spec.replicates + 1):
-            for i in order:
-                ref, p = spec.references[i], params[i]
-                label = ref.label if rep == 1 else f"{ref.label}#{rep}"
-                if label not in have:
-                    study.enqueue_trial(p, user_attrs={"label": label, "group": ref.group})
-                    added += 1
-        for point in grid_points(spec):
-            key = json.dumps(point, sort_keys=True)
-            if key not in have:
-                study.enqueue_trial(point, user_attrs={"grid_point": key})
+        for attrs, p in queue_order(spec, items):
+            if (attrs.get("label") or attrs.get("grid_point")) not in have:
+                study.enqueue_trial(p, user_attrs=attrs)
                 added += 1
     return added
 
@@ -219,11 +247,11 @@ class RunSummary:
     worker_errors: tuple[str, ...] = ()
 
 
-def prepare(path: str | Path, *, trials: int | None, storage: str | None, seed: int | None,
-            force: bool, replicates: int | None = None,
+def prepare(path: str | Path | StudySpec, *, trials: int | None, storage: str | None,
+            seed: int | None, force: bool, replicates: int | None = None,
             ) -> tuple[StudySpec, str, optuna.Study, int]:
     """Validate the file, open/resume the study, enqueue references: everything before work."""
-    spec = load_spec(path)
+    spec = path if isinstance(path, StudySpec) else load_spec(path)
     if replicates is not None:  # how many seeds per reference: a "how", not a "what"
         spec = dataclasses.replace(spec, replicates=replicates)
     url = resolve_url(storage)
@@ -245,18 +273,24 @@ def run_study(path: str | Path, *, trials: int | None = None, workers: int = 1,
               heartbeat: int | None = None, replicates: int | None = None,
               population: int = DEFAULT_POPULATION) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes."""
-    from .runner import run_workers
+    from .runner import Pool, run_workers
 
     start = time.monotonic()
-    spec, url, study, target = prepare(path, trials=trials, storage=storage, seed=seed,
-                                       force=force, replicates=replicates)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    spec = load_spec(path)  # a bad file is reported before any process starts
+    resolve_url(storage)
+    # Workers start now and import torch while this process opens the study; they get
+    # their orders (or are cancelled, if there is nothing to do) once it is ready.
+    pool = Pool(workers, max(1, (os.cpu_count() or 1) // workers), spec.path, device)
     interrupted, errors = False, []
-    if counts(study)["done"] < target:  # a finished study starts no worker (and no torch)
-        interrupted, errors = run_workers(spec, url, target, workers=workers, threads=threads,
-                                          device=device, timeout=timeout, progress=progress,
-                                          heartbeat=heartbeat, population=population)
-    study = optuna.load_study(study_name=spec.name, storage=make_storage(url))
+    try:
+        spec, url, study, target = prepare(spec, trials=trials, storage=storage, seed=seed,
+                                           force=force, replicates=replicates)
+        if counts(study)["done"] < target:
+            interrupted, errors = run_workers(
+                spec, url, target, pool=pool, device=device, timeout=timeout,
+                progress=progress, heartbeat=heartbeat, population=population, study=study)
+    finally:
+        pool.cancel()  # no-op for workers that ran: they have exited
     write_note(study, spec)
     c = counts(study)
     try:

@@ -1,6 +1,7 @@
 """One worker process: claim a trial, train it, tell the result; until the study is full.
 
-Started by runner.run_workers as `python -m mnist_search.worker '<json>'`. Claiming (count,
+Started by runner.Pool as `python -m mnist_search.worker` (orders as one JSON line on stdin)
+or by hand as `python -m mnist_search.worker '<json>'`. Claiming (count,
 fail stale trials, ask) happens under the study lock, so N workers finish exactly the
 requested number of trials and never pop the same enqueued trial twice.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -88,11 +90,15 @@ def open_worker_study(args: WorkerArgs) -> tuple[Any, Any, Any]:
     return spec, storage, study
 
 
+SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
+
+
 def claim(study: Any, spec: Any, args: WorkerArgs) -> list[Any]:
     """Under the study lock: fail stale trials, then ask for this worker's share of work.
 
     A worker takes trials from the queue until it holds about 1/workers of the estimated
-    remaining cost (at most `population`), so workers tend to finish together.
+    remaining cost, so workers tend to finish together; but queued trials of one shape are
+    taken whole (up to `population`), since they train together as one stack.
     """
     import math
 
@@ -101,7 +107,7 @@ def claim(study: Any, spec: Any, args: WorkerArgs) -> list[Any]:
 
     from .objective import trial_seed
     from .storage import study_lock
-    from .study import counts, study_seed, trial_cost
+    from .study import counts, queued_shape, study_seed, trial_cost
 
     with study_lock(args.url, spec.name):
         if args.heartbeat:
@@ -110,14 +116,19 @@ def claim(study: Any, spec: Any, args: WorkerArgs) -> list[Any]:
         free = args.target - c["done"] - c["running"]
         if free <= 0:
             return []
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        costs = [trial_cost(spec, t.user_attrs) for t in waiting[:free]]
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:free]
+        costs = [trial_cost(spec, t.user_attrs) for t in waiting]
         remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
         share = remaining / max(1, min(args.workers, free))
-        limit = min(args.population, math.ceil(free / max(1, args.workers)))
+        limit = min(args.population, SAMPLED_AT_ONCE, math.ceil(free / max(1, args.workers)))
+        shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
         claimed, cost = [], 0.0
         base_seed = study_seed(study, spec)
-        while len(claimed) < limit and (not claimed or cost < share * 0.999):
+        while len(claimed) < min(free, args.population):
+            i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
+            same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
+            if claimed and not same and (len(claimed) >= limit or cost >= share * 0.999):
+                break
             trial = study.ask()
             # The seed is fixed the moment the trial exists, so even a trial whose worker
             # dies before training is retried with the seed it was meant to have.
@@ -186,9 +197,44 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _orders(argv: list[str]) -> WorkerArgs | None:
+    """The WorkerArgs, from argv; or, for a worker started early by runner.Pool
+    (`--wait SPEC DEVICE`), from one line of stdin once it has warmed up. None: cancelled."""
+    if argv[:1] != ["--wait"]:
+        return WorkerArgs(**json.loads(argv[0]))
+    _warm_up(*argv[1:3])
+    line = sys.stdin.readline()
+    return WorkerArgs(**json.loads(line)) if line.strip() else None
+
+
+def _warm_up(spec_path: str, device: str) -> None:
+    """Import torch and load the study's data while the parent still opens the study.
+
+    Only a head start: load_data caches what it loads, and anything that fails here fails
+    again, properly reported, once the orders arrive.
+    """
+    try:
+        from . import batch, storage  # noqa: F401 - torch, optuna, sqlalchemy
+        from .config import TrainConfig
+        from .spec import load_spec
+        from .train import load_for, resolve_device
+
+        fixed = load_spec(spec_path).fixed
+        keys = ("dataset", "val_size", "normalize")
+        config = TrainConfig(**{k: fixed[k] for k in keys if k in fixed})
+        load_for(config, resolve_device(device))
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.debug("warm-up skipped: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = WorkerArgs(**json.loads(argv[0]))
+    try:
+        args = _orders(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the parent was still preparing
+        return 130
+    if args is None:
+        return 0
     signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM ends the trial like Ctrl-C
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format=f"%(asctime)s worker {args.index}: %(message)s",
@@ -223,4 +269,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is told and committed by now; skip the interpreter's teardown of torch and
+    # friends (about 0.7 s), as multiprocessing's children do.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
