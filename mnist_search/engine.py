@@ -179,8 +179,8 @@ class Stack:
         pixels, not normalized); their first-layer products are exactly zero, so both
         first-layer GEMMs can leave them out. On a 2-core CPU that measured 1.1-1.2x per
         epoch for 11 stacked baselines (1408 units), about 1.0x for 5 and a loss for one
-        512-unit layer (the gathers cost more than they save), hence the width threshold. Not on a GPU: the dense GEMM
-        is faster there, and nonzero() would sync.
+        512-unit layer (the gathers cost more than they save), hence the width threshold.
+        Not on a GPU: the dense GEMM is faster there, and nonzero() would sync.
         """
         if x.dim() != 2 or self.device != "cpu" or self.W0t.shape[1] < SPARSE_MIN_UNITS:
             return None

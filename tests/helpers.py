@@ -35,6 +35,19 @@ def start_run(spec: Path, url: str, *args: str, env: dict | None = None,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def worker_pids(spec: Path) -> list[int]:
+    """Live worker processes started for this study file (found by their command line)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mnist_search.worker" in cmd and str(spec).encode() in cmd:
+            pids.append(int(proc.name))
+    return pids
+
+
 def wait_for(predicate: Callable[[], object], timeout: float, what: str,
              every: float = 0.1) -> object:
     deadline = time.monotonic() + timeout

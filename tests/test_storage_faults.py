@@ -11,7 +11,7 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from helpers import exe, integrity, start_run, trials, write_study
+from helpers import exe, integrity, start_run, trials, worker_pids, write_study
 
 STUDY = """
 [sampler]
@@ -130,6 +130,7 @@ def test_unreachable_postgresql(tmp_path, synthetic_dir):
     assert proc.returncode == 1
     line = one_line_error(err)
     assert "127.0.0.1:1" in line and "refused" in line.lower() and "secret" not in err
+    assert worker_pids(spec) == []  # the workers started early are gone with it
 
 
 @pytest.mark.parametrize("revision,advice", [("v3.0.0.d", "optuna storage upgrade"),

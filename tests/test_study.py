@@ -90,6 +90,65 @@ def test_two_workers_finish_exactly_the_total_and_resume_adds_nothing(tmp_path, 
     assert round(again.test_accuracy, 4) == t.user_attrs["test_accuracy"]
 
 
+SHAPES = """
+[sampler]
+kind = "grid"
+[fixed]
+dataset = DATA
+epochs = 1
+[[reference]]
+label = "small-a"
+hidden = [16]
+[[reference]]
+label = "big-a"
+hidden = [32]
+[[reference]]
+label = "small-b"
+hidden = [16]
+momentum = 0.9
+[[reference]]
+label = "big-b"
+hidden = [32]
+dropout = 0.3
+[[reference]]
+label = "big-c"
+hidden = [32]
+l2 = 0.001
+"""
+
+
+def test_same_shape_references_are_queued_together_and_train_as_one_stack(tmp_path,
+                                                                          synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, SHAPES)
+    db = tmp_path / "s.db"
+    res = run("-q", "run", str(spec), "--storage", f"sqlite:///{db}", "--workers", "2")
+    assert res.exit_code == 0, res.output
+    trials = sorted(trials_of(db), key=lambda t: t.number)
+    # the costlier shape group first, the file's order within each group
+    assert [t.user_attrs["label"] for t in trials] == \
+        ["big-a", "big-b", "big-c", "small-a", "small-b"]
+    for labels in (("big-a", "big-b", "big-c"), ("small-a", "small-b")):
+        group = [t for t in trials if t.user_attrs["label"] in labels]
+        assert {t.user_attrs["population_size"] for t in group} == {len(labels)}
+        assert len({t.user_attrs["worker"] for t in group}) == 1  # claimed whole
+        assert len({t.user_attrs["config"]["order_seed"] for t in group}) == 1
+
+
+def test_cancelled_pool_stops_its_waiting_workers(tmp_path, synthetic_dir):
+    """Workers start before the study is opened; if opening fails, or there is nothing to
+    do, cancel must end them at once (they would otherwise wait for orders)."""
+    import threading
+
+    from mnist_search.runner import Pool
+
+    spec = study_file(tmp_path, synthetic_dir, SHAPES)
+    pool = Pool(2, 1, str(spec), "cpu")
+    done = threading.Event()
+    threading.Thread(target=lambda: (pool.cancel(), done.set()), daemon=True).start()
+    assert done.wait(30), "cancel did not return"
+    assert all(p.returncode is not None for p in pool.procs)
+
+
 def test_show_export_best_and_optuna_cli_read_the_study(tmp_path, synthetic_dir):
     spec = study_file(tmp_path, synthetic_dir, TPE_WITH_REFS.replace("trials = 8", "trials = 4"))
     url = f"sqlite:///{tmp_path / 's.db'}"
