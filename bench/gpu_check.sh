@@ -22,3 +22,5 @@ from mnist_search.train import train
 r = train(TrainConfig(momentum=0.9, epochs=1, device='cuda'))
 print(f'bench A on cuda: {r.seconds:.2f} s/epoch, test acc {r.test_accuracy:.2f}%')
 " ; } 2>&1 | tee "$OUT/bench_a.txt"
+# last, as it is the least sure to fit: torch.compile against eager on the GPU
+{ timeout 120 $PY bench/bench_compile.py --device cuda --k 1 64 ; } 2>&1 | tee "$OUT/compile.txt" || true
