@@ -29,13 +29,9 @@ def groups_of(configs: list[Any]) -> list[list[int]]:
     by_key: dict[tuple, list[int]] = {}
     for i, c in enumerate(configs):
         by_key.setdefault(shape_key(c), []).append(i)
-    cost = {k: sum(configs[i].epochs for i in v) * _params(configs[v[0]]) for k, v in
-            by_key.items()}
+    cost = {k: sum(configs[i].epochs for i in v) * mlp_parameters(configs[v[0]].hidden)
+            for k, v in by_key.items()}
     return [by_key[k] for k in sorted(by_key, key=lambda k: -cost[k])]
-
-
-def _params(config: Any) -> int:
-    return mlp_parameters(config.hidden)
 
 
 def _tell(study: Any, trial: Any, spec: Any, outcome: Any, reporter: EpochReporter) -> None:

@@ -115,6 +115,10 @@ class TrainConfig:
         """'784-128-64-10' style string (input and output sizes of MNIST)."""
         return "-".join(str(w) for w in (784, *self.hidden, 10))
 
+    def stack_key(self) -> tuple:
+        """Configs with equal keys can be trained together as one stacked population."""
+        return tuple(getattr(self, f) for f in STACK_FIELDS)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
@@ -122,6 +126,10 @@ class TrainConfig:
 
 
 CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+# What members of one stack must share; everything else (lr, momentum, dropout rate,
+# penalties, seed) can differ per member.
+STACK_FIELDS = ("hidden", "batch_size", "epochs", "device", "dataset", "val_size", "normalize",
+                "dropout_after", "penalty_layer")
 
 
 def mlp_parameters(hidden: tuple[int, ...] | list[int]) -> int:

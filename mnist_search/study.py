@@ -21,8 +21,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .config import mlp_parameters
-from .objective import DETERMINISTIC_FAILURES
+from .config import CONFIG_FIELDS, TrainConfig, mlp_parameters
+from .objective import DETERMINISTIC_FAILURES, parse_hidden
 from .spec import StudySpec, hidden_str, load_spec, reference_params
 from .storage import make_storage, resolve_url, study_lock
 
@@ -168,7 +168,7 @@ def _queued_values(spec: StudySpec, user_attrs: dict[str, Any]) -> dict[str, Any
     else:
         return None
     if isinstance(values.get("hidden"), str):
-        values["hidden"] = [int(w) for w in values["hidden"].split("-")]
+        values["hidden"] = parse_hidden(values["hidden"])
     return {**spec.fixed, **values}
 
 
@@ -183,18 +183,12 @@ def trial_cost(spec: StudySpec, user_attrs: dict[str, Any]) -> float:
 
 
 def queued_shape(spec: StudySpec, user_attrs: dict[str, Any]) -> tuple | None:
-    """What decides whether queued trials can train stacked (train.shape_key's fields, from
-    the file's values and defaults); None for a trial the sampler has yet to propose."""
+    """The stack key (TrainConfig.stack_key) of a queued trial, from the file's values;
+    None for a trial the sampler has yet to propose."""
     merged = _queued_values(spec, user_attrs)
     if merged is None:
         return None
-    from .config import TrainConfig
-
-    d = TrainConfig()
-    return tuple(tuple(v) if isinstance(v, list) else v for v in (
-        merged.get(k, getattr(d, k)) for k in ("hidden", "batch_size", "epochs", "dataset",
-                                               "val_size", "normalize", "dropout_after",
-                                               "penalty_layer")))
+    return TrainConfig(**{k: v for k, v in merged.items() if k in CONFIG_FIELDS}).stack_key()
 
 
 def queue_order(spec: StudySpec, items: list[tuple[dict[str, Any], Any]]

@@ -97,9 +97,7 @@ def train(config: TrainConfig, data: Data | None = None,
 
 def shape_key(config: TrainConfig) -> tuple:
     """Configs with equal keys can be trained together as one stacked population."""
-    c = config
-    return (c.hidden, c.batch_size, c.epochs, c.device, c.dataset, c.val_size, c.normalize,
-            c.dropout_after, c.penalty_layer)
+    return config.stack_key()
 
 
 def load_for(config: TrainConfig, device: str) -> Data:

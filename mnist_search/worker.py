@@ -93,7 +93,7 @@ def open_worker_study(args: WorkerArgs) -> tuple[Any, Any, Any]:
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
 
 
-def claim(study: Any, spec: Any, args: WorkerArgs, storage: Any = None) -> list[Any]:
+def claim(study: Any, storage: Any, spec: Any, args: WorkerArgs) -> list[Any]:
     """Under the study lock: fail stale trials, then ask for this worker's share of work.
 
     A worker takes trials from the queue until it holds about 1/workers of the estimated
@@ -135,7 +135,7 @@ def claim(study: Any, spec: Any, args: WorkerArgs, storage: Any = None) -> list[
             if "seed" not in trial.user_attrs:
                 trial.set_user_attr("seed", trial_seed(base_seed, trial.number))
             trial.set_user_attr("heartbeat_s", args.heartbeat)
-            if args.heartbeat and storage is not None:
+            if args.heartbeat:
                 # A first beat now, not when the batch's heartbeat thread gets round to it:
                 # a worker killed in between would leave a RUNNING trial with no heartbeat,
                 # which Optuna never counts as stale.
@@ -187,7 +187,7 @@ def work(args: WorkerArgs) -> int:
     ran = 0
     while args.deadline is None or time.time() < args.deadline:
         old_mask = _defer_signals()
-        trials = claim(study, spec, args, storage)
+        trials = claim(study, storage, spec, args)
         if not trials:
             _release(old_mask)
             break
