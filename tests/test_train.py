@@ -122,15 +122,21 @@ def test_validation_holdout_reports_val_accuracy(synthetic_dir):
                                                    for e in result.epochs)
 
 
+def assert_each_equals_its_own_run(configs, together, data) -> None:
+    """Each stacked member: the weights and test accuracy of training its config alone."""
+    for config, res in zip(configs, together, strict=True):
+        alone = train(config, data)
+        assert res.test_accuracy == pytest.approx(alone.test_accuracy, abs=1e-3)
+        for key in alone.state_dict:
+            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
+                                       rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_population_members_match_single_runs(synthetic_dir, synth):
     configs = [cfg(synthetic_dir, momentum=m, seed=s, l1=l1, dropout=d)
                for m, s, l1, d in [(0.0, 0, 0.0, 0.0), (0.9, 1, 0.001, 0.0), (0.5, 2, 0.0, 0.5)]]
     together = train_population(configs, synth)
-    for config, res in zip(configs, together, strict=True):
-        alone = train(config, synth)
-        for key in alone.state_dict:
-            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
-                                       rtol=1e-4, atol=1e-5)
+    assert_each_equals_its_own_run(configs, together, synth)
 
 
 def test_population_drops_a_diverging_member_and_keeps_the_rest(synthetic_dir, synth):
@@ -156,12 +162,7 @@ def test_population_with_a_shared_order_matches_single_runs_of_that_order(synthe
                for m, s, l2, d in [(0.0, 0, 0.0, 0.0), (0.9, 1, 0.01, 0.0), (0.5, 2, 0.0, 0.3),
                                    (0.8, 3, 0.0, 0.0)]]
     together = train_population(configs, synth)
-    for config, res in zip(configs, together, strict=True):
-        alone = train(config, synth)
-        assert res.test_accuracy == pytest.approx(alone.test_accuracy, abs=1e-3)
-        for key in alone.state_dict:
-            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
-                                       rtol=1e-4, atol=1e-5)
+    assert_each_equals_its_own_run(configs, together, synth)
 
 
 @pytest.mark.parametrize("momenta,kw", [
@@ -184,12 +185,7 @@ def test_wide_population_skipping_blank_pixels_matches_single_runs(tmp_path, mom
     rows = Stack(configs, "cpu")._active_inputs(data.train.x[:64])
     assert rows is not None and rows.numel() < 0.85 * 784  # the path under test is taken
     together = train_population(configs, data)
-    for config, res in zip(configs, together, strict=True):
-        alone = train(config, data)
-        assert res.test_accuracy == pytest.approx(alone.test_accuracy, abs=1e-3)
-        for key in alone.state_dict:
-            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
-                                       rtol=1e-4, atol=1e-5, msg=key)
+    assert_each_equals_its_own_run(configs, together, data)
 
 
 def test_shared_order_population_survives_dropping_members(synthetic_dir, synth):
@@ -197,8 +193,4 @@ def test_shared_order_population_survives_dropping_members(synthetic_dir, synth)
     bad = cfg(synthetic_dir, seed=2, lr=1e12, momentum=0.9, order_seed=1, epochs=3)
     out = train_population([good[0], bad, good[1]], synth)
     assert isinstance(out[1], NonFiniteLossError)
-    for config, res in zip(good, (out[0], out[2]), strict=True):
-        alone = train(config, synth)
-        for key in alone.state_dict:
-            torch.testing.assert_close(res.state_dict[key], alone.state_dict[key],
-                                       rtol=1e-4, atol=1e-5)
+    assert_each_equals_its_own_run(good, [out[0], out[2]], synth)
