@@ -16,8 +16,8 @@ import torch
 
 from mnist_search.config import TrainConfig
 from mnist_search.data import epoch_order
-from mnist_search.engine import Stack
-from mnist_search.train import load_for, resolve_device
+from mnist_search.training.engine import Stack
+from mnist_search.training.train import load_for, resolve_device
 
 
 def _epoch(stack: Stack, data, perm: torch.Tensor, k: int, device: str) -> float:

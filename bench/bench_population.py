@@ -14,7 +14,7 @@ import time
 import torch
 
 from mnist_search.config import TrainConfig
-from mnist_search.train import load_for, resolve_device, train_population
+from mnist_search.training.train import load_for, resolve_device, train_population
 
 
 def main() -> None:

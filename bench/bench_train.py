@@ -1,4 +1,4 @@
-"""Bench A: one epoch of the notebook baseline, the notebook's loop vs mnist_search.train.
+"""Bench A: one epoch of the notebook baseline, the notebook's loop vs mnist_search.training.train.
 
 Run: .venv/bin/python bench/bench_train.py [--root data] [--threads N]
 Both run in this one process, one after the other, with the same thread count.
@@ -21,7 +21,7 @@ from notebook_loop import notebook_epoch_seconds  # noqa: E402
 
 from mnist_search.config import TrainConfig  # noqa: E402
 from mnist_search.data import default_root, load_data  # noqa: E402
-from mnist_search.train import train  # noqa: E402
+from mnist_search.training.train import train  # noqa: E402
 
 
 def main() -> None:

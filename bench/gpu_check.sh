@@ -12,13 +12,13 @@ if [ -d wheels ]; then $PY -m pip install -q --no-index --find-links wheels \
 $PY -m pip install -q --no-deps -e . >/dev/null
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 export MNIST_SEARCH_DATA=${MNIST_SEARCH_DATA:-data}
-$PY -m mnist_search.cli data verify | tee "$OUT/data.txt"
+$PY -m mnist_search data verify | tee "$OUT/data.txt"
 { $PY bench/bench_population.py --device cuda --k 1 8 64 256 ; } 2>&1 | tee "$OUT/population.txt"
 { $PY bench/bench_notebook_grid.py --workers 1 --device cuda ; } 2>&1 | tee "$OUT/grid.txt"
 { $PY -c "
 import time, torch
 from mnist_search.config import TrainConfig
-from mnist_search.train import train
+from mnist_search.training.train import train
 r = train(TrainConfig(momentum=0.9, epochs=1, device='cuda'))
 print(f'bench A on cuda: {r.seconds:.2f} s/epoch, test acc {r.test_accuracy:.2f}%')
 " ; } 2>&1 | tee "$OUT/bench_a.txt"

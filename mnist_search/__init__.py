@@ -1,24 +1,56 @@
 """mnist-search: Optuna hyperparameter search for PyTorch MLPs on MNIST-style data.
 
+The public API, for your own Optuna code:
+
+    import optuna, mnist_search as ms
+    study = optuna.create_study(direction="maximize")
+    study.optimize(ms.Objective("studies/search.toml", epochs=1), n_trials=3)
+
 Only the version is defined eagerly, so `mnist-search --help` never imports torch or
-optuna; the Python API is loaded on first use.
+optuna; each name below is imported on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_results", "run_study"]
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "TrainConfig": "mnist_search.config",
+    "StudySpec": "mnist_search.spec",
+    "load_spec": "mnist_search.spec",
+    "load_data": "mnist_search.data",
+    "train": "mnist_search.training.train",
+    "TrainResult": "mnist_search.training.train",
+    "Objective": "mnist_search.search.objective",
+    "open_study": "mnist_search.search.study",
+    "run_study": "mnist_search.workers.pool",
+    "load_results": "mnist_search.results.rows",
+}
+__all__ = ["Objective", "StudySpec", "TrainConfig", "TrainResult", "__version__", "load_data",
+           "load_results", "load_spec", "open_study", "run_study", "train"]
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import load_data
+    from .results.rows import load_results
+    from .search.objective import Objective
+    from .search.study import open_study
+    from .spec import StudySpec, load_spec
+    from .training.train import TrainResult, train
+    from .workers.pool import run_study
 
 
 def __getattr__(name: str) -> Any:
-    if name == "load_results":
-        from .results import load_results
-
-        return load_results
-    if name == "run_study":
-        from .study import run_study
-
-        return run_study
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'mnist_search' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -6,31 +6,31 @@ Standard library only, so study files can be validated (and `--help` answered) w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from .errors import ConfigError
+
+__all__ = ["CONFIG_FIELDS", "RULES", "STACK_FIELDS", "ConfigError", "TrainConfig", "hidden_str",
+           "is_int", "is_num", "mlp_parameters", "parse_hidden"]
+
 DropoutPlacement = Literal["first", "all"]
+IN_FEATURES, N_CLASSES = 28 * 28, 10
 
 
-class ConfigError(ValueError):
-    """A config value outside what is allowed; `key` names the field."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key} = {value!r} is not allowed: expected {allowed}")
-        self.key, self.value, self.allowed = key, value, allowed
-
-
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An integer, and not a bool (TOML and JSON keep them apart; Python does not)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any) -> bool:
-    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+def is_num(v: Any) -> bool:
+    """A finite int or float (never nan, inf or a bool)."""
+    return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
 def _in(lo: float, hi: float, hi_open: bool = True) -> Callable[[Any], bool]:
-    return lambda v: _is_num(v) and lo <= v and (v < hi if hi_open else v <= hi)
+    return lambda v: is_num(v) and lo <= v and (v < hi if hi_open else v <= hi)
 
 
 # field -> (check, what is allowed). Used by TrainConfig and by the study-file validator,
@@ -38,19 +38,19 @@ def _in(lo: float, hi: float, hi_open: bool = True) -> Callable[[Any], bool]:
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hidden": (
         lambda v: isinstance(v, (list, tuple)) and len(v) >= 1
-        and all(_is_int(w) and w >= 1 for w in v),
+        and all(is_int(w) and w >= 1 for w in v),
         "a non-empty list of layer widths, each an integer >= 1",
     ),
     "dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
     "dropout_after": (lambda v: v in ("first", "all"), "'first' or 'all'"),
-    "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0"),
-    "penalty_layer": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (2 = fc2)"),
-    "lr": (lambda v: _is_num(v) and v > 0, "a number > 0"),
+    "l1": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "l2": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "penalty_layer": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (2 = fc2)"),
+    "lr": (lambda v: is_num(v) and v > 0, "a number > 0"),
     "momentum": (_in(0.0, 1.0), "a number in [0, 1)"),
-    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "seed": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "seed": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "device": (
         lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps")
                                           or v.startswith("cuda:")),
@@ -60,9 +60,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, str) and len(v) > 0,
         "'mnist', 'fashion-mnist' or a directory holding the four IDX files",
     ),
-    "val_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
+    "val_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
-    "order_seed": (lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 or none"),
+    "order_seed": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or none"),
 }
 
 
@@ -94,11 +94,12 @@ class TrainConfig:
     order_seed: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.hidden, list):
-            object.__setattr__(self, "hidden", tuple(self.hidden))
+        hidden: Any = self.hidden  # study files and JSON give lists
+        if isinstance(hidden, list):
+            object.__setattr__(self, "hidden", tuple(hidden))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("dropout", "l1", "l2", "lr", "momentum") and _is_int(value):
+            if f.name in ("dropout", "l1", "l2", "lr", "momentum") and is_int(value):
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)
             check, allowed = RULES[f.name]
@@ -113,9 +114,9 @@ class TrainConfig:
     @property
     def architecture(self) -> str:
         """'784-128-64-10' style string (input and output sizes of MNIST)."""
-        return "-".join(str(w) for w in (784, *self.hidden, 10))
+        return hidden_str((IN_FEATURES, *self.hidden, N_CLASSES))
 
-    def stack_key(self) -> tuple:
+    def stack_key(self) -> tuple[Any, ...]:
         """Configs with equal keys can be trained together as one stacked population."""
         return tuple(getattr(self, f) for f in STACK_FIELDS)
 
@@ -132,8 +133,22 @@ STACK_FIELDS = ("hidden", "batch_size", "epochs", "device", "dataset", "val_size
                 "dropout_after", "penalty_layer")
 
 
-def mlp_parameters(hidden: tuple[int, ...] | list[int]) -> int:
+def mlp_parameters(hidden: Sequence[int]) -> int:
     """Weights and biases of the MLP 784 -> hidden... -> 10 (here so that costing a queue
     of trials does not need torch)."""
-    widths = [784, *hidden, 10]
+    widths = [IN_FEATURES, *hidden, N_CLASSES]
     return sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def hidden_str(hidden: Sequence[int]) -> str:
+    """(128, 64) -> '128-64': the one string form of layer widths (a categorical parameter's
+    value, an architecture's label)."""
+    return "-".join(str(w) for w in hidden)
+
+
+def parse_hidden(value: str) -> tuple[int, ...]:
+    """'128-64' -> (128, 64); the inverse of hidden_str. ValueError if it is not one."""
+    widths = tuple(int(w) for w in str(value).split("-"))
+    if not widths or min(widths) < 1:
+        raise ValueError(f"{value!r} is not a list of layer widths like '128-64'")
+    return widths

@@ -9,7 +9,7 @@ import pytest
 
 from mnist_search import data as data_mod
 from mnist_search.data import FILES, DatasetInfo, sha256_file
-from mnist_search.synthetic import write_synthetic
+from mnist_search.data.synthetic import write_synthetic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,8 +35,7 @@ def tiny_pinned(synthetic_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     raw.mkdir(parents=True)
     for f in FILES:
         shutil.copy(synthetic_dir / f, raw / f)
-    data_mod._RAW.clear()
-    data_mod._LOADED.clear()
+    data_mod.clear_cache()
     return "tiny", root
 
 

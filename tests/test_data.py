@@ -10,7 +10,7 @@ import torch
 
 from mnist_search import data as data_mod
 from mnist_search.data import FILES, DataError, epoch_order, load_data, load_raw, verify
-from mnist_search.fetch import fetch
+from mnist_search.data.fetch import fetch
 
 # ---------------------------------------------------------------- corruption table
 
@@ -183,7 +183,7 @@ def test_archive_with_wrong_content_is_rejected_before_install(tiny_pinned, synt
                                                                tmp_path):
     dataset, root = tiny_pinned
     other = tmp_path / "other"
-    from mnist_search.synthetic import write_synthetic
+    from mnist_search.data.synthetic import write_synthetic
 
     write_synthetic(other, n_train=512, n_test=128, seed=99)  # right shape, wrong bytes
     with pytest.raises(DataError, match="SHA-256"):
@@ -199,5 +199,4 @@ def test_unknown_source_is_refused(tiny_pinned):
 
 
 def teardown_module():
-    data_mod._RAW.clear()
-    data_mod._LOADED.clear()
+    data_mod.clear_cache()

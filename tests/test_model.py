@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mnist_search.model import (
-    architecture,
+from mnist_search.config import TrainConfig
+from mnist_search.training.model import (
     build_mlp,
     linear_layer,
     linear_layers,
@@ -28,7 +28,7 @@ def test_every_notebook_architecture(hidden):
 
 def test_parameter_count_of_baseline_matches_hand_count():
     assert parameter_count((128, 64)) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
-    assert architecture((128, 64)) == "784-128-64-10"
+    assert TrainConfig(hidden=(128, 64)).architecture == "784-128-64-10"
 
 
 def test_dropout_sits_after_first_hidden_relu_by_default():

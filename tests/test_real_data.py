@@ -14,8 +14,8 @@ import pytest
 
 from mnist_search.config import TrainConfig
 from mnist_search.data import DATASETS, DataError, load_data, verify
-from mnist_search.fetch import DEBIAN_DIR, fetch
-from mnist_search.train import train
+from mnist_search.data.fetch import DEBIAN_DIR, fetch
+from mnist_search.training.train import train
 
 pytestmark = pytest.mark.slow
 IN_CI = bool(os.environ.get("CI"))
@@ -79,8 +79,7 @@ def test_second_load_trusts_the_hash_cache(monkeypatch):
     from mnist_search import data as data_mod
 
     root = _mnist_root()
-    data_mod._RAW.clear()
-    data_mod._LOADED.clear()
+    data_mod.clear_cache()
 
     def no_hashing(path):
         raise AssertionError(f"{path} was hashed again despite an unchanged size and mtime")

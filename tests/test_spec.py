@@ -24,7 +24,7 @@ def test_the_shipped_study_files_are_all_here():
 def test_every_shipped_study_loads_and_its_references_fit_its_space(path):
     spec = load_spec(path)
     assert spec.description and spec.references
-    choices, params = reference_params(spec)
+    params = reference_params(spec)
     assert len(params) == len(spec.references)
     for ref in spec.references:  # every reference builds a valid TrainConfig
         spec.base_config(**ref.values)
@@ -54,7 +54,7 @@ def test_notebook_study_is_the_notebooks_15_runs_in_order():
              if r.label.startswith("sweep")}
     assert sweep == NOTEBOOK_MOMENTUM
     # the baseline and the momentum-0.0 run have equal parameters: identity is the label
-    _, params = reference_params(spec)
+    params = reference_params(spec)
     assert params[0] == params[9]
     assert "fresh weights" in spec.description
 

@@ -17,7 +17,8 @@ from mnist_search import load_results
 from mnist_search.cli import cli
 from mnist_search.config import TrainConfig
 from mnist_search.data import load_data
-from mnist_search.train import train
+from mnist_search.spec import load_spec
+from mnist_search.training.train import train
 
 
 def study_file(tmp_path: Path, data_dir: Path, body: str, name: str = "tiny") -> Path:
@@ -139,10 +140,10 @@ def test_cancelled_pool_stops_its_waiting_workers(tmp_path, synthetic_dir):
     do, cancel must end them at once (they would otherwise wait for orders)."""
     import threading
 
-    from mnist_search.runner import Pool
+    from mnist_search.workers.pool import Pool
 
     spec = study_file(tmp_path, synthetic_dir, SHAPES)
-    pool = Pool(2, 1, str(spec), "cpu")
+    pool = Pool(2, 1, load_spec(spec), "cpu")
     done = threading.Event()
     threading.Thread(target=lambda: (pool.cancel(), done.set()), daemon=True).start()
     assert done.wait(30), "cancel did not return"

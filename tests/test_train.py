@@ -8,8 +8,8 @@ from torch import nn
 
 from mnist_search.config import ConfigError, TrainConfig
 from mnist_search.data import load_data
-from mnist_search.model import build_mlp, linear_layer
-from mnist_search.train import (
+from mnist_search.training.model import build_mlp, linear_layer
+from mnist_search.training.train import (
     NonFiniteLossError,
     StopTraining,
     train,
@@ -174,8 +174,8 @@ def test_wide_population_skipping_blank_pixels_matches_single_runs(tmp_path, mom
     """Mostly blank border columns, as in MNIST: a 5 x 256-unit stack takes the path that
     leaves out pixels that are zero in the whole batch (a different set each batch); each
     member must still equal its own run (a single 256-unit model takes the dense path)."""
-    from mnist_search.engine import SPARSE_MIN_UNITS, Stack
-    from mnist_search.synthetic import write_synthetic
+    from mnist_search.data.synthetic import write_synthetic
+    from mnist_search.training.engine import SPARSE_MIN_UNITS, Stack
 
     root = write_synthetic(tmp_path / "blank", n_train=512, n_test=128, seed=3, margin=6)
     data = load_data(str(root))

@@ -7,9 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .config import mlp_parameters
-
-IN_FEATURES, N_CLASSES = 28 * 28, 10
+from ..config import IN_FEATURES, N_CLASSES, mlp_parameters
 
 
 def build_mlp(hidden: Sequence[int] = (128, 64), dropout: float = 0.0,
@@ -55,10 +53,6 @@ def parameter_count(model_or_hidden: nn.Module | Sequence[int]) -> int:
     if isinstance(model_or_hidden, nn.Module):
         return sum(p.numel() for p in model_or_hidden.parameters() if p.requires_grad)
     return mlp_parameters(tuple(model_or_hidden))
-
-
-def architecture(hidden: Sequence[int]) -> str:
-    return "-".join(str(w) for w in (IN_FEATURES, *hidden, N_CLASSES))
 
 
 def sparsity(layer: nn.Linear | Sequence[torch.Tensor], tol: float = 1e-3

@@ -15,7 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .data import DATASETS, FILES, DataError, dataset_info, raw_dir, verify
+from ..errors import DataError
+from .idx import DATASETS, FILES, dataset_info, raw_dir, verify
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .internals import stale_trial_ids, trial_id, trials_with_heartbeat
+from .queue import is_done
 from .storage import make_storage
 
 log = logging.getLogger(__name__)
@@ -37,9 +39,9 @@ def _identity(t: FrozenTrial) -> str | None:
 
 def _stale(trial: FrozenTrial, stale_ids: set[int], beating: set[int],
            older_than: float | None) -> bool:
-    if trial._trial_id in stale_ids:
+    if trial_id(trial) in stale_ids:
         return True
-    if trial._trial_id in beating:
+    if trial_id(trial) in beating:
         return False  # a heartbeat newer than the grace: a live worker
     if older_than is None or trial.datetime_start is None:
         return False  # no heartbeat and no age given: cannot tell a dead worker from a slow one
@@ -55,28 +57,18 @@ def reap(study_name: str, url: str, older_than: float | None = None) -> ReapRepo
     storage = make_storage(url, heartbeat_interval=max(1, min(beats + [grace])),
                            grace_period=max(1, grace), create=False)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    stale_ids = set(storage._get_stale_trial_ids(study._study_id))
-    beating = _with_heartbeat(storage)
+    stale_ids = stale_trial_ids(storage, study)
+    beating = trials_with_heartbeat(storage)
     failed, left = [], []
     for t in running:
         if not _stale(t, stale_ids, beating, older_than):
             left.append(t.number)
             continue
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", "stale")
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial_id(t), "fail_reason", "stale")
+        storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
         failed.append(t.number)
         log.info("trial %d: RUNNING with a stale heartbeat -> FAIL", t.number)
     return ReapReport(tuple(failed), tuple(requeue_missing(study)), tuple(left))
-
-
-def _with_heartbeat(storage: object) -> set[int]:
-    """Trial ids that have a heartbeat record at all (a worker that died before its first
-    beat, or could not write one, has none: only --older-than can reap those)."""
-    import sqlalchemy
-
-    with storage.engine.connect() as conn:  # type: ignore[attr-defined]
-        rows = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))
-        return {int(r[0]) for r in rows}
 
 
 def requeue_missing(study: optuna.Study) -> list[str]:
@@ -84,8 +76,6 @@ def requeue_missing(study: optuna.Study) -> list[str]:
 
     Uses the failed trial's own params, label and seed, so the re-run is the same run.
     """
-    from .study import is_done
-
     trials = study.get_trials(deepcopy=False)
     live = {_identity(t) for t in trials
             if t.state in (TrialState.RUNNING, TrialState.WAITING) or is_done(t)}

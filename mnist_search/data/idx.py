@@ -1,8 +1,8 @@
-"""MNIST-style data: fetch from offline-friendly sources, verify SHA-256, load once as tensors.
+"""MNIST-style IDX files: the known datasets, where their files live, headers and SHA-256.
 
 Files live in torchvision's layout, `<root>/MNIST/raw/*-ubyte` (FashionMNIST for Fashion-MNIST),
 so a copy torchvision already downloaded is used as it is. Everything here raises DataError
-with one line that names the file, what was expected and what was found.
+with one line that names the file, what was expected and what was found. No torch.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    import torch
+from ..config import N_CLASSES
+from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,7 @@ FILES = (
 )
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 ROWS = COLS = 28
-N_CLASSES = 10
 NORMALIZE_MEAN, NORMALIZE_STD = 0.1307, 0.3081  # MNIST's train statistics, as in PyTorch examples
-
-
-class DataError(Exception):
-    """A missing, damaged or unfetchable data file; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +99,7 @@ def is_custom(dataset: str) -> bool:
     return dataset not in DATASETS
 
 
-def _refetch_hint(dataset: str) -> str:
+def refetch_hint(dataset: str) -> str:
     if is_custom(dataset):
         return "rewrite the files in that directory"
     return f"re-fetch with: mnist-search data fetch --dataset {dataset} --force"
@@ -115,34 +110,34 @@ def check_header(path: Path, dataset: str, expected_count: int | None) -> int:
     name = path.name
     images = "images" in name
     if not path.is_file():
-        raise DataError(f"{path}: file is missing; {_refetch_hint(dataset)}")
+        raise DataError(f"{path}: file is missing; {refetch_hint(dataset)}")
     size = path.stat().st_size
     header_len = 16 if images else 8
     with path.open("rb") as fh:
         header = fh.read(header_len)
     if len(header) < header_len:
         raise DataError(f"{path}: {size} bytes is too short for an IDX header; "
-                        f"{_refetch_hint(dataset)}")
+                        f"{refetch_hint(dataset)}")
     magic, count = struct.unpack(">II", header[:8])
     want_magic = IMAGE_MAGIC if images else LABEL_MAGIC
     if magic != want_magic:
         raise DataError(f"{path}: IDX magic is {magic}, expected {want_magic}; "
-                        f"{_refetch_hint(dataset)}")
+                        f"{refetch_hint(dataset)}")
     if expected_count is not None and count != expected_count:
         counts = DATASETS[dataset].counts if dataset in DATASETS else ()
         hint = " (train and test files swapped?)" if count in counts else ""
         raise DataError(f"{path}: header says {count} items, expected {expected_count}{hint}; "
-                        f"{_refetch_hint(dataset)}")
+                        f"{refetch_hint(dataset)}")
     if images:
         rows, cols = struct.unpack(">II", header[8:16])
         if (rows, cols) != (ROWS, COLS):
             raise DataError(f"{path}: images are {rows}x{cols}, expected {ROWS}x{COLS}; "
-                            f"{_refetch_hint(dataset)}")
+                            f"{refetch_hint(dataset)}")
     want_size = header_len + count * (ROWS * COLS if images else 1)
     if size != want_size:
         raise DataError(f"{path}: {size} bytes, expected {want_size} for {count} items "
-                        f"(truncated or extended); {_refetch_hint(dataset)}")
-    return count
+                        f"(truncated or extended); {refetch_hint(dataset)}")
+    return int(count)
 
 
 def sha256_file(path: Path) -> str:
@@ -156,14 +151,15 @@ def sha256_file(path: Path) -> str:
 _CACHE_NAME = ".sha256-cache.json"
 
 
-def _read_cache(directory: Path) -> dict[str, list]:
+def _read_cache(directory: Path) -> dict[str, list[Any]]:
     try:
-        return json.loads((directory / _CACHE_NAME).read_text())
+        cache = json.loads((directory / _CACHE_NAME).read_text())
     except (OSError, ValueError):
         return {}
+    return cache if isinstance(cache, dict) else {}
 
 
-def _write_cache(directory: Path, cache: dict[str, list]) -> None:
+def _write_cache(directory: Path, cache: dict[str, list[Any]]) -> None:
     tmp = directory / (_CACHE_NAME + ".tmp")
     try:
         tmp.write_text(json.dumps(cache))
@@ -200,7 +196,7 @@ def verify(dataset: str = "mnist", root: Path | str | None = None,
             changed = True
         if pinned is not None and digest != pinned[name]:
             raise DataError(f"{path}: SHA-256 is {digest}, expected {pinned[name]}; "
-                            f"{_refetch_hint(dataset)}")
+                            f"{refetch_hint(dataset)}")
         digests[name] = digest
     if is_custom(dataset):
         _check_pairs(directory)
@@ -223,114 +219,3 @@ def combined_digest(digests: dict[str, str]) -> str:
     """One short hash naming the exact data a trial saw (stored on every trial)."""
     h = hashlib.sha256("".join(digests[n] for n in FILES).encode())
     return h.hexdigest()[:16]
-
-
-def _read_idx_u8(path: Path, header_len: int) -> torch.Tensor:
-    import torch
-
-    raw = path.read_bytes()
-    return torch.frombuffer(bytearray(raw[header_len:]), dtype=torch.uint8)
-
-
-@dataclass(frozen=True)
-class RawData:
-    """uint8 images [N, 784] and int64 labels [N] for train and test, as on disk."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    digest: str
-
-
-_RAW: dict[tuple[str, str], RawData] = {}
-
-
-def load_raw(dataset: str = "mnist", root: Path | str | None = None) -> RawData:
-    """Verify, then read the four files once per process (cached)."""
-    directory = raw_dir(dataset, root)
-    key = (dataset, str(directory.resolve()))
-    if key in _RAW:
-        return _RAW[key]
-    if not is_custom(dataset):
-        dataset_info(dataset)
-    elif not directory.is_dir():
-        dataset_info(dataset)  # raises the "unknown dataset" message
-    digests = verify(dataset, directory=directory)
-    parts = []
-    for split in ("train", "t10k"):
-        x = _read_idx_u8(directory / f"{split}-images-idx3-ubyte", 16).view(-1, ROWS * COLS)
-        y = _read_idx_u8(directory / f"{split}-labels-idx1-ubyte", 8).long()
-        if y.numel() and int(y.max()) >= N_CLASSES:
-            raise DataError(f"{directory / f'{split}-labels-idx1-ubyte'}: label {int(y.max())} "
-                            f"outside 0..{N_CLASSES - 1}; {_refetch_hint(dataset)}")
-        parts += [x, y]
-    raw = RawData(*parts, digest=combined_digest(digests))
-    _RAW[key] = raw
-    return raw
-
-
-@dataclass(frozen=True)
-class Split:
-    """float32 images [N, 784] scaled to [0, 1] (as ToTensor does) and int64 labels [N]."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-
-@dataclass(frozen=True)
-class Data:
-    name: str
-    train: Split
-    test: Split
-    val: Split | None
-    digest: str
-
-
-_LOADED: dict[tuple, Data] = {}
-
-
-def load_data(dataset: str = "mnist", root: Path | str | None = None, *, val_size: int = 0,
-              val_seed: int = 0, device: str = "cpu", normalize: bool = False) -> Data:
-    """Tensors for training, converted once per process and cached.
-
-    Args:
-        val_size: images carved out of train as a validation holdout, chosen by a randperm
-            seeded with `val_seed`; the rest stays in train in its original order.
-    """
-    import torch
-
-    key = (dataset, str(raw_dir(dataset, root).resolve()), val_size, val_seed, device, normalize)
-    if key in _LOADED:
-        return _LOADED[key]
-    raw = load_raw(dataset, root)
-    n_train = raw.train_y.shape[0]
-    if not 0 <= val_size < n_train:
-        raise DataError(f"val_size = {val_size} is not allowed: expected 0 <= val_size < "
-                        f"{n_train} (the train split's size)")
-
-    def to_float(x: torch.Tensor) -> torch.Tensor:
-        out = x.to(device=device, dtype=torch.float32).div_(255.0)
-        return out.sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD) if normalize else out
-
-    train_x, train_y = to_float(raw.train_x), raw.train_y.to(device)
-    val = None
-    if val_size:
-        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(val_seed))
-        val_idx, train_idx = perm[:val_size].to(device), perm[val_size:].sort().values.to(device)
-        val = Split(train_x[val_idx], train_y[val_idx])
-        train_x, train_y = train_x[train_idx], train_y[train_idx]
-    data = Data(dataset, Split(train_x.contiguous(), train_y),
-                Split(to_float(raw.test_x), raw.test_y.to(device)), val, raw.digest)
-    _LOADED[key] = data
-    return data
-
-
-def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
-    """A fresh permutation of 0..n-1 for one epoch (shuffle=True without a DataLoader)."""
-    import torch
-
-    return torch.randperm(n, generator=generator)

@@ -1,41 +1,68 @@
-"""The report's figures (matplotlib + seaborn, as the notebook used) and their sentences.
+"""The report's figures (matplotlib, in seaborn's whitegrid style as the notebook used) and
+their sentences.
 
-Each function takes the finished runs and an output folder, writes one PNG and returns a
-Figure with a caption computed from the plotted numbers, or None when the study has no
-data for it.
+Each function takes the finished trials and an output folder, writes one PNG and returns a
+ReportFigure with a caption computed from the plotted numbers, or None when the study has
+no data for it. Figures are `matplotlib.figure.Figure` objects drawn under an rc_context, so
+neither importing nor calling this module changes the user's backend or style.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .report import Figure, Run, by_label  # noqa: E402
-from .stats import compare, summarize  # noqa: E402
+from ..config import hidden_str
+from ..search.summary import FinishedTrial, by_label
+from ..stats import compare, summarize
 
 if TYPE_CHECKING:
     import optuna
 
-sns.set_theme(style="whitegrid", context="notebook")
+__all__ = ["ReportFigure", "optuna_figures", "trial_figures"]
+
 GROUP_ORDER = ("baseline", "regularization", "dropout", "layers", "width", "momentum",
                "momentum-sweep")
 
 
-def _figure(name: str, title: str, text: str) -> Figure:
-    return Figure(name, title, text)
+@dataclass(frozen=True)
+class ReportFigure:
+    name: str  # file name (png)
+    title: str
+    text: str  # sentences computed from the numbers
 
 
-def _save(fig: Any, out: Path, name: str) -> None:
+def _figure(name: str, title: str, text: str) -> ReportFigure:
+    return ReportFigure(name, title, text)
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """seaborn's whitegrid look, for this block only (rcParams are restored on exit)."""
+    import seaborn as sns
+    from cycler import cycler
+
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
+          "axes.prop_cycle": cycler(color=sns.color_palette("deep"))}
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def _new(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[Figure, Any]:
+    """A Figure of its own (no pyplot, no global state) and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig: Figure, out: Path, name: str) -> None:
     fig.tight_layout()
     fig.savefig(out / name, dpi=110)
-    plt.close(fig)
 
 
 def _spread_note(n_max: int) -> str:
@@ -44,7 +71,7 @@ def _spread_note(n_max: int) -> str:
                                  "measure it).")
 
 
-def loss_curves(runs: list[Run], out: Path) -> Figure | None:
+def loss_curves(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     """Mean train loss per epoch for each labelled run, one panel per group, replicate bands."""
     labels = by_label(runs)
     groups = sorted({rs[0].group or "other" for rs in labels.values()},
@@ -53,7 +80,7 @@ def loss_curves(runs: list[Run], out: Path) -> Figure | None:
         return None
     ncols = min(4, len(groups))
     nrows = -(-len(groups) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = _new((4.2 * ncols, 3.4 * nrows), nrows, ncols)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     finals = []
@@ -84,14 +111,15 @@ def loss_curves(runs: list[Run], out: Path) -> Figure | None:
     return _figure("loss_curves.png", "Training loss per epoch", text)
 
 
-def accuracy_by_label(runs: list[Run], out: Path) -> Figure | None:
+def accuracy_by_label(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     """Mean test accuracy per label with 95% intervals; the notebook's value as a red mark."""
     labels = by_label(runs)
     if not labels:
         return None
     stats = {k: summarize([r.test_accuracy for r in v]) for k, v in labels.items()}
     order = sorted(stats, key=lambda k: stats[k].mean)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(order) + 1.5))
+    fig, axes = _new((8, 0.35 * len(order) + 1.5))
+    ax = axes[0, 0]
     for y, label in enumerate(order):
         s = stats[label]
         ax.errorbar(s.mean, y, xerr=s.ci95 or 0, fmt="o", color="C0", capsize=3)
@@ -113,8 +141,8 @@ def accuracy_by_label(runs: list[Run], out: Path) -> Figure | None:
                  + {"clear": "the gap exceeds the replicate spread.",
                     "within noise": "the gap is within the replicate spread.",
                     "untested": "with single runs the spread is not measured."}[verdict])
-    deltas = [(stats[k].mean - labels[k][0].notebook_accuracy, k) for k in order
-              if labels[k][0].notebook_accuracy is not None]
+    notebook = {k: labels[k][0].notebook_accuracy for k in order}
+    deltas = [(stats[k].mean - nb, k) for k, nb in notebook.items() if nb is not None]
     if deltas:
         worst = max(deltas, key=lambda d: abs(d[0]))
         text += (f" Against the notebook's {len(deltas)} reported accuracies the largest "
@@ -123,14 +151,15 @@ def accuracy_by_label(runs: list[Run], out: Path) -> Figure | None:
         max(s.n for s in stats.values())))
 
 
-def momentum(runs: list[Run], out: Path) -> Figure | None:
+def momentum(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     """Momentum against test accuracy for runs that differ from the baseline only in it."""
     base = [r for r in runs if tuple(r.config["hidden"]) == (128, 64) and not r.config["l1"]
             and not r.config["l2"] and not r.config["dropout"]]
     points = sorted((r.config["momentum"], r.test_accuracy) for r in base)
     if len({m for m, _ in points}) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = _new((7, 4))
+    ax = axes[0, 0]
     ax.scatter([m for m, _ in points], [a for _, a in points], s=18, label="trials")
     nb = sorted({(r.config["momentum"], r.notebook_accuracy) for r in base
                  if r.notebook_accuracy is not None})
@@ -158,13 +187,14 @@ def momentum(runs: list[Run], out: Path) -> Figure | None:
     return _figure("momentum.png", "Momentum vs accuracy (notebook 4b/4c)", text)
 
 
-def regularization(runs: list[Run], out: Path) -> Figure | None:
+def regularization(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     """L1 and L2 lambda against accuracy and penalised-layer sparsity."""
     pen = [(("l1" if r.config["l1"] else "l2"), r.config["l1"] or r.config["l2"], r)
            for r in runs if r.config["l1"] or r.config["l2"]]
     if not pen:
         return None
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _new((10, 4), 1, 2)
+    a1, a2 = axes[0]
     for kind, color in (("l1", "C0"), ("l2", "C1")):
         pts = sorted(((lam, r) for k, lam, r in pen if k == kind), key=lambda p: p[0])
         if not pts:
@@ -192,13 +222,14 @@ def regularization(runs: list[Run], out: Path) -> Figure | None:
                    "measures.")
 
 
-def capacity(runs: list[Run], out: Path) -> Figure | None:
+def capacity(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     """Accuracy against parameter count, for runs that differ in architecture."""
     archs = {tuple(r.config["hidden"]) for r in runs}
     if len(archs) < 2:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    pts = [(r.parameters or 0, r.test_accuracy, "-".join(map(str, r.config["hidden"])))
+    fig, axes = _new((7, 4))
+    ax = axes[0, 0]
+    pts = [(r.parameters or 0, r.test_accuracy, hidden_str(r.config["hidden"]))
            for r in runs]
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=18)
     for arch in {p[2] for p in pts}:
@@ -214,8 +245,26 @@ def capacity(runs: list[Run], out: Path) -> Figure | None:
                    f"model, {small[2]} ({small[0]:,} parameters), reached {small[1]:.2f}%.")
 
 
-def optuna_figures(study: optuna.Study, out: Path) -> list[Callable[[], Figure | None]]:
-    """Optuna's own plots for studies that searched (not for pure reference/grid studies)."""
+def trial_figures(runs: list[FinishedTrial], out: Path
+                  ) -> list[Callable[[], ReportFigure | None]]:
+    """The figures drawn from finished trials, each under this module's style."""
+    def styled(fn: Callable[[list[FinishedTrial], Path], ReportFigure | None]
+               ) -> Callable[[], ReportFigure | None]:
+        def draw() -> ReportFigure | None:
+            with style():
+                return fn(runs, out)
+        return draw
+
+    return [styled(f) for f in (loss_curves, accuracy_by_label, momentum, regularization,
+                                capacity)]
+
+
+def optuna_figures(study: optuna.Study, out: Path) -> list[Callable[[], ReportFigure | None]]:
+    """Optuna's own plots for studies that searched (not for pure reference/grid studies).
+
+    Optuna draws them with pyplot and switches to its ggplot style; the rc_context undoes the
+    style and each figure is closed once saved, so the user's pyplot state is left alone.
+    """
     import optuna
     import optuna.visualization.matplotlib as ovm
 
@@ -225,18 +274,25 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Callable[[], Figure |
     if len(complete) < 3 or not params:
         return []
 
-    def plot(name: str, title: str, fn: Callable[[], Any], text: str) -> Figure | None:
+    def plot(name: str, title: str, fn: Callable[[], Any], text: str) -> ReportFigure | None:
         import warnings
 
-        try:
-            with warnings.catch_warnings():  # optuna marks its matplotlib backend experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                ax = fn()
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            return _figure_skipped(title, exc)
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-        fig.set_size_inches(8, 5)
-        _save(fig, out, name)
+        import matplotlib.pyplot as plt
+
+        with matplotlib.rc_context():
+            try:
+                with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    ax = fn()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                _figure_skipped(title, exc)
+                return None
+            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            try:
+                fig.set_size_inches(8, 5)
+                _save(fig, out, name)
+            finally:
+                plt.close(fig)
         return _figure(name, title, text)
 
     best = study.best_trial
@@ -261,7 +317,6 @@ def _figure_skipped(title: str, exc: Exception) -> None:
     import logging
 
     logging.getLogger(__name__).info("skipped %s: %s", title, exc)
-    return None
 
 
 def _top2(study: optuna.Study) -> list[str]:

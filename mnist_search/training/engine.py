@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .config import TrainConfig
-from .data import Split
-from .model import IN_FEATURES, N_CLASSES, build_mlp, linear_layers, sparsity
+from ..config import IN_FEATURES, N_CLASSES, TrainConfig
+from ..data import Split
+from .model import build_mlp, linear_layers, sparsity
 
 EVAL_CHUNK = 10_000
 SPARSE_MIN_UNITS = 1024  # fused first-layer width from which skipping zero pixels pays (CPU)
@@ -223,6 +223,7 @@ class Stack:
         if self.lr is not None:
             self.flat.add_(self.buf, alpha=-self.lr)
         else:
+            assert self.neg_lr is not None  # set whenever members' lrs differ
             self.flat.addcmul_(self.buf, self.neg_lr)
         return loss
 

@@ -14,19 +14,21 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .storage import make_storage, resolve_url
+from ..errors import StudyNotFound
+from ..search.storage import make_storage, resolve_url
+from ..spec import base_label
 
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = ["SHOW_COLUMNS", "StudyNotFound", "compact", "load_results", "load_study", "rows",
+           "table", "top_rows", "trial_row"]
+
 SKIP_ATTRS = ("config", "train_loss", "test_accuracy_curve", "last_batch_loss")
 
 
-class StudyNotFound(Exception):
-    """No study of that name in the storage."""
-
-
 def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
+    """A stored study by name; StudyNotFound (listing the names there are) if it is not."""
     url = resolve_url(storage)
     store = make_storage(url, create=False)
     try:
@@ -41,7 +43,7 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
 def trial_row(trial: FrozenTrial, notebook: dict[str, Any]) -> dict[str, Any]:
     attrs = trial.user_attrs
     label = attrs.get("label")
-    ref = notebook.get(str(label).split("#")[0], {}) if label else {}
+    ref = notebook.get(base_label(str(label)), {}) if label else {}
     row: dict[str, Any] = {
         "number": trial.number,
         "state": trial.state.name,

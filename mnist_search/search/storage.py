@@ -12,9 +12,15 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StorageError, StorageUrlError
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +38,16 @@ def sqlite_timeout() -> float:
                            "expected a number of seconds") from None
 
 
-class StorageError(Exception):
-    """A storage URL that cannot be used, or a fault while reading/writing it (one line)."""
-
-
-class StorageUrlError(StorageError):
-    """A storage URL that is not even well-formed: bad input, not a fault."""
-
-
 def resolve_url(url: str | None) -> str:
     """--storage beats $MNIST_SEARCH_STORAGE beats sqlite:///mnist_search.db."""
     url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if "://" not in url:
-        raise StorageUrlError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db or "
-                           "postgresql+psycopg://USER@HOST/DB")
+        raise StorageUrlError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db "
+                              "or postgresql+psycopg://USER@HOST/DB")
     scheme = url.split("://", 1)[0]
     if not scheme.startswith(("sqlite", "postgresql", "mysql")):
-        raise StorageUrlError(f"storage URL scheme {scheme!r} is not supported: expected sqlite, "
-                           "postgresql or mysql")
+        raise StorageUrlError(f"storage URL scheme {scheme!r} is not supported: expected "
+                              "sqlite, postgresql or mysql")
     return url
 
 
@@ -86,8 +84,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_storage(url: str | None = None, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None, retry_callback: Any = None,
-                 create: bool = True) -> Any:
+                 grace_period: int | None = None,
+                 retry_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+                 create: bool = True) -> optuna.storages.RDBStorage:
     """An optuna RDBStorage; for SQLite with WAL journaling and a busy timeout.
 
     WAL lets the dashboard read while workers write; the busy timeout makes a writer wait

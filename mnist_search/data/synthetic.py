@@ -6,7 +6,8 @@ import random
 import struct
 from pathlib import Path
 
-from .data import FILES, IMAGE_MAGIC, LABEL_MAGIC, N_CLASSES
+from ..config import N_CLASSES
+from .idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
 
 PIXELS = 28 * 28
 

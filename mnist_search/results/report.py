@@ -13,96 +13,23 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
-from .stats import summarize
+from ..search.summary import finished_trials
+from .figures import ReportFigure, optuna_figures, trial_figures
+
+__all__ = ["build", "write_report"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Run:
-    """One finished trial, in the terms the figures need."""
-
-    number: int
-    label: str | None  # base label: replicates "x#2" count as "x"
-    group: str
-    config: dict[str, Any]
-    test_accuracy: float
-    train_loss: list[float]
-    small_fraction: float | None
-    parameters: int | None
-    notebook_accuracy: float | None = None
-    notebook_loss: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str  # file name (png)
-    title: str
-    text: str  # sentences computed from the numbers
-
-
-def collect(study: optuna.Study) -> list[Run]:
-    refs = study.user_attrs.get("references", {})
-    runs = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        a = t.user_attrs
-        if "config" not in a or a.get("test_accuracy") is None:
-            continue
-        label = a.get("label")
-        base = label.split("#")[0] if label else None
-        ref = refs.get(base, {}) if base else {}
-        runs.append(Run(t.number, base, a.get("group") or ref.get("group") or "", a["config"],
-                        float(a["test_accuracy"]), list(a.get("train_loss", [])),
-                        a.get("penalised_layer_small_fraction"), a.get("parameters"),
-                        ref.get("notebook_accuracy"), list(ref.get("notebook_loss") or [])))
-    return runs
-
-
-def by_label(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by base label (replicates together), in trial order."""
-    out: dict[str, list[Run]] = {}
-    for r in runs:
-        if r.label:
-            out.setdefault(r.label, []).append(r)
-    return out
-
-
-def label_table(runs: list[Run], order: list[str] | None = None) -> list[dict[str, Any]]:
-    """Per label: n, mean, std, 95% interval of test accuracy, and the notebook's figure.
-
-    Rows follow `order` (the study file's reference order) where given.
-    """
-    rows = []
-    groups = by_label(runs)
-    rank = {label: i for i, label in enumerate(order or [])}
-    for label in sorted(groups, key=lambda k: rank.get(k, len(rank))):
-        group = groups[label]
-        s = summarize([r.test_accuracy for r in group])
-        rows.append({"label": label, "n": s.n, "mean": round(s.mean, 2),
-                     "std": None if s.std is None else round(s.std, 2),
-                     "ci95": None if s.ci95 is None else round(s.ci95, 2),
-                     "notebook": group[0].notebook_accuracy})
-    return rows
-
-
 def build(study: optuna.Study, out_dir: Path,
-          progress: Callable[[str], None] | None = None) -> list[Figure]:
+          progress: Callable[[str], None] | None = None) -> list[ReportFigure]:
     """Write every figure the study's data supports into out_dir; return them in order."""
-    from . import figures  # matplotlib is imported only when figures are drawn
-
-    runs = collect(study)
-    made: list[Figure] = []
-    per_runs = [figures.loss_curves, figures.accuracy_by_label, figures.momentum,
-                figures.regularization, figures.capacity]
-    makers: list[Callable[[], Figure | None]] = [lambda f=f: f(runs, out_dir) for f in per_runs]
-    makers += figures.optuna_figures(study, out_dir)
+    made: list[ReportFigure] = []
+    makers = trial_figures(finished_trials(study), out_dir) + optuna_figures(study, out_dir)
     for make in makers:
         fig = make()
         if fig is not None:
@@ -143,7 +70,7 @@ def _summary_lines(study: optuna.Study) -> list[str]:
     return lines
 
 
-def _markdown(study: optuna.Study, made: list[Figure]) -> str:
+def _markdown(study: optuna.Study, made: list[ReportFigure]) -> str:
     parts = [f"# Study `{study.study_name}`", "", study.user_attrs.get("description", ""), "",
              *_summary_lines(study), ""]
     for fig in made:
@@ -151,7 +78,7 @@ def _markdown(study: optuna.Study, made: list[Figure]) -> str:
     return "\n".join(parts)
 
 
-def _html(study: optuna.Study, made: list[Figure], folder: Path) -> str:
+def _html(study: optuna.Study, made: list[ReportFigure], folder: Path) -> str:
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>{esc(study.study_name)}</title><style>body{{font-family:sans-serif;"

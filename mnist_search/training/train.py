@@ -19,19 +19,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import TrainConfig
-from .data import Data, epoch_order, load_data
+from ..config import RULES, TrainConfig
+from ..data import Data, epoch_order, load_data
+from ..errors import DeviceError, NonFiniteLossError
 from .engine import Stack
 from .model import build_mlp, parameter_count
 
+__all__ = ["EpochCallback", "EpochReport", "NonFiniteLossError", "StopTraining", "TrainResult",
+           "load_for", "resolve_device", "train", "train_population"]
+
 log = logging.getLogger(__name__)
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run cannot continue."""
-
-    def __init__(self, epoch: int, value: float) -> None:
-        super().__init__(f"training loss became {value} in epoch {epoch}")
-        self.epoch, self.value = epoch, value
 
 
 class StopTraining(Exception):  # noqa: N818 - raised by callbacks to end one member early
@@ -75,13 +72,17 @@ EpochCallback = Callable[[int, EpochReport], None]  # (member index, report); ma
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; an unavailable device is a ValueError."""
+    """'auto' -> 'cuda' when available, else 'cpu'; an unknown or unavailable device is a
+    DeviceError."""
+    check, allowed = RULES["device"]
+    if not check(device):
+        raise DeviceError(f"device {device!r} is not known: expected {allowed}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for but CUDA is not available here")
+        raise DeviceError(f"device {device!r} was asked for but CUDA is not available here")
     if device == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but MPS is not available here")
+        raise DeviceError("device 'mps' was asked for but MPS is not available here")
     return device
 
 
@@ -93,11 +94,6 @@ def train(config: TrainConfig, data: Data | None = None,
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
-
-
-def shape_key(config: TrainConfig) -> tuple:
-    """Configs with equal keys can be trained together as one stacked population."""
-    return config.stack_key()
 
 
 def load_for(config: TrainConfig, device: str) -> Data:
@@ -114,9 +110,9 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     callback drops out (its entry is the exception); the others go on."""
     if not configs:
         return []
-    keys = {shape_key(c) for c in configs}
+    keys = {c.stack_key() for c in configs}
     if len(keys) != 1:
-        raise ValueError("train_population needs configs of one shape (see shape_key)")
+        raise ValueError("train_population needs configs of one shape (see TrainConfig.stack_key)")
     c0 = configs[0]
     device = resolve_device(c0.device)
     data = data if data is not None else load_for(c0, device)

@@ -1,0 +1,106 @@
+"""What every command shares: one-line errors with exit codes, logging set-up, --storage.
+
+Errors a user can cause end in one line on stderr: exit 2 for bad input (usage), 1 for
+runtime faults, 130 on Ctrl-C; --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from ..errors import INTERRUPTED, RUNTIME, MnistSearchError
+
+__all__ = ["INTERRUPTED", "RUNTIME", "fail", "friendly", "quiet", "setup_logging",
+           "storage_option", "use_storage"]
+
+log = logging.getLogger("mnist_search")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_URL_KEY = "mnist_search.storage_url"  # click.Context.meta: the URL of the running command
+
+
+def fail(message: str, code: int) -> NoReturn:
+    one_line = "; ".join(ln.strip() for ln in message.splitlines() if ln.strip())
+    click.echo(f"mnist-search: error: {one_line}", err=True)
+    sys.exit(code)
+
+
+def _storage_fault(exc: BaseException) -> str | None:
+    """One line for a fault of the database layer, or None. Only consulted when optuna or
+    sqlalchemy is loaded, so classifying an error never imports them."""
+    if "sqlalchemy" not in sys.modules and "optuna" not in sys.modules:
+        return None
+    from ..search.storage import explain, is_storage_fault
+
+    if not is_storage_fault(exc):
+        return None
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_URL_KEY, "(storage)") if ctx is not None else "(storage)"
+    return explain(exc, url)
+
+
+def friendly(fn: F) -> F:
+    """Turn known errors into one line and an exit code; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool((click.get_current_context().find_root().obj or {}).get("debug", False))
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            fail("interrupted", INTERRUPTED)
+        except MnistSearchError as exc:
+            if debug:
+                raise
+            fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            line = _storage_fault(exc)
+            if line is None or debug:
+                raise
+            fail(line, RUNTIME)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and (ctx.find_root().obj or {}).get("quiet", False))
+
+
+def setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    root = logging.getLogger("mnist_search")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+storage_option = click.option(
+    "--storage", default=None, metavar="URL",
+    help="Optuna storage URL [default: $MNIST_SEARCH_STORAGE or sqlite:///mnist_search.db].")
+
+
+def use_storage(storage: str | None) -> str:
+    """Resolve the URL, remember it for error messages, and quiet Optuna under -q."""
+    from ..search.storage import resolve_url
+
+    url = resolve_url(storage)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_URL_KEY] = url
+    if quiet():
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return url

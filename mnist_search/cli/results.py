@@ -1,0 +1,174 @@
+"""The commands that read results: studies, show, best, export, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import UsageError
+from .common import friendly, quiet, storage_option, use_storage
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["best_cmd", "export_cmd", "report_cmd", "show_cmd", "studies_cmd"]
+
+log = logging.getLogger("mnist_search")
+
+
+@click.command("studies")
+@storage_option
+@friendly
+def studies_cmd(storage: str | None) -> None:
+    """List the studies in the storage."""
+    import optuna
+
+    from ..results.rows import table
+    from ..search.storage import make_storage
+
+    url = use_storage(storage)
+    store = make_storage(url, create=False)
+    items = []
+    for s in optuna.get_all_study_summaries(storage=store):
+        best = s.best_trial.value if s.best_trial is not None else None
+        items.append({"name": s.study_name, "trials": s.n_trials,
+                      "direction": s.direction.name.lower(), "best": best})
+    click.echo(table(items, ("name", "trials", "direction", "best")))
+
+
+def _warn_test_selection(study: optuna.Study) -> None:
+    if study.user_attrs.get("selection_on_test"):
+        log.warning("this study selected on test accuracy: its best value is optimistic; "
+                    "use objective = 'val_accuracy' with fixed.val_size to keep test unseen")
+
+
+@click.command("show")
+@click.argument("study")
+@storage_option
+@click.option("--top", type=click.IntRange(min=1), default=None, help="Best K finished trials.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.option("--by-label", is_flag=True,
+              help="One row per reference label: n, mean, std and 95% interval over replicates.")
+@friendly
+def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
+             by_label: bool) -> None:
+    """Trials of STUDY: label, params, metric, test and notebook accuracy, state, seconds."""
+    from ..results.rows import compact, load_study, top_rows
+
+    use_storage(storage)
+    st = load_study(study, storage)
+    if by_label:
+        from ..search.summary import finished_trials, label_table
+
+        order = list(st.user_attrs.get("references", {}))
+        _emit(label_table(finished_trials(st), order), fmt,
+              ("label", "n", "mean", "std", "ci95", "notebook"))
+    else:
+        _emit([compact(r) for r in top_rows(st, top)], fmt)
+    _warn_test_selection(st)
+
+
+def _emit(items: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None = None) -> None:
+    from ..results.rows import SHOW_COLUMNS, table
+
+    if fmt == "json":
+        click.echo(json.dumps(items, indent=1, default=str))
+    elif fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        cols = list(dict.fromkeys(k for r in items for k in r))
+        writer = csv.DictWriter(buf, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(items)
+        click.echo(buf.getvalue(), nl=False)
+    else:
+        click.echo(table(items, columns or SHOW_COLUMNS) if items else "(no trials)")
+
+
+@click.command("best")
+@click.argument("study")
+@storage_option
+@friendly
+def best_cmd(study: str, storage: str | None) -> None:
+    """The best finished trial of STUDY, with everything needed to re-run it."""
+    from ..results.rows import load_study, top_rows
+
+    use_storage(storage)
+    st = load_study(study, storage)
+    best = top_rows(st, 1)
+    if not best:
+        raise UsageError(f"study {study!r} has no finished trial yet")
+    click.echo(json.dumps({k: v for k, v in best[0].items() if v is not None}, indent=1,
+                          default=str))
+    _warn_test_selection(st)
+
+
+@click.command("export")
+@click.argument("study")
+@storage_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="File to write (written whole or not at all).")
+@friendly
+def export_cmd(study: str, storage: str | None, fmt: str, output: Path) -> None:
+    """Every trial of STUDY, flattened: params, user attrs, per-epoch values."""
+    import os
+    import tempfile
+
+    from ..results.rows import load_results
+
+    use_storage(storage)
+    frame = load_results(study, storage)
+    if not output.parent.exists():
+        raise UsageError(f"-o {output}: directory {output.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+    os.close(fd)
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_json(tmp, orient="records", indent=1)
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    click.echo(f"wrote {len(frame)} trials to {output}")
+
+
+@click.command("report")
+@click.argument("study")
+@storage_option
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the report and its figures [default: reports/STUDY].")
+@click.option("--format", "fmt", type=click.Choice(["html", "md"]), default="html",
+              show_default=True, help="html embeds the figures; md links them.")
+@friendly
+def report_cmd(study: str, storage: str | None, output: Path | None,
+               fmt: str) -> None:
+    """Figures and a self-contained report of STUDY (works while it is still running)."""
+    import matplotlib
+
+    from ..results.report import write_report
+    from ..results.rows import load_study
+
+    use_storage(storage)
+    st = load_study(study, storage)
+    out = output or Path("reports") / study
+    matplotlib.use("Agg")  # this process only writes files; a library caller keeps theirs
+    show = sys.stderr.isatty() and not quiet()
+
+    def progress(name: str) -> None:
+        if show:
+            click.echo(f"  figure {name}", err=True)
+
+    path = write_report(st, out, fmt, progress)
+    click.echo(str(path))

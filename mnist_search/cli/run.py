@@ -1,0 +1,136 @@
+"""The commands that run a study: run, reap (clean up after dead workers), dashboard."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .common import INTERRUPTED, RUNTIME, fail, friendly, quiet, storage_option, use_storage
+
+__all__ = ["dashboard_cmd", "reap_cmd", "run_cmd"]
+
+log = logging.getLogger("mnist_search")
+
+
+def _check_device(device: str) -> None:
+    """A device that is unknown, or not on this machine, is refused before work starts
+    (checking an accelerator imports torch, so only then)."""
+    from ..config import RULES
+    from ..errors import DeviceError
+
+    if not RULES["device"][0](device):
+        raise DeviceError(f"--device {device!r} is not known: expected {RULES['device'][1]}")
+    if device.startswith("cuda") or device == "mps":
+        from ..training.train import resolve_device
+
+        resolve_device(device)
+
+
+
+@click.command("run")
+@click.argument("study_file", type=click.Path(path_type=Path))
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Finished trials the study should hold in total [default: the file's].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes; CPU threads are split between them.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds after which no new trial starts.")
+@storage_option
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Study seed for a new study [default: the file's].")
+@click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most trials a worker claims at once; same-shape ones train stacked "
+                   "(the sampler is asked for at most 8 at a time).")
+@click.option("--replicates", type=click.IntRange(min=1), default=None,
+              help="Run each reference trial with K seeds [default: the file's, or 1].")
+@click.option("--force", is_flag=True, help="Resume even if the study file changed.")
+@click.option("--heartbeat", type=click.IntRange(min=0), default=None,
+              help="Heartbeat interval in seconds (grace = 3x; 0 = off) [default: 10].")
+@friendly
+def run_cmd(study_file: Path, trials: int | None, workers: int,
+            timeout: float | None, storage: str | None, device: str, seed: int | None,
+            population: int, replicates: int | None, force: bool,
+            heartbeat: int | None) -> None:
+    """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
+
+    \b
+    Example:
+      mnist-search run studies/notebook.toml --workers 2
+    """
+    import signal
+
+    from ..workers.pool import run_study
+    from ..workers.signals import raise_interrupt
+
+    url = use_storage(storage)
+    _check_device(device)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
+                        storage=url, device=device, seed=seed, force=force,
+                        progress=False if quiet() else None, heartbeat=heartbeat,
+                        replicates=replicates, population=population)
+    c = summary.counts
+    best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
+    click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
+               f"({c['complete']} complete, {c['failed']} failed, {c['running']} running), "
+               f"best {best}, {summary.seconds:.1f} s")
+    if summary.interrupted:
+        fail("interrupted; finished trials are kept, the interrupted ones are FAIL "
+              "(run again to resume)", INTERRUPTED)
+    if summary.worker_errors:
+        fail(summary.worker_errors[0] + (f" (and {len(summary.worker_errors) - 1} more)"
+                                           if len(summary.worker_errors) > 1 else ""), RUNTIME)
+
+
+@click.command("reap")
+@click.argument("study")
+@storage_option
+@click.option("--older-than", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="S", help="Also fail RUNNING trials without heartbeats started more than "
+              "S seconds ago (only when no live worker runs trials that long).")
+@friendly
+def reap_cmd(study: str, storage: str | None, older_than: float | None) -> None:
+    """Fail trials left RUNNING by dead workers; re-enqueue their labels.
+
+    Trials with heartbeats are stale after 3x their heartbeat interval (or --older-than).
+    """
+    from ..results.rows import load_study
+    from ..search.reap import reap
+
+    url = use_storage(storage)
+    load_study(study, url)  # a clear error for an unknown name
+    report = reap(study, url, older_than)
+    click.echo(f"{study}: failed {len(report.failed)} stale trials {list(report.failed)}, "
+               f"re-enqueued {len(report.requeued)}, {len(report.left_running)} still running")
+
+
+@click.command("dashboard")
+@storage_option
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--host", default=None,
+              help="Interface to bind [default: 127.0.0.1]. The dashboard has no "
+                   "authentication: only bind elsewhere behind something that has.")
+def dashboard_cmd(storage: str | None, port: int, host: str | None) -> None:
+    """Start optuna-dashboard on the storage (loopback only unless --host is given)."""
+    import os
+    import shutil
+
+    from ..search.storage import resolve_url
+
+    url = resolve_url(storage)
+    if host is None:
+        host = "127.0.0.1"
+    else:
+        log.warning("binding %s: optuna-dashboard has no authentication; anyone who can "
+                    "reach this port can change or delete studies", host)
+    exe = Path(sys.executable).with_name("optuna-dashboard")
+    exe_path = str(exe) if exe.exists() else shutil.which("optuna-dashboard")
+    if exe_path is None:
+        fail("optuna-dashboard is not installed (pip install 'optuna-dashboard>=0.20')",
+              RUNTIME)
+    click.echo(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
+    os.execv(exe_path, [exe_path, url, "--host", host, "--port", str(port)])

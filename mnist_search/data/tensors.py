@@ -1,0 +1,146 @@
+"""Loading verified IDX files into tensors, once per process: uint8 as read, float once.
+
+Every trial then slices the same device-resident tensors: no DataLoader, no per-sample
+transforms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import N_CLASSES
+from ..errors import DataError
+from .idx import (
+    COLS,
+    NORMALIZE_MEAN,
+    NORMALIZE_STD,
+    ROWS,
+    combined_digest,
+    dataset_info,
+    is_custom,
+    raw_dir,
+    refetch_hint,
+    verify,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _read_idx_u8(path: Path, header_len: int) -> torch.Tensor:
+    import torch
+
+    raw = path.read_bytes()
+    return torch.frombuffer(bytearray(raw[header_len:]), dtype=torch.uint8)
+
+
+@dataclass(frozen=True)
+class RawData:
+    """uint8 images [N, 784] and int64 labels [N] for train and test, as on disk."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    digest: str
+
+
+_RAW: dict[tuple[str, str], RawData] = {}  # per process: read once
+
+
+def load_raw(dataset: str = "mnist", root: Path | str | None = None) -> RawData:
+    """Verify, then read the four files once per process (cached)."""
+    directory = raw_dir(dataset, root)
+    key = (dataset, str(directory.resolve()))
+    if key in _RAW:
+        return _RAW[key]
+    if not is_custom(dataset):
+        dataset_info(dataset)
+    elif not directory.is_dir():
+        dataset_info(dataset)  # raises the "unknown dataset" message
+    digests = verify(dataset, directory=directory)
+    parts: list[torch.Tensor] = []
+    for split in ("train", "t10k"):
+        x = _read_idx_u8(directory / f"{split}-images-idx3-ubyte", 16).view(-1, ROWS * COLS)
+        y = _read_idx_u8(directory / f"{split}-labels-idx1-ubyte", 8).long()
+        if y.numel() and int(y.max()) >= N_CLASSES:
+            raise DataError(f"{directory / f'{split}-labels-idx1-ubyte'}: label {int(y.max())} "
+                            f"outside 0..{N_CLASSES - 1}; {refetch_hint(dataset)}")
+        parts += [x, y]
+    raw = RawData(parts[0], parts[1], parts[2], parts[3], digest=combined_digest(digests))
+    _RAW[key] = raw
+    return raw
+
+
+@dataclass(frozen=True)
+class Split:
+    """float32 images [N, 784] scaled to [0, 1] (as ToTensor does) and int64 labels [N]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class Data:
+    name: str
+    train: Split
+    test: Split
+    val: Split | None
+    digest: str
+
+
+_LOADED: dict[tuple[object, ...], Data] = {}
+
+
+def load_data(dataset: str = "mnist", root: Path | str | None = None, *, val_size: int = 0,
+              val_seed: int = 0, device: str = "cpu", normalize: bool = False) -> Data:
+    """Tensors for training, converted once per process and cached.
+
+    Args:
+        val_size: images carved out of train as a validation holdout, chosen by a randperm
+            seeded with `val_seed`; the rest stays in train in its original order.
+    """
+    import torch
+
+    key = (dataset, str(raw_dir(dataset, root).resolve()), val_size, val_seed, device, normalize)
+    if key in _LOADED:
+        return _LOADED[key]
+    raw = load_raw(dataset, root)
+    n_train = raw.train_y.shape[0]
+    if not 0 <= val_size < n_train:
+        raise DataError(f"val_size = {val_size} is not allowed: expected 0 <= val_size < "
+                        f"{n_train} (the train split's size)")
+
+    def to_float(x: torch.Tensor) -> torch.Tensor:
+        out = x.to(device=device, dtype=torch.float32).div_(255.0)
+        return out.sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD) if normalize else out
+
+    train_x, train_y = to_float(raw.train_x), raw.train_y.to(device)
+    val = None
+    if val_size:
+        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(val_seed))
+        val_idx, train_idx = perm[:val_size].to(device), perm[val_size:].sort().values.to(device)
+        val = Split(train_x[val_idx], train_y[val_idx])
+        train_x, train_y = train_x[train_idx], train_y[train_idx]
+    data = Data(dataset, Split(train_x.contiguous(), train_y),
+                Split(to_float(raw.test_x), raw.test_y.to(device)), val, raw.digest)
+    _LOADED[key] = data
+    return data
+
+
+def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A fresh permutation of 0..n-1 for one epoch (shuffle=True without a DataLoader)."""
+    import torch
+
+    return torch.randperm(n, generator=generator)
+
+
+def clear_cache() -> None:
+    """Forget what this process loaded (tests that rewrite data files call this)."""
+    _RAW.clear()
+    _LOADED.clear()

@@ -1,0 +1,76 @@
+"""Errors a user can cause or meet, each carrying the exit code the CLI ends with.
+
+Raised where the knowledge is (the study-file validator, the data loader, the storage layer);
+the CLI catches MnistSearchError alone and prints its one-line message. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
+
+
+class MnistSearchError(Exception):
+    """Base of every error this package explains in one line; exit code 1 (a runtime fault)."""
+
+    exit_code: int = RUNTIME
+
+
+class UsageError(MnistSearchError):
+    """Bad input: a study file, an option, a name. Exit code 2, like click's usage errors."""
+
+    exit_code = USAGE
+
+
+class ConfigError(UsageError, ValueError):
+    """A TrainConfig value outside what is allowed; `key` names the field."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"{key} = {value!r} is not allowed: expected {allowed}")
+        self.key, self.value, self.allowed = key, value, allowed
+
+
+class SpecError(UsageError, ValueError):
+    """A study-file problem, as one line naming the file, the key, the value and what is
+    allowed."""
+
+    @classmethod
+    def bad_value(cls, source: str, key: str, value: Any, allowed: str) -> SpecError:
+        shown = json.dumps(value) if isinstance(value, (str, list, dict, bool)) else repr(value)
+        return cls(f"{source}: {key} = {shown} is not allowed: expected {allowed}")
+
+
+class StudyConflict(UsageError):
+    """The stored study does not match the study file (direction, changed file, seed)."""
+
+
+class StudyNotFound(UsageError):
+    """No study of that name in the storage."""
+
+
+class StorageError(MnistSearchError):
+    """A storage that cannot be used, or a fault while reading or writing it."""
+
+
+class StorageUrlError(StorageError):
+    """A storage URL that is not even well-formed: bad input, not a fault."""
+
+    exit_code = USAGE
+
+
+class DataError(MnistSearchError):
+    """A missing, damaged or unfetchable data file."""
+
+
+class DeviceError(UsageError, ValueError):
+    """A device that is not known, or not available on this machine."""
+
+
+class NonFiniteLossError(MnistSearchError, RuntimeError):
+    """The training loss became NaN or infinite; the run cannot continue."""
+
+    def __init__(self, epoch: int, value: float) -> None:
+        super().__init__(f"training loss became {value} in epoch {epoch}")
+        self.epoch, self.value = epoch, value

@@ -1,0 +1,4 @@
+"""The results layer: what a study found, as rows (show, export, pandas), figures and a report.
+
+Submodules: rows (load_results and the tables of show/export), figures, report.
+"""

@@ -1,0 +1,183 @@
+"""Studies from study files: create or resume, enqueue reference and grid trials once.
+
+`open_study` is the public door: it creates the stored study with the file's direction (or
+resumes it if it matches the file), enqueues every labelled reference trial and grid point
+not already there, and returns the study with the file's sampler and pruner, ready for
+`study.optimize(Objective(...))` or for the CLI's workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import StudyConflict
+from ..spec import REPLICATE_MARK, StudySpec, load_spec
+from .notes import write_study_note
+from .queue import is_done, queue_order
+from .storage import make_storage, resolve_url, study_lock
+
+__all__ = ["DEFAULT_SEARCH_TRIALS", "StudyConflict", "as_spec", "create_or_resume",
+           "default_trials", "enqueue_pending", "grid_points", "make_pruner", "make_sampler",
+           "open_study"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEARCH_TRIALS = 20
+
+
+def make_sampler(spec: StudySpec, worker: int = 0, salt: int = 0) -> optuna.samplers.BaseSampler:
+    """A sampler seeded from the study seed, the worker index and the trials already run.
+
+    Mixing in the worker and the trial count stops parallel workers, or a resumed study,
+    from replaying the same "random" start-up points (optuna #3255, #4412).
+    """
+    base = spec.sampler.get("seed", spec.seed)
+    seed = (base * 1_000_003 + worker * 7919 + salt) % (2**31)
+    kind = spec.sampler_kind
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=spec.sampler.get("n_startup_trials", 10))
+    if kind == "cmaes":
+        return optuna.samplers.CmaEsSampler(
+            seed=seed, n_startup_trials=spec.sampler.get("n_startup_trials", 1))
+    return optuna.samplers.RandomSampler(seed=seed)  # random; grid points are enqueued
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    p, epochs = spec.pruner, int(spec.fixed.get("epochs", 5))
+    if p["kind"] == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 5),
+                                           n_warmup_steps=p.get("n_warmup_steps", 1))
+    if p["kind"] == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.get("min_resource", 1),
+                                              max_resource=epochs,
+                                              reduction_factor=p.get("reduction_factor", 3))
+    return optuna.pruners.NopPruner()
+
+
+def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
+    """The Optuna parameters of every point of a grid study, in file order."""
+    if spec.sampler_kind != "grid" or not spec.search:
+        return []
+    return spec.search.grid()
+
+
+def default_trials(spec: StudySpec) -> int:
+    planned = len(spec.references) * spec.replicates + len(grid_points(spec))
+    if spec.trials is not None:
+        return max(spec.trials, planned)
+    return planned if spec.sampler_kind == "grid" or not spec.search else max(
+        planned, DEFAULT_SEARCH_TRIALS)
+
+
+def direction_of(spec: StudySpec) -> optuna.study.StudyDirection:
+    return optuna.study.StudyDirection.MAXIMIZE if spec.direction == "maximize" else \
+        optuna.study.StudyDirection.MINIMIZE
+
+
+def as_spec(study: str | Path | StudySpec, replicates: int | None = None) -> StudySpec:
+    """A loaded, validated StudySpec; `replicates` (seeds per reference) is a "how", so it
+    may override the file."""
+    spec = study if isinstance(study, StudySpec) else load_spec(study)
+    return spec if replicates is None else dataclasses.replace(spec, replicates=replicates)
+
+
+def open_study(study: str | Path | StudySpec, storage: str | None = None, *,
+               seed: int | None = None, force: bool = False, replicates: int | None = None,
+               worker: int = 0) -> optuna.Study:
+    """Create or resume the stored study of a study file, with its references enqueued once.
+
+    Args:
+        study: a study-file path or a StudySpec.
+        storage: an Optuna storage URL [default: $MNIST_SEARCH_STORAGE or
+            sqlite:///mnist_search.db].
+        seed: the study seed of a new study (a resumed one must match).
+        force: resume even if the file changed since the study was created.
+        replicates: seeds per reference trial, overriding the file.
+        worker: mixed into the sampler's seed, so parallel processes sample apart.
+
+    Raises StudyConflict when the stored study does not match the file.
+    """
+    spec = as_spec(study, replicates)
+    url = resolve_url(storage)
+    store = make_storage(url)
+    stored = create_or_resume(spec, url, store, seed=seed, force=force)
+    added = enqueue_pending(stored, spec, url)
+    if added:
+        log.info("enqueued %d reference/grid trials", added)
+    write_study_note(stored, spec)
+    n_existing = len(stored.get_trials(deepcopy=False))
+    return optuna.load_study(study_name=spec.name, storage=store,
+                             sampler=make_sampler(spec, worker, n_existing),
+                             pruner=make_pruner(spec))
+
+
+def create_or_resume(spec: StudySpec, url: str, storage: optuna.storages.RDBStorage, *,
+                     seed: int | None = None, force: bool = False) -> optuna.Study:
+    """Create the study, or resume it if the stored one matches the file."""
+    with study_lock(url, spec.name):
+        try:
+            study = optuna.load_study(study_name=spec.name, storage=storage)
+        except KeyError:
+            study = optuna.create_study(study_name=spec.name, storage=storage,
+                                        direction=direction_of(spec))
+            attrs = {
+                "spec_hash": spec.text_hash, "spec_path": spec.path,
+                "description": spec.description, "seed": spec.seed if seed is None else seed,
+                "objective": spec.objective, "sampler": spec.sampler_kind,
+                "selection_on_test": spec.selects_on_test,
+                "references": {r.label: {"group": r.group, "notebook_accuracy":
+                                         r.notebook_accuracy, "notebook_loss":
+                                         list(r.notebook_loss), "note": r.note}
+                               for r in spec.references},
+            }
+            for key, value in attrs.items():
+                study.set_user_attr(key, value)
+            return study
+    _check_resume(study, spec, seed, force)
+    return study
+
+
+def _check_resume(study: optuna.Study, spec: StudySpec, seed: int | None, force: bool) -> None:
+    stored = study.user_attrs
+    if study.direction != direction_of(spec):
+        raise StudyConflict(f"study {spec.name!r} exists with direction "
+                            f"{study.direction.name.lower()}, but {spec.path} says "
+                            f"{spec.direction}; rename the study (name = ...) or use another "
+                            "--storage")
+    if stored.get("spec_hash") not in (None, spec.text_hash) and not force:
+        raise StudyConflict(f"{spec.path} changed since study {spec.name!r} was created "
+                            f"(spec hash {stored.get('spec_hash')} -> {spec.text_hash}); "
+                            "refusing to mix results: rename the study, or pass --force")
+    if seed is not None and stored.get("seed", seed) != seed:
+        raise StudyConflict(f"study {spec.name!r} was created with seed {stored.get('seed')}, "
+                            f"not {seed}; drop --seed to resume it, or rename the study")
+
+
+def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
+    """Enqueue every reference (x replicates) and grid point not already done, running
+    or waiting. Identity is the label / grid key, never parameter equality: the notebook's
+    baseline and its momentum-0.0 run have equal parameters and both must run."""
+    with study_lock(url, spec.name):
+        live = [t for t in study.get_trials(deepcopy=False)
+                if t.state in (TrialState.RUNNING, TrialState.WAITING) or is_done(t)]
+        have = {t.user_attrs.get("label") for t in live} | \
+            {t.user_attrs.get("grid_point") for t in live}
+        items = [({"label": r.label if rep == 1 else f"{r.label}{REPLICATE_MARK}{rep}",
+                   "group": r.group}, spec.reference_params(r))
+                 for rep in range(1, spec.replicates + 1) for r in spec.references]
+        items += [({"grid_point": json.dumps(point, sort_keys=True)}, point)
+                  for point in grid_points(spec)]
+        added = 0
+        for attrs, p in queue_order(spec, items):
+            if (attrs.get("label") or attrs.get("grid_point")) not in have:
+                study.enqueue_trial(p, user_attrs=dict(attrs))
+                added += 1
+    return added

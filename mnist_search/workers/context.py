@@ -1,0 +1,68 @@
+"""A worker's orders (sent by the pool as one JSON line) and its open study."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from ..search.queue import Claim
+from ..search.storage import make_storage
+from ..search.study import make_pruner, make_sampler
+from ..spec import StudySpec, load_spec
+
+__all__ = ["DEFAULT_HEARTBEAT_S", "MAX_RETRY", "WorkerContext", "WorkerOrders", "open_worker"]
+
+DEFAULT_HEARTBEAT_S = 10
+MAX_RETRY = 1  # a trial whose worker died is re-run once with the same params, label, seed
+
+
+@dataclass(frozen=True)
+class WorkerOrders:
+    """What the pool tells a worker (as one JSON line)."""
+
+    spec_path: str
+    url: str
+    target: int
+    index: int = 0
+    threads: int = 1
+    device: str = "auto"
+    deadline: float | None = None  # time.time() after which no new trial is started
+    heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds; grace is 3x (0 disables heartbeats)
+    log_level: int = logging.INFO
+    error_file: str | None = None  # where the one-line fatal error goes for the parent
+    workers: int = 1  # how many workers share the study (for a fair share per claim)
+    population: int = 1  # most trials claimed and trained together at once
+    overrides: dict[str, Any] = field(default_factory=dict)  # [fixed] values set in code
+
+    def claim_request(self) -> Claim:
+        return Claim(url=self.url, target=self.target, workers=self.workers,
+                     population=self.population, heartbeat=self.heartbeat)
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """A worker's open study: its orders, the study file, the storage and the study."""
+
+    orders: WorkerOrders
+    spec: StudySpec
+    storage: optuna.storages.RDBStorage
+    study: optuna.Study
+
+
+def open_worker(orders: WorkerOrders) -> WorkerContext:
+    """Load the study with heartbeats on and a sampler seeded apart from other workers'."""
+    spec = load_spec(orders.spec_path).with_fixed(**orders.overrides)
+    hb = orders.heartbeat or None
+    storage = make_storage(
+        orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,
+        retry_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        if hb else None)
+    n_existing = len(optuna.load_study(study_name=spec.name, storage=storage)
+                     .get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=spec.name, storage=storage,
+                              sampler=make_sampler(spec, orders.index, n_existing),
+                              pruner=make_pruner(spec))
+    return WorkerContext(orders, spec, storage, study)

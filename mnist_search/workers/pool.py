@@ -1,0 +1,215 @@
+"""Run a study with N worker processes and follow it until they finish: `run_study`.
+
+Workers start first, so their torch import overlaps the parent's storage work; the parent
+then opens the study (enqueueing its references exactly once, before any worker claims),
+gives each worker its orders and follows progress through the storage, so one bar covers
+every worker. Ctrl-C or SIGTERM is passed on to the workers, which end their running trials
+as FAIL and exit; nothing else is lost. The parent never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+
+from ..search.notes import write_study_note
+from ..search.queue import counts
+from ..search.storage import resolve_url
+from ..search.study import as_spec, default_trials, open_study
+from ..spec import StudySpec
+from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
+
+__all__ = ["DEFAULT_POPULATION", "Pool", "RunSummary", "run_study"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
+POLL_S = 0.5
+STOP_GRACE_S = 30.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    study_name: str
+    storage: str
+    target: int
+    counts: dict[str, int]
+    best_value: float | None
+    seconds: float
+    interrupted: bool = False
+    worker_errors: tuple[str, ...] = ()
+
+
+def run_study(study: str | Path | StudySpec, *, trials: int | None = None, workers: int = 1,
+              timeout: float | None = None, storage: str | None = None, device: str = "auto",
+              seed: int | None = None, force: bool = False, progress: bool | None = None,
+              heartbeat: int | None = None, replicates: int | None = None,
+              population: int = DEFAULT_POPULATION) -> RunSummary:
+    """Run a study file to `trials` finished trials (in total) with `workers` processes."""
+    start = time.monotonic()
+    spec = as_spec(study, replicates)  # a bad file is reported before any process starts
+    url = resolve_url(storage)
+    pool = Pool(workers, max(1, (os.cpu_count() or 1) // workers), spec, device)
+    interrupted, errors = False, list[str]()
+    try:
+        opened = open_study(spec, url, seed=seed, force=force)
+        target = trials if trials is not None else default_trials(spec)
+        n_refs = len(spec.references) * spec.replicates
+        if trials is not None and trials < n_refs:
+            log.warning("--trials %d is fewer than the %d reference trials; the rest stay "
+                        "queued", trials, n_refs)
+        if counts(opened)["done"] < target:
+            orders = WorkerOrders(
+                spec_path=spec.path, url=url, target=target, threads=pool.threads,
+                device=device, deadline=None if timeout is None else time.time() + timeout,
+                heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
+                workers=workers, population=population, overrides=dict(spec.overrides))
+            interrupted, errors = _run_workers(pool, opened, orders, progress)
+    finally:
+        pool.cancel()  # no-op for workers that ran: they have exited
+    write_study_note(opened, spec)
+    return RunSummary(spec.name, url, target, counts(opened), _best(opened),
+                      time.monotonic() - start, interrupted, tuple(errors))
+
+
+class Pool:
+    """Worker processes started before the study is ready, so that their torch import (about
+    2 s) overlaps the parent's storage work; each then waits for its orders on stdin.
+
+    Closing stdin without orders (cancel) ends a worker quietly: it has touched nothing yet.
+    """
+
+    def __init__(self, workers: int, threads: int, spec: StudySpec, device: str) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.threads = threads
+        cmd = [sys.executable, "-m", "mnist_search.workers.worker", "--wait", spec.path, device,
+               json.dumps(dict(spec.overrides))]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
+                      for _ in range(workers)]
+
+    def start(self, orders: list[WorkerOrders]) -> None:
+        for p, o in zip(self.procs, orders, strict=True):
+            stdin: IO[str] | None = p.stdin
+            try:
+                assert stdin is not None
+                stdin.write(json.dumps(dataclasses.asdict(o)) + "\n")
+                stdin.close()
+            except OSError:  # it died before its orders: its exit code tells the story
+                pass
+
+    def cancel(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()  # still importing or waiting: nothing of the study is held
+            p.wait()
+            if p.stdin and not p.stdin.closed:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+
+
+def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: bool | None
+                 ) -> tuple[bool, list[str]]:
+    """Give the pool's workers their orders and follow them to `target` finished trials;
+    returns (interrupted, error lines)."""
+    level = logging.getLogger("mnist_search").getEffectiveLevel()
+    show_bar = sys.stderr.isatty() and level <= logging.INFO if progress is None else progress
+    base = dataclasses.replace(base, log_level=logging.WARNING if show_bar else level)
+    procs = pool.procs
+    with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
+        errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(len(procs))]
+        pool.start([dataclasses.replace(base, index=i, error_file=errs[i])
+                    for i in range(len(procs))])
+        interrupted = False
+        try:
+            _follow(study, base.target, procs, show_bar)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(procs)
+        codes = [p.wait() for p in procs]
+        stopped = (130, -signal.SIGINT, -signal.SIGTERM)
+        interrupted = interrupted or any(c in stopped for c in codes)
+        errors = [_worker_error(i, c, errs[i]) for i, c in enumerate(codes)
+                  if c not in (0, *stopped)]
+    return interrupted, errors
+
+
+def _worker_error(index: int, code: int, error_file: str) -> str:
+    try:
+        with open(error_file) as fh:
+            return f"worker {index}: {fh.read().strip()}"
+    except OSError:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return f"worker {index} {how}; its running trial is failed by the next worker " \
+            "after the heartbeat grace, or by: mnist-search reap STUDY"
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    """Pass the interrupt on; give workers time to tell FAIL, then kill stragglers."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
+    """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and all(p.poll() is None for p in procs):
+        time.sleep(0.02)
+
+
+def _follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
+            show_bar: bool) -> None:
+    bar = _bar(study.study_name, target) if show_bar else None
+    last_done = -1
+    try:
+        while any(p.poll() is None for p in procs):
+            _wait_any(procs, POLL_S)
+            c = counts(study)
+            if c["done"] == last_done:
+                continue
+            last_done = c["done"]
+            best = _best(study)
+            if bar is not None:
+                bar.n = min(c["done"], target)
+                bar.set_postfix_str("" if best is None else f"best {best:.2f}")
+                bar.refresh()
+            else:
+                log.info("%s: %d/%d trials finished, %d running%s", study.study_name,
+                         c["done"], target, c["running"],
+                         "" if best is None else f", best {best:.2f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _bar(name: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+
+def _best(study: optuna.Study) -> float | None:
+    try:
+        return float(study.best_value)
+    except ValueError:
+        return None
