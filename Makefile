@@ -24,8 +24,12 @@ run: data
 	$(BIN)/mnist-search show notebook
 	@echo "Inspect it in the browser: $(BIN)/mnist-search dashboard  (http://127.0.0.1:8080/)"
 
+# ruff for style; import-linter for the one-way layers (pyproject [tool.importlinter]);
+# mypy for types at every boundary (pyproject [tool.mypy]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test: data lint
 	$(BIN)/python -m pytest
