@@ -116,3 +116,36 @@ def test_stats_interval_and_comparison():
     assert compare(summarize([97.0, 96.0, 98.0]), summarize([97.1, 96.1, 97.9])) == \
         "within noise"
     assert compare(summarize([97.0]), summarize([91.0])) == "untested"
+
+
+def test_report_leaves_the_users_matplotlib_backend_and_style_alone(report_db, tmp_path):
+    """A notebook user with their own backend and seaborn theme calls the report from Python:
+    importing it and writing every figure (Optuna's ggplot-styled ones included) changes
+    neither."""
+    import os
+    import subprocess
+    import sys
+
+    # a backend of the user's own (as a notebook's inline backend is: an Agg canvas)
+    (tmp_path / "user_backend.py").write_text(
+        "from matplotlib.backends.backend_agg import FigureCanvasAgg\n"
+        "class FigureCanvas(FigureCanvasAgg):\n    pass\n")
+    code = f"""
+import matplotlib
+matplotlib.use("module://user_backend")
+import seaborn as sns
+sns.set_theme(style="dark", context="talk", palette="pastel")
+import matplotlib.pyplot as plt
+before = dict(matplotlib.rcParams)
+from mnist_search.results.report import write_report
+from mnist_search.results.rows import load_study
+from pathlib import Path
+path = write_report(load_study("rep", {report_db!r}), Path({str(tmp_path / "o")!r}))
+changed = sorted(k for k, v in matplotlib.rcParams.items() if before.get(k) != v)
+print(matplotlib.get_backend(), len(plt.get_fignums()), changed, path.exists())
+"""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["module://user_backend", "0", "[]", "True"]
+    assert (tmp_path / "o" / "history.png").exists()  # the Optuna figures were drawn too

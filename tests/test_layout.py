@@ -1,0 +1,128 @@
+"""The package's shape, read from its source with ast: imports go one way (no cycles, counting
+imports inside functions), no module takes another's private names, only space.py knows
+search-parameter names, and the import-linter layers contract holds."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mnist_search"
+PARAMETER_NAMES = {"depth", "width", "penalty", "penalty_lambda", "hidden"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def resolve(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    is_pkg = MODULES[module].name == "__init__.py"
+    base = module.split(".")[: len(module.split(".")) - node.level + (1 if is_pkg else 0)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(module: str) -> list[tuple[str, str | None]]:
+    """(imported module, imported name or None) for every import statement, anywhere."""
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            target = resolve(module, node)
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.append((sub, None) if sub in MODULES else (target, a.name))
+    return [(m, n) for m, n in out if m.split(".")[0] == "mnist_search"]
+
+
+def graph() -> dict[str, set[str]]:
+    return {m: {t for t, _ in imports(m) if t in MODULES and t != m} for m in MODULES}
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges[node]):
+            if nxt == "mnist_search":  # the root's lazy exports are not module imports
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [f"{m} imports {t}.{n}" for m in MODULES for t, n in imports(m)
+               if n is not None and n.startswith("_") and not n.startswith("__") and t != m]
+    assert not private, private
+
+
+def test_only_space_compares_parameter_names_to_literals():
+    found = []
+    for m, path in MODULES.items():
+        if m == "mnist_search.space":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                for side in [node.left, *node.comparators]:
+                    if isinstance(side, ast.Constant) and side.value in PARAMETER_NAMES:
+                        found.append(f"{m}:{node.lineno} compares with {side.value!r}")
+    assert not found, found
+
+
+def test_the_layers_contract_holds():
+    lint = Path(sys.executable).with_name("lint-imports")
+    res = subprocess.run([str(lint)], capture_output=True, text=True,
+                         cwd=PACKAGE.parent)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 kept, 0 broken" in res.stdout
+
+
+@pytest.mark.parametrize("module", ["mnist_search.training.train", "mnist_search.config",
+                                    "mnist_search.spec", "mnist_search.space",
+                                    "mnist_search.data"])
+def test_training_and_lower_layers_know_nothing_of_optuna(module):
+    code = (f"import sys, {module}; "
+            "print(sorted(m for m in ('optuna', 'sqlalchemy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_parent_of_run_never_imports_torch_or_matplotlib():
+    code = ("import sys, mnist_search.workers.pool, mnist_search.cli; "
+            "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_api_is_lazy_and_complete():
+    code = ("import sys, mnist_search as ms; before = 'torch' in sys.modules; "
+            "names = [n for n in ms.__all__ if getattr(ms, n) is not None]; "
+            "print(before, ' '.join(sorted(names)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.split() == ["False", "Objective", "StudySpec", "TrainConfig",
+                                  "TrainResult", "__version__", "load_data", "load_results",
+                                  "load_spec", "open_study", "run_study", "train"]

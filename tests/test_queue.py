@@ -1,0 +1,96 @@
+"""The queue in process, on temporary SQLite: grid points, queue order, claiming."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+from optuna.trial import TrialState
+
+from mnist_search.search.internals import trial_id, trials_with_heartbeat
+from mnist_search.search.queue import Claim, claim, counts, queue_order, trial_cost
+from mnist_search.search.storage import make_storage
+from mnist_search.search.study import default_trials, grid_points, make_sampler, open_study
+from mnist_search.spec import load_spec
+
+from helpers import write_study
+
+SHAPES = """
+[sampler]
+kind = "grid"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+momentum = [0.0, 0.5]
+[[reference]]
+label = "small-a"
+hidden = [16]
+[[reference]]
+label = "big-a"
+hidden = [32]
+[[reference]]
+label = "small-b"
+hidden = [16]
+momentum = 0.5
+[[reference]]
+label = "big-b"
+hidden = [32]
+dropout = 0.3
+[[reference]]
+label = "big-c"
+hidden = [32]
+l2 = 0.001
+"""
+
+
+def test_grid_points_and_default_trials(tmp_path, synthetic_dir):
+    spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
+    assert grid_points(spec) == [{"momentum": 0.0}, {"momentum": 0.5}]
+    assert default_trials(spec) == 5 + 2
+
+
+def test_queue_order_puts_the_costliest_shape_first_and_keeps_file_order(tmp_path,
+                                                                        synthetic_dir):
+    spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
+    items = [({"label": r.label}, i) for i, r in enumerate(spec.references)]
+    ordered = [attrs["label"] for attrs, _ in queue_order(spec, items)]
+    assert ordered == ["big-a", "big-b", "big-c", "small-a", "small-b"]
+    assert trial_cost(spec, {"label": "big-a"}) > trial_cost(spec, {"label": "small-a"})
+
+
+def test_claim_takes_a_shape_group_whole_and_stops_at_the_target(tmp_path, synthetic_dir):
+    spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(spec, url)  # 5 references, then 2 grid points (default shape: 128-64)
+    storage = make_storage(url, heartbeat_interval=5, grace_period=15)
+    study = optuna.load_study(study_name=spec.name, storage=storage,
+                              sampler=make_sampler(spec))
+    request = Claim(url=url, target=6, workers=2, population=16, heartbeat=5)
+    first = claim(study, storage, spec, request)
+    # the grid points (128-64, the costliest shape) come first: taken whole as one stack
+    assert [json.loads(t.user_attrs["grid_point"]) for t in first] == [{"momentum": 0.0},
+                                                                       {"momentum": 0.5}]
+    second = claim(study, storage, spec, request)
+    assert [t.user_attrs["label"] for t in second] == ["big-a", "big-b", "big-c"]
+    for t in first + second:  # seed and first heartbeat are recorded at claim time
+        assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["heartbeat_s"] == 5
+    assert {trial_id(t) for t in first + second} <= trials_with_heartbeat(storage)
+    third = claim(study, storage, spec, request)
+    assert [t.user_attrs["label"] for t in third] == ["small-a"]  # 6 trials: the target
+    assert claim(study, storage, spec, request) == []
+    assert counts(study)["running"] == 6 and counts(study)["waiting"] == 1
+
+
+def test_claimed_trials_are_never_claimed_twice(tmp_path, synthetic_dir):
+    spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(spec, url)
+    storage = make_storage(url)
+    studies = [optuna.load_study(study_name=spec.name, storage=storage) for _ in range(3)]
+    request = Claim(url=url, target=7, workers=3, population=2)
+    seen: list[int] = []
+    while batch := [t for s in studies for t in claim(s, storage, spec, request)]:
+        seen += [t.number for t in batch]
+    assert sorted(seen) == list(range(7))
+    assert all(t.state == TrialState.RUNNING for t in studies[0].get_trials())
