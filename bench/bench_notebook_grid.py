@@ -53,7 +53,9 @@ def main() -> None:
     deltas = []
     for t in sorted(trials, key=lambda t: t.number):
         label = t.user_attrs["label"]
-        line = f"  {label:20} {t.value:6.2f}%  {t.user_attrs['train_seconds']:6.1f} s"
+        a = t.user_attrs
+        line = f"  {label:20} {t.value:6.2f}%  {a['stack_seconds']:6.1f} s (stack of " \
+            f"{a['population_size']})"
         if label.startswith("sweep-momentum-"):
             ref = NOTEBOOK[float(label.rsplit("-", 1)[1])]
             deltas.append(t.value - ref)

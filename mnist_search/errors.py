@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
+INCOMPLETE = 3  # a run stopped with work left (its --timeout, trials running elsewhere)
 
 
 class MnistSearchError(Exception):

@@ -14,10 +14,10 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import INTERRUPTED, RUNTIME, MnistSearchError
+from ..errors import INCOMPLETE, INTERRUPTED, RUNTIME, MnistSearchError
 
-__all__ = ["INTERRUPTED", "RUNTIME", "fail", "friendly", "quiet", "setup_logging",
-           "storage_option", "use_storage"]
+__all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "fail", "friendly",
+           "internal_error", "quiet", "setup_logging", "storage_option", "use_storage"]
 
 log = logging.getLogger("mnist_search")
 
@@ -62,12 +62,48 @@ def friendly(fn: F) -> F:
                 raise
             fail(str(exc), exc.exit_code)
         except Exception as exc:
-            line = _storage_fault(exc)
-            if line is None or debug:
+            if debug:
                 raise
-            fail(line, RUNTIME)
+            fail(_storage_fault(exc) or internal_error(exc), RUNTIME)
 
     return wrapper  # type: ignore[return-value]
+
+
+def internal_error(exc: BaseException) -> str:
+    """One line for an error nobody foresaw: what it was, and how to see more."""
+    text = " ".join(str(exc).split())[:300]
+    return f"internal error: {type(exc).__name__}: {text} (run again with --debug for the " \
+        "traceback)"
+
+
+class OneLineGroup(click.Group):
+    """A click group whose usage errors are one line, like every other error here:
+    `mnist-search: error: <what is wrong> (see: <command> --help)`, exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # a bare `mnist-search`: help
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else (prog_name or self.name)
+            fail(f"{exc.format_message()} (see: {where} --help)", exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            fail("interrupted", INTERRUPTED)
+        except Exception as exc:  # outside any command: option callbacks, say
+            if "--debug" in argv:
+                raise
+            fail(internal_error(exc), RUNTIME)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def quiet() -> bool:

@@ -8,26 +8,20 @@ from pathlib import Path
 
 import click
 
-from .common import INTERRUPTED, RUNTIME, fail, friendly, quiet, storage_option, use_storage
+from .common import (
+    INCOMPLETE,
+    INTERRUPTED,
+    RUNTIME,
+    fail,
+    friendly,
+    quiet,
+    storage_option,
+    use_storage,
+)
 
 __all__ = ["dashboard_cmd", "reap_cmd", "run_cmd"]
 
 log = logging.getLogger("mnist_search")
-
-
-def _check_device(device: str) -> None:
-    """A device that is unknown, or not on this machine, is refused before work starts
-    (checking an accelerator imports torch, so only then)."""
-    from ..config import RULES
-    from ..errors import DeviceError
-
-    if not RULES["device"][0](device):
-        raise DeviceError(f"--device {device!r} is not known: expected {RULES['device'][1]}")
-    if device.startswith("cuda") or device == "mps":
-        from ..training.train import resolve_device
-
-        resolve_device(device)
-
 
 
 @click.command("run")
@@ -37,7 +31,9 @@ def _check_device(device: str) -> None:
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes; CPU threads are split between them.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds after which no new trial starts.")
+              help="A budget in seconds: no trial starts after it, and running ones stop at "
+                   "their next epoch (FAIL, reason 'timeout'; labelled ones run again next "
+                   "time).")
 @storage_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
@@ -49,13 +45,21 @@ def _check_device(device: str) -> None:
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=None,
-              help="Heartbeat interval in seconds (grace = 3x; 0 = off) [default: 10].")
+              help="Heartbeat interval in seconds [default: 10]. A trial whose heartbeat is "
+                   "older than 3x this is a dead worker's: it is failed and re-run. 0 = off: "
+                   "such trials cannot be told from slow ones, so a run neither waits for "
+                   "nor takes them over (see reap --older-than).")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
             population: int, replicates: int | None, force: bool,
             heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
+
+    Trials left RUNNING by workers elsewhere are waited for; those whose heartbeat goes stale
+    are failed and re-run here. Exit 0 when the study holds its target, every labelled trial
+    finished once and nothing is left to take over; 3 when it stops with work left (its
+    --timeout, trials still running elsewhere), 1 on errors, 130 on Ctrl-C.
 
     \b
     Example:
@@ -67,7 +71,6 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
-    _check_device(device)
     signal.signal(signal.SIGTERM, raise_interrupt)
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
@@ -77,21 +80,26 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
                f"({c['complete']} complete, {c['failed']} failed, {c['running']} running), "
-               f"best {best}, {summary.seconds:.1f} s")
+               f"best {best}, {summary.seconds:.1f} s"
+               + ("" if summary.unfinished is None else f"; incomplete: {summary.unfinished}"))
     if summary.interrupted:
         fail("interrupted; finished trials are kept, the interrupted ones are FAIL "
               "(run again to resume)", INTERRUPTED)
     if summary.worker_errors:
         fail(summary.worker_errors[0] + (f" (and {len(summary.worker_errors) - 1} more)"
                                            if len(summary.worker_errors) > 1 else ""), RUNTIME)
+    if summary.unfinished is not None:
+        fail(f"incomplete: {summary.unfinished}; finished trials are kept (run again to "
+             "resume)", INCOMPLETE)
 
 
 @click.command("reap")
 @click.argument("study")
 @storage_option
-@click.option("--older-than", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="S", help="Also fail RUNNING trials without heartbeats started more than "
-              "S seconds ago (only when no live worker runs trials that long).")
+@click.option("--older-than", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="Also fail RUNNING trials without heartbeats started more than S seconds "
+                   "ago, and use S as the heartbeat grace (only when no live worker runs "
+                   "trials that long). 0: any age, for when no worker is left at all.")
 @friendly
 def reap_cmd(study: str, storage: str | None, older_than: float | None) -> None:
     """Fail trials left RUNNING by dead workers; re-enqueue their labels.

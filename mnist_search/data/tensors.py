@@ -6,6 +6,7 @@ transforms.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +92,8 @@ class Data:
     train: Split
     test: Split
     val: Split | None
-    digest: str
+    digest: str  # the four files' combined SHA-256
+    holdout_digest: str | None = None  # which train images are held out (None: no holdout)
 
 
 _LOADED: dict[tuple[object, ...], Data] = {}
@@ -121,14 +123,15 @@ def load_data(dataset: str = "mnist", root: Path | str | None = None, *, val_siz
         return out.sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD) if normalize else out
 
     train_x, train_y = to_float(raw.train_x), raw.train_y.to(device)
-    val = None
+    val, holdout = None, None
     if val_size:
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(val_seed))
+        holdout = hashlib.sha256(perm[:val_size].numpy().tobytes()).hexdigest()[:16]
         val_idx, train_idx = perm[:val_size].to(device), perm[val_size:].sort().values.to(device)
         val = Split(train_x[val_idx], train_y[val_idx])
         train_x, train_y = train_x[train_idx], train_y[train_idx]
     data = Data(dataset, Split(train_x.contiguous(), train_y),
-                Split(to_float(raw.test_x), raw.test_y.to(device)), val, raw.digest)
+                Split(to_float(raw.test_x), raw.test_y.to(device)), val, raw.digest, holdout)
     _LOADED[key] = data
     return data
 

@@ -97,7 +97,7 @@ def top_rows(study: optuna.Study, top: int | None) -> list[dict[str, Any]]:
 
 
 SHOW_COLUMNS = ("number", "label", "params", "value", "test_accuracy", "notebook_accuracy",
-                "state", "train_seconds")
+                "state", "population_size", "stack_seconds")
 
 
 def compact(row: dict[str, Any]) -> dict[str, Any]:

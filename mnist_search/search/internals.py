@@ -15,7 +15,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-__all__ = ["stale_trial_ids", "study_id", "trial_id", "trials_with_heartbeat"]
+__all__ = ["retried_from", "stale_trial_ids", "study_id", "trial_id", "trials_with_heartbeat"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -30,6 +30,13 @@ def study_id(study: optuna.Study) -> int:
 def stale_trial_ids(storage: RDBStorage, study: optuna.Study) -> set[int]:
     """RUNNING trials whose last heartbeat is older than the storage's grace period."""
     return set(storage._get_stale_trial_ids(study_id(study)))
+
+
+def retried_from(storage: RDBStorage, trial: optuna.Trial) -> int | None:
+    """The number of the stale trial this one re-runs (RetryHeartbeatStaleTrialCallback
+    records it in system attrs, which an optuna.Trial no longer exposes), or None."""
+    failed = storage.get_trial(trial_id(trial)).system_attrs.get("failed_trial")
+    return None if failed is None else int(failed)
 
 
 def trials_with_heartbeat(storage: RDBStorage) -> set[int]:

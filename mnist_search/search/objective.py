@@ -64,11 +64,16 @@ def config_for_trial(trial: BaseTrial, spec: StudySpec, device: str,
     return config
 
 
+def worker_name() -> str:
+    """host:pid of this process, recorded on the trials it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
                 seed_base: int | None = None) -> TrainConfig:
     """Everything before training: the config, what ran it, and a dashboard note."""
     config = config_for_trial(trial, spec, device, seed_base)
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    trial.set_user_attr("worker", worker_name())
     if isinstance(trial, optuna.Trial):  # a FixedTrial has no study to hold a note
         write_trial_note(trial, config)
     return config
@@ -119,9 +124,13 @@ def record_result(trial: BaseTrial, result: TrainResult) -> None:
         "val_accuracy": None if result.val_accuracy is None else round(result.val_accuracy, 4),
         "penalised_layer_zero_fraction": result.zero_fraction,
         "penalised_layer_small_fraction": result.small_fraction,
-        "train_seconds": round(result.seconds, 3),
+        # A stacked member shares its stack's wall time: both, under names that say which.
+        "stack_seconds": round(result.seconds, 3),
+        "population_size": result.population_size,
+        "member_seconds": round(result.member_seconds, 3),
         "device": result.device,
         "data_digest": result.data_digest,
+        "holdout_digest": result.holdout_digest,
         **versions(),
     }
     for key, value in attrs.items():
@@ -146,7 +155,7 @@ class Settled:
 def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseException,
            history: list[EpochReport]) -> Settled:
     """Record a training outcome on the trial and say how it ends; other errors re-raise."""
-    from ..training.train import StopTraining, TrainResult
+    from ..training.train import OutOfTime, StopTraining, TrainResult
 
     if isinstance(outcome, TrainResult):
         record_result(trial, outcome)
@@ -159,6 +168,10 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
         record_partial(trial, history, "nonfinite")
         trial.set_user_attr("fail_message", str(outcome))
         log.warning("trial %d failed: %s", trial.number, outcome)
+        return Settled(TrialState.FAIL)
+    if isinstance(outcome, OutOfTime):  # not its config's fault: run again next time
+        record_partial(trial, history, "timeout")
+        trial.set_user_attr("fail_message", str(outcome))
         return Settled(TrialState.FAIL)
     raise outcome
 
@@ -203,7 +216,6 @@ class Objective:
         seed_base = study_seed(trial.study, self.spec) if isinstance(trial, optuna.Trial) \
             else None
         config = start_trial(trial, self.spec, self.device, seed_base)
-        trial.set_user_attr("population_size", 1)
         reporter = EpochReporter(trial, self.spec)
         outcome = train_one(config, self.data_for(config), reporter)
         settled = settle(trial, self.spec, outcome, reporter.history)

@@ -8,9 +8,11 @@ enqueued trial twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,12 +21,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import CONFIG_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
-from .internals import trial_id
-from .objective import DETERMINISTIC_FAILURES, study_seed, trial_seed
+from .internals import retried_from, trial_id
+from .objective import DETERMINISTIC_FAILURES, study_seed, trial_seed, worker_name
 from .storage import study_lock
 
-__all__ = ["SAMPLED_AT_ONCE", "Claim", "claim", "counts", "is_done", "queue_order",
-           "queued_shape", "trial_cost"]
+__all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
+           "queue_order", "queued_shape", "trial_cost", "unfinished_identities", "waiting_on"]
 
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
 T = TypeVar("T")
@@ -47,6 +49,47 @@ def counts(study: optuna.Study) -> dict[str, int]:
         "failed": sum(t.state == TrialState.FAIL and not is_done(t) for t in trials),
         "complete": sum(t.state == TrialState.COMPLETE for t in trials),
     }
+
+
+IDENTITY_KEYS = ("label", "grid_point")  # what makes a queued trial one to run exactly once
+
+
+def identity(trial: FrozenTrial) -> str | None:
+    """'label=baseline' or 'grid_point={...}' for a labelled trial; None for a sampled one."""
+    for key in IDENTITY_KEYS:
+        if trial.user_attrs.get(key) is not None:
+            return f"{key}={trial.user_attrs[key]}"
+    return None
+
+
+def unfinished_identities(trials: Sequence[FrozenTrial]) -> tuple[list[str], list[str]]:
+    """(labels whose trials all failed for an outside reason and none is queued again,
+    labels finished more than once): both break "every label runs exactly once"."""
+    live: set[str] = set()
+    finished: dict[str, int] = {}
+    failed: list[str] = []
+    for t in trials:
+        ident = identity(t)
+        if ident is None:
+            continue
+        if is_done(t):
+            finished[ident] = finished.get(ident, 0) + 1
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            live.add(ident)
+        elif ident not in failed:
+            failed.append(ident)
+    dropped = [i for i in failed if i not in live and i not in finished]
+    return dropped, [i for i, n in finished.items() if n > 1]
+
+
+def waiting_on(study: optuna.Study, target: int) -> list[FrozenTrial]:
+    """RUNNING trials a run short of its target waits for instead of stopping: those with
+    heartbeats, which either finish or go stale and are then failed and re-run by the next
+    claim. Trials run without heartbeats cannot be told from slow ones: never waited for."""
+    trials = study.get_trials(deepcopy=False)
+    if sum(is_done(t) for t in trials) >= target:
+        return []
+    return [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("heartbeat_s")]
 
 
 def _queued_values(spec: StudySpec, user_attrs: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -116,7 +159,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     remaining cost, so workers tend to finish together; but queued trials of one shape are
     taken whole (up to `population`), since they train together as one stack.
     """
-    with study_lock(request.url, spec.name):
+    with study_lock(request.url, spec.name), _heartbeats_as_meant():
         if request.heartbeat:
             optuna.storages.fail_stale_trials(study)
         c = counts(study)
@@ -143,17 +186,31 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
         return claimed
 
 
+@contextlib.contextmanager
+def _heartbeats_as_meant() -> Iterator[None]:
+    """Optuna warns that heartbeats are experimental and "supposed to be used with
+    Study.optimize"; claims record them around ask/tell on purpose (workers.signals)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
 def _ask(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
          heartbeat: int) -> optuna.Trial:
     trial = study.ask()
+    if heartbeat:
+        # A first beat at once, before anything else is written: a worker killed before its
+        # first beat leaves a RUNNING trial with no heartbeat, which Optuna never counts as
+        # stale (only `reap --older-than` can fail it).
+        storage.record_heartbeat(trial_id(trial))
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
     if "seed" not in trial.user_attrs:
         trial.set_user_attr("seed", trial_seed(seed_base, trial.number))
+    retry_of = retried_from(storage, trial)
+    if retry_of is not None:  # a stale trial's re-run inherits its params, label and seed
+        trial.set_user_attr("retry_of", retry_of)
+    trial.set_user_attr("worker", worker_name())
     trial.set_user_attr("heartbeat_s", heartbeat)
-    if heartbeat:
-        # A first beat now, not when the heartbeat thread gets round to it: a worker killed
-        # in between would leave a RUNNING trial with no heartbeat, which Optuna never
-        # counts as stale.
-        storage.record_heartbeat(trial_id(trial))
     return trial

@@ -15,12 +15,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .internals import stale_trial_ids, trial_id, trials_with_heartbeat
-from .queue import is_done
+from .queue import IDENTITY_KEYS, identity, is_done
 from .storage import make_storage
 
 log = logging.getLogger(__name__)
-
-IDENTITY_KEYS = ("label", "grid_point")
 
 
 @dataclass(frozen=True)
@@ -28,13 +26,6 @@ class ReapReport:
     failed: tuple[int, ...]  # trial numbers set to FAIL
     requeued: tuple[str, ...]  # labels / grid points enqueued again
     left_running: tuple[int, ...]  # RUNNING trials that are not stale
-
-
-def _identity(t: FrozenTrial) -> str | None:
-    for key in IDENTITY_KEYS:
-        if t.user_attrs.get(key) is not None:
-            return f"{key}={t.user_attrs[key]}"
-    return None
 
 
 def _stale(trial: FrozenTrial, stale_ids: set[int], beating: set[int],
@@ -77,11 +68,11 @@ def requeue_missing(study: optuna.Study) -> list[str]:
     Uses the failed trial's own params, label and seed, so the re-run is the same run.
     """
     trials = study.get_trials(deepcopy=False)
-    live = {_identity(t) for t in trials
+    live = {identity(t) for t in trials
             if t.state in (TrialState.RUNNING, TrialState.WAITING) or is_done(t)}
     added: list[str] = []
     for t in trials:
-        ident = _identity(t)
+        ident = identity(t)
         if t.state != TrialState.FAIL or ident is None or ident in live or ident in added:
             continue
         attrs = {k: t.user_attrs[k] for k in (*IDENTITY_KEYS, "group", "seed")

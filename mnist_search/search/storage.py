@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,9 +110,13 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
     elif url.startswith("postgresql"):
         kwargs["pool_pre_ping"] = True
     try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
+        with warnings.catch_warnings():
+            # Heartbeats are "experimental" in Optuna 5 (since 2.9); this package relies on
+            # them on purpose, so the warning is noise on every command that uses them.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
     except Exception as exc:
         raise StorageError(explain(exc, url)) from exc
     if path is not None:

@@ -13,7 +13,7 @@ that, a row per input pixel, so a wide stack can skip the pixels blank in a whol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -24,7 +24,7 @@ from .model import build_mlp, linear_layers, sparsity
 EVAL_CHUNK = 10_000
 SPARSE_MIN_UNITS = 1024  # fused first-layer width from which skipping zero pixels pays (CPU)
 SPARSE_MAX_FRACTION = 0.85  # ... and only when at least 15% of the pixels can be skipped
-_DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
+DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
 
 
 def _col(values: Sequence[float], device: str) -> torch.Tensor:
@@ -49,7 +49,7 @@ class Stack:
         biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
                   for j in range(len(self.shapes))]
         self._load(weights, biases, [])
-        self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + _DROPOUT_SEED_OFFSET)
+        self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + DROPOUT_SEED_OFFSET)
                           for c in configs]
 
     def _load(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
@@ -123,6 +123,7 @@ class Stack:
                 for lin in linear_layers(model)]
 
     def run_epoch(self, split: Split, perms: list[torch.Tensor], batch_size: int,
+                  between_batches: Callable[[], None] | None = None,
                   ) -> tuple[list[float], list[float]]:
         """One pass over `split`; (loss sums, last-batch losses) per live member.
 
@@ -144,6 +145,8 @@ class Stack:
                 y = y.expand(len(self.members), -1)
             loss = self.step(x, y)
             loss_sum += loss  # stays on device: no host sync inside the batch loop
+            if between_batches is not None:
+                between_batches()
         return loss_sum.tolist(), loss.tolist()
 
     def _dropout(self, layer: int, h: torch.Tensor) -> torch.Tensor | None:

@@ -25,7 +25,8 @@ from ..errors import DeviceError, NonFiniteLossError
 from .engine import Stack
 from .model import build_mlp, parameter_count
 
-__all__ = ["EpochCallback", "EpochReport", "NonFiniteLossError", "StopTraining", "TrainResult",
+__all__ = ["EpochCallback", "EpochReport", "NonFiniteLossError", "OutOfTime", "StopTraining",
+           "TrainResult",
            "load_for", "resolve_device", "train", "train_population"]
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,14 @@ log = logging.getLogger(__name__)
 
 class StopTraining(Exception):  # noqa: N818 - raised by callbacks to end one member early
     """Raised by an epoch callback to stop a run (for example, an Optuna prune)."""
+
+
+class OutOfTime(Exception):  # noqa: N818 - an outcome, not a fault
+    """The time budget ran out with epochs left: the member stopped at an epoch boundary."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"stopped by the time budget after epoch {epoch}")
+        self.epoch = epoch
 
 
 @dataclass(frozen=True)
@@ -53,10 +62,17 @@ class TrainResult:
     zero_fraction: float  # of the penalised layer's weights and bias, exactly 0
     small_fraction: float  # of the same, with |w| < 1e-3
     parameter_count: int
-    seconds: float
+    seconds: float  # wall time of the whole stack this member trained in
     device: str
     data_digest: str
     state_dict: dict[str, torch.Tensor] = field(repr=False)
+    population_size: int = 1  # members trained together in that stack
+    holdout_digest: str | None = None  # which train images were held out for val_accuracy
+
+    @property
+    def member_seconds(self) -> float:
+        """This member's share of the stack's wall time."""
+        return self.seconds / self.population_size
 
     @property
     def train_loss(self) -> list[float]:
@@ -104,15 +120,18 @@ def load_for(config: TrainConfig, device: str) -> Data:
 
 
 def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
-                     on_epoch: EpochCallback | None = None,
+                     on_epoch: EpochCallback | None = None, *, deadline: float | None = None,
+                     between_batches: Callable[[], None] | None = None,
                      ) -> list[TrainResult | BaseException]:
     """Train P configs of one shape together. A member that diverges or is stopped by the
-    callback drops out (its entry is the exception); the others go on."""
+    callback drops out (its entry is the exception); the others go on. Once `deadline`
+    (a time.time()) has passed, members with epochs left stop at the next epoch boundary
+    (their entry is OutOfTime). `between_batches` is called after every step: a caller's
+    place to stop the whole run by raising."""
     if not configs:
         return []
-    keys = {c.stack_key() for c in configs}
-    if len(keys) != 1:
-        raise ValueError("train_population needs configs of one shape (see TrainConfig.stack_key)")
+    if len({c.stack_key() for c in configs}) != 1:
+        raise ValueError("train_population needs configs of one shape (TrainConfig.stack_key)")
     c0 = configs[0]
     device = resolve_device(c0.device)
     data = data if data is not None else load_for(c0, device)
@@ -124,17 +143,11 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     # same permutation object, which lets the stack gather each batch once.
     order_seeds = [c.seed if c.order_seed is None else c.order_seed for c in configs]
     gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(order_seeds)}
-    n = len(data.train)
     for epoch in range(1, c0.epochs + 1):
-        perm_of = {s: epoch_order(n, g) for s, g in gens.items()}
-        loss_sum, last = stack.run_epoch(data.train, [perm_of[s] for s in order_seeds],
-                                         c0.batch_size)
-        test_acc = stack.accuracy(data.test)
-        val_acc = stack.accuracy(data.val) if data.val is not None else None
-        n_batches = math.ceil(n / c0.batch_size)
-        for pos, member in enumerate(list(stack.members)):
-            rep = EpochReport(epoch, loss_sum[pos] / n_batches, last[pos], test_acc[pos],
-                              None if val_acc is None else val_acc[pos])
+        perm_of = {s: epoch_order(len(data.train), g) for s, g in gens.items()}
+        reports = _epoch(stack, data, [perm_of[s] for s in order_seeds], c0.batch_size, epoch,
+                         between_batches)
+        for member, rep in reports.items():
             history[member].append(rep)
             try:
                 if not math.isfinite(rep.train_loss):
@@ -143,18 +156,37 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
                     on_epoch(member, rep)
             except (NonFiniteLossError, StopTraining) as exc:
                 outcomes[member] = exc
+        if deadline is not None and epoch < c0.epochs and time.time() >= deadline:
+            for member in stack.members:
+                outcomes[member] = outcomes[member] or OutOfTime(epoch)
         stack.drop([m for m in stack.members if outcomes[m] is not None])
         if not stack.members:
             break
     seconds = time.perf_counter() - start
     for pos, member in enumerate(stack.members):
-        zero, small = stack.sparsity(pos)
-        outcomes[member] = TrainResult(
-            config=configs[member], epochs=history[member],
-            test_accuracy=history[member][-1].test_accuracy,
-            val_accuracy=history[member][-1].val_accuracy,
-            zero_fraction=zero, small_fraction=small,
-            parameter_count=parameter_count(configs[member].hidden), seconds=seconds,
-            device=device, data_digest=data.digest,
-            state_dict=stack.state_dict(pos, configs[member]))
+        outcomes[member] = _result(stack, pos, configs[member], history[member], seconds,
+                                   data, len(configs))
     return [o if o is not None else RuntimeError("member lost") for o in outcomes]
+
+
+def _epoch(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int, epoch: int,
+           between_batches: Callable[[], None] | None) -> dict[int, EpochReport]:
+    """One epoch of every live member, then its accuracies: a report per member."""
+    n_batches = math.ceil(len(data.train) / batch_size)
+    loss_sum, last = stack.run_epoch(data.train, perms, batch_size, between_batches)
+    test_acc = stack.accuracy(data.test)
+    val_acc = stack.accuracy(data.val) if data.val is not None else None
+    return {member: EpochReport(epoch, loss_sum[pos] / n_batches, last[pos], test_acc[pos],
+                                None if val_acc is None else val_acc[pos])
+            for pos, member in enumerate(stack.members)}
+
+
+def _result(stack: Stack, pos: int, config: TrainConfig, history: list[EpochReport],
+            seconds: float, data: Data, population: int) -> TrainResult:
+    zero, small = stack.sparsity(pos)
+    return TrainResult(
+        config=config, epochs=history, test_accuracy=history[-1].test_accuracy,
+        val_accuracy=history[-1].val_accuracy, zero_fraction=zero, small_fraction=small,
+        parameter_count=parameter_count(config.hidden), seconds=seconds,
+        device=stack.device, data_digest=data.digest, state_dict=stack.state_dict(pos, config),
+        population_size=population, holdout_digest=data.holdout_digest)

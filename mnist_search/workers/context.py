@@ -29,7 +29,8 @@ class WorkerOrders:
     index: int = 0
     threads: int = 1
     device: str = "auto"
-    deadline: float | None = None  # time.time() after which no new trial is started
+    # time.time() after which no trial starts, and running ones stop at their next epoch
+    deadline: float | None = None
     heartbeat: int = DEFAULT_HEARTBEAT_S  # seconds; grace is 3x (0 disables heartbeats)
     log_level: int = logging.INFO
     error_file: str | None = None  # where the one-line fatal error goes for the parent

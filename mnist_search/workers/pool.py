@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,13 +24,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import optuna
+from optuna.trial import TrialState
 
 from ..search.notes import write_study_note
-from ..search.queue import counts
+from ..search.preflight import check_data, check_device, check_spec
+from ..search.queue import counts, is_done, unfinished_identities
 from ..search.storage import resolve_url
 from ..search.study import as_spec, default_trials, open_study
 from ..spec import StudySpec
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
+from .signals import raise_if_stopped, stops_recorded
 
 __all__ = ["DEFAULT_POPULATION", "Pool", "RunSummary", "run_study"]
 
@@ -42,6 +46,9 @@ STOP_GRACE_S = 30.0
 
 @dataclass(frozen=True)
 class RunSummary:
+    """How a run ended. `complete`: the study holds its target of finished trials, every
+    labelled trial finished exactly once, and nothing this run could take over is left."""
+
     study_name: str
     storage: str
     target: int
@@ -50,6 +57,11 @@ class RunSummary:
     seconds: float
     interrupted: bool = False
     worker_errors: tuple[str, ...] = ()
+    unfinished: str | None = None  # why work is left undone, if it is
+
+    @property
+    def complete(self) -> bool:
+        return not self.interrupted and not self.worker_errors and self.unfinished is None
 
 
 def run_study(study: str | Path | StudySpec, *, trials: int | None = None, workers: int = 1,
@@ -57,31 +69,72 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               seed: int | None = None, force: bool = False, progress: bool | None = None,
               heartbeat: int | None = None, replicates: int | None = None,
               population: int = DEFAULT_POPULATION) -> RunSummary:
-    """Run a study file to `trials` finished trials (in total) with `workers` processes."""
+    """Run a study file to `trials` finished trials (in total) with `workers` processes.
+
+    Everything it depends on (the file, the dataset and its data, the device, the storage
+    URL) is checked before the storage is touched. A timeout is a budget: no trial starts
+    after it, and running ones stop at their next epoch boundary.
+    """
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
     url = resolve_url(storage)
+    check_spec(spec)
+    check_device(device)
     pool = Pool(workers, max(1, (os.cpu_count() or 1) // workers), spec, device)
     interrupted, errors = False, list[str]()
     try:
+        check_data(spec, _fetch_progress)
         opened = open_study(spec, url, seed=seed, force=force)
-        target = trials if trials is not None else default_trials(spec)
-        n_refs = len(spec.references) * spec.replicates
-        if trials is not None and trials < n_refs:
-            log.warning("--trials %d is fewer than the %d reference trials; the rest stay "
-                        "queued", trials, n_refs)
+        target = _target(spec, trials)
+        orders = WorkerOrders(
+            spec_path=spec.path, url=url, target=target, threads=pool.threads, device=device,
+            deadline=None if timeout is None else time.time() + timeout,
+            heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
+            workers=workers, population=population, overrides=dict(spec.overrides))
         if counts(opened)["done"] < target:
-            orders = WorkerOrders(
-                spec_path=spec.path, url=url, target=target, threads=pool.threads,
-                device=device, deadline=None if timeout is None else time.time() + timeout,
-                heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
-                workers=workers, population=population, overrides=dict(spec.overrides))
             interrupted, errors = _run_workers(pool, opened, orders, progress)
     finally:
         pool.cancel()  # no-op for workers that ran: they have exited
     write_study_note(opened, spec)
     return RunSummary(spec.name, url, target, counts(opened), _best(opened),
-                      time.monotonic() - start, interrupted, tuple(errors))
+                      time.monotonic() - start, interrupted, tuple(errors),
+                      _unfinished(opened, orders))
+
+
+def _target(spec: StudySpec, trials: int | None) -> int:
+    n_refs = len(spec.references) * spec.replicates
+    if trials is not None and trials < n_refs:
+        log.warning("--trials %d is fewer than the %d reference trials; the rest stay queued",
+                    trials, n_refs)
+    return trials if trials is not None else default_trials(spec)
+
+
+def _fetch_progress(name: str, size: int) -> None:
+    log.info("  %s: %.1f MB verified", name, size / 1e6)
+
+
+def _unfinished(study: optuna.Study, orders: WorkerOrders) -> str | None:
+    """Why the study is short of what this run was asked for; None when it is not."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(is_done(t) for t in trials)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    dropped, twice = unfinished_identities(trials)
+    if twice:
+        return f"finished more than once: {', '.join(twice)}"
+    if done >= orders.target and not dropped:
+        return None
+    if orders.deadline is not None and time.time() >= orders.deadline:
+        return f"stopped by --timeout with {done}/{orders.target} trials finished"
+    blind = [t for t in running if not t.user_attrs.get("heartbeat_s")]
+    if running and (blind or not orders.heartbeat):
+        return (f"{len(running)} trials still RUNNING without heartbeats, which cannot be told "
+                "from a dead worker's: wait for them, or fail them with: mnist-search reap "
+                f"{study.study_name} --older-than SECONDS")
+    if running:
+        return f"{len(running)} trials still running elsewhere"
+    if dropped:
+        return f"labelled trials failed and not re-run: {', '.join(dropped)}"
+    return f"stopped with {done}/{orders.target} trials finished"
 
 
 class Pool:
@@ -134,11 +187,12 @@ def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: 
         pool.start([dataclasses.replace(base, index=i, error_file=errs[i])
                     for i in range(len(procs))])
         interrupted = False
-        try:
-            _follow(study, base.target, procs, show_bar)
-        except KeyboardInterrupt:
-            interrupted = True
-            _stop(procs)
+        with stops_recorded():  # a Ctrl-C lands between polls, never inside a storage call
+            try:
+                _follow(study, base.target, procs, show_bar)
+            except KeyboardInterrupt:
+                interrupted = True
+                _stop(procs)
         codes = [p.wait() for p in procs]
         stopped = (130, -signal.SIGINT, -signal.SIGTERM)
         interrupted = interrupted or any(c in stopped for c in codes)
@@ -174,29 +228,38 @@ def _wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
     """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late)."""
     end = time.monotonic() + seconds
     while time.monotonic() < end and all(p.poll() is None for p in procs):
+        raise_if_stopped()
         time.sleep(0.02)
 
 
 def _follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
             show_bar: bool) -> None:
+    """Progress from the storage until every worker has exited; trials RUNNING in workers
+    outside this run (another machine, a dead worker) are named when their number changes."""
+    own = {f"{socket.gethostname()}:{p.pid}" for p in procs}
     bar = _bar(study.study_name, target) if show_bar else None
-    last_done = -1
+    last: tuple[int, int] = (-1, 0)
     try:
         while any(p.poll() is None for p in procs):
             _wait_any(procs, POLL_S)
-            c = counts(study)
-            if c["done"] == last_done:
+            trials = study.get_trials(deepcopy=False)
+            done = sum(is_done(t) for t in trials)
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            elsewhere = sum(t.user_attrs.get("worker") not in own for t in running)
+            if (done, elsewhere) == last:
                 continue
-            last_done = c["done"]
+            if elsewhere and elsewhere != last[1]:
+                log.info("waiting for %d trials running elsewhere (run here if their heartbeat "
+                         "goes stale)", elsewhere)
+            last = (done, elsewhere)
             best = _best(study)
             if bar is not None:
-                bar.n = min(c["done"], target)
+                bar.n = min(done, target)
                 bar.set_postfix_str("" if best is None else f"best {best:.2f}")
                 bar.refresh()
             else:
-                log.info("%s: %d/%d trials finished, %d running%s", study.study_name,
-                         c["done"], target, c["running"],
-                         "" if best is None else f", best {best:.2f}")
+                log.info("%s: %d/%d trials finished, %d running%s", study.study_name, done,
+                         target, len(running), "" if best is None else f", best {best:.2f}")
     finally:
         if bar is not None:
             bar.close()

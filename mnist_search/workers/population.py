@@ -21,7 +21,7 @@ from ..search.internals import trial_id
 from ..search.objective import EpochReporter, record_partial, settle, start_trial, study_seed
 from ..training.train import EpochReport, TrainResult, load_for, train_population
 from .context import WorkerContext
-from .signals import Heartbeat, Mask, hold_stop_signals, release_stop_signals
+from .signals import Heartbeat, Mask, hold_stop_signals, raise_if_stopped, release_stop_signals
 
 __all__ = ["groups_of", "train_claimed"]
 
@@ -96,7 +96,9 @@ def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
                              ) -> None:
                     reporters[m[pos].number](rep)
 
-                outcomes = train_population(cfgs, load_for(cfgs[0], cfgs[0].device), on_epoch)
+                outcomes = train_population(cfgs, load_for(cfgs[0], cfgs[0].device), on_epoch,
+                                            deadline=ctx.orders.deadline,
+                                            between_batches=raise_if_stopped)
                 hold_stop_signals()  # telling finished trials is not interrupted
                 for t, outcome in zip(members, outcomes, strict=True):
                     _tell(study, t, outcome, reporters[t.number])

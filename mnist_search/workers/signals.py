@@ -3,20 +3,29 @@
 Heartbeats say a trial's worker is alive (a dead worker's trials go stale and are retried);
 holding Ctrl-C/SIGTERM between ask and the training's try block means an interrupt never
 leaves a trial RUNNING with nobody to tell it FAIL.
+
+A worker's handler never raises: it records the signal, and the worker raises
+KeyboardInterrupt itself at safe points (between training batches, when it releases held
+signals, while it waits). An exception raised by a handler lands wherever the main thread is:
+inside a database call (SQLAlchemy then logs a traceback) or a weakref callback (which
+swallows it, losing the stop). A signal mask would not do either: pthread_sigmask covers the
+calling thread only, and a Ctrl-C sent to the whole process group reaches any thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
 
 import optuna
 
-__all__ = ["STOP_SIGNALS", "Heartbeat", "Mask", "hold_stop_signals", "raise_interrupt",
-           "release_stop_signals"]
+__all__ = ["STOP_SIGNALS", "Heartbeat", "Mask", "hold_stop_signals", "install_stop_handlers",
+           "raise_if_stopped", "raise_interrupt", "record_stop", "release_stop_signals",
+           "stops_recorded"]
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +62,60 @@ class Heartbeat:
             self.thread.join()
 
 
-Mask = set[int | signal.Signals]
+Mask = bool  # whether stop signals were held before: what release_stop_signals restores
+
+
+class _Held:
+    held = False
+    pending: int | None = None
 
 
 def hold_stop_signals() -> Mask:
-    """Hold Ctrl-C/SIGTERM until release_stop_signals; returns the mask to restore."""
-    return signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    """Hold Ctrl-C/SIGTERM until release_stop_signals; returns what to restore."""
+    before, _Held.held = _Held.held, True
+    return before
 
 
-def release_stop_signals(old_mask: Mask) -> None:
-    """Restore the mask; a signal held meanwhile is raised right here."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+def release_stop_signals(old: Mask) -> None:
+    """Restore holding as it was; a signal that came meanwhile is raised right here."""
+    _Held.held = old
+    if not old:
+        raise_if_stopped()
+
+
+def raise_if_stopped() -> None:
+    """A safe point: raise KeyboardInterrupt if a stop signal came and none is held."""
+    if _Held.pending is not None and not _Held.held:
+        signum, _Held.pending = _Held.pending, None
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+def record_stop(signum: int, _frame: FrameType | None) -> None:
+    """The worker's Ctrl-C/SIGTERM handler: remember the stop for the next safe point (a
+    second signal before it is the same stop, not a second one)."""
+    _Held.pending = signum
+
+
+def install_stop_handlers() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, record_stop)
+
+
+@contextlib.contextmanager
+def stops_recorded() -> Iterator[None]:
+    """record_stop as the Ctrl-C/SIGTERM handler inside the block (raise_if_stopped turns it
+    into KeyboardInterrupt at safe points); the previous handlers after it. Handlers can only
+    be set from the main thread: elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    install_stop_handlers()
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def raise_interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -18,16 +18,22 @@ from typing import Any
 
 import optuna
 
-from ..search.queue import claim
+from ..search.queue import claim, waiting_on
 from ..search.storage import describe
 from ..spec import load_spec
 from .context import WorkerOrders, open_worker
-from .signals import hold_stop_signals, raise_interrupt, release_stop_signals
+from .signals import (
+    hold_stop_signals,
+    install_stop_handlers,
+    raise_if_stopped,
+    release_stop_signals,
+)
 
 __all__ = ["main", "work"]
 
 log = logging.getLogger(__name__)
 
+WAIT_POLL_S = 2.0  # how often a worker with nothing to claim looks again (it may take over)
 
 def work(orders: WorkerOrders) -> int:
     import torch
@@ -40,17 +46,38 @@ def work(orders: WorkerOrders) -> int:
     ctx = open_worker(orders)
     request = orders.claim_request()
     ran = 0
-    while orders.deadline is None or time.time() < orders.deadline:
+    while not _past(orders.deadline):
+        raise_if_stopped()  # a stop that came while opening: claim nothing
         old_mask = hold_stop_signals()
         trials = claim(ctx.study, ctx.storage, ctx.spec, request)
-        if not trials:
-            release_stop_signals(old_mask)
+        if trials:
+            train_claimed(ctx, trials, old_mask)
+            release_stop_signals(old_mask)  # an interrupt held while telling lands here
+            ran += len(trials)
+            continue
+        release_stop_signals(old_mask)
+        # Nothing to claim. Trials still RUNNING (here, or in a worker that may be dead) are
+        # waited for: they finish, or their heartbeat goes stale and the next claim fails
+        # and re-queues them, for this worker to run.
+        if not orders.heartbeat or not waiting_on(ctx.study, orders.target):
             break
-        train_claimed(ctx, trials, old_mask)
-        release_stop_signals(old_mask)  # an interrupt held while telling lands here
-        ran += len(trials)
+        _sleep(min(WAIT_POLL_S, orders.heartbeat), orders.deadline)
     log.debug("worker %d ran %d trials", orders.index, ran)
     return 0
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.time() >= deadline
+
+
+def _sleep(seconds: float, deadline: float | None) -> None:
+    """Sleep, but stop at once for Ctrl-C/SIGTERM (the handler only records them)."""
+    end = time.monotonic() + (seconds if deadline is None else
+                              min(seconds, deadline - time.time()))
+    while time.monotonic() < end:
+        raise_if_stopped()
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    raise_if_stopped()
 
 
 def _orders(argv: list[str]) -> WorkerOrders | None:
@@ -93,7 +120,6 @@ def _quiet_optuna(level: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -102,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if orders is None:
         return 0
-    signal.signal(signal.SIGTERM, raise_interrupt)  # SIGTERM ends the trial like Ctrl-C
+    install_stop_handlers()  # SIGTERM ends the trial like Ctrl-C; both wait while held
     logging.basicConfig(level=orders.log_level, stream=sys.stderr,
                         format=f"%(asctime)s worker {orders.index}: %(message)s",
                         datefmt="%H:%M:%S")
