@@ -180,6 +180,8 @@ class _Validator:
         search = self.space.build(self.table(raw.get("search", {}), "search"), fixed,
                                   sampler["kind"])
         refs = self.references(raw.get("reference", []), fixed, search)
+        if sampler["kind"] == "grid":
+            self.grid_configs(fixed, search)
         if objective == "val_accuracy" and not fixed.get("val_size"):
             raise self.fail("objective", objective,
                             "'test_accuracy', or set fixed.val_size > 0 to hold out images")
@@ -191,6 +193,17 @@ class _Validator:
             fixed=fixed, search=search, references=refs,
             text_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], raw=raw,
         )
+
+    def grid_configs(self, fixed: dict[str, Any], search: Space) -> None:
+        """Each grid point, on top of [fixed], must be a valid TrainConfig (a penalty_layer
+        beyond a point's depth, say): a grid is enqueued whole, so a bad point is refused now,
+        not in a worker."""
+        for i, point in enumerate(search.grid()):
+            try:
+                TrainConfig(**{**fixed, **search.decode(point)})
+            except ConfigError as exc:
+                raise SpecError(f"{self.source}: grid point {i} ({json.dumps(point)}): "
+                                f"{exc}") from None
 
     def check_counts(self, seed: Any, trials: Any, replicates: Any) -> None:
         if not (is_int(seed) and seed >= 0):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import click
 
 from .. import __version__
-from .common import setup_logging
+from .check import check_cmd
+from .common import OneLineGroup, setup_logging
 from .data import data
 from .results import best_cmd, export_cmd, report_cmd, show_cmd, studies_cmd
 from .run import dashboard_cmd, reap_cmd, run_cmd
@@ -19,7 +20,7 @@ from .train import train_cmd
 __all__ = ["cli", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mnist-search")
 @click.option("-v", "--verbose", count=True, help="More log output (DEBUG).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress.")
@@ -32,7 +33,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-for command in (data, train_cmd, run_cmd, studies_cmd, show_cmd, best_cmd, export_cmd,
+for command in (data, train_cmd, check_cmd, run_cmd, studies_cmd, show_cmd, best_cmd, export_cmd,
                 report_cmd, reap_cmd, dashboard_cmd):
     cli.add_command(command)
 
