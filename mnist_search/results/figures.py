@@ -10,6 +10,7 @@ neither importing nor calling this module changes the user's backend or style.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,9 @@ def _new(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[
 
 
 def _save(fig: Figure, out: Path, name: str) -> None:
-    fig.tight_layout()
+    with warnings.catch_warnings():  # Optuna's contour has a colorbar tight_layout warns of
+        warnings.filterwarnings("ignore", message="This figure includes Axes")
+        fig.tight_layout()
     fig.savefig(out / name, dpi=110)
 
 
@@ -245,8 +248,10 @@ def capacity(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
                    f"model, {small[2]} ({small[0]:,} parameters), reached {small[1]:.2f}%.")
 
 
-def trial_figures(runs: list[FinishedTrial], out: Path
-                  ) -> list[Callable[[], ReportFigure | None]]:
+Maker = tuple[str, Callable[[], ReportFigure | None]]  # (title, draw it or say there is none)
+
+
+def trial_figures(runs: list[FinishedTrial], out: Path) -> list[Maker]:
     """The figures drawn from finished trials, each under this module's style."""
     def styled(fn: Callable[[list[FinishedTrial], Path], ReportFigure | None]
                ) -> Callable[[], ReportFigure | None]:
@@ -255,11 +260,14 @@ def trial_figures(runs: list[FinishedTrial], out: Path
                 return fn(runs, out)
         return draw
 
-    return [styled(f) for f in (loss_curves, accuracy_by_label, momentum, regularization,
-                                capacity)]
+    makers = ((loss_curves, "Training loss per epoch"),
+              (accuracy_by_label, "Test accuracy per label"),
+              (momentum, "Momentum vs accuracy"), (regularization, "L1 vs L2"),
+              (capacity, "Accuracy vs parameters"))
+    return [(title, styled(f)) for f, title in makers]
 
 
-def optuna_figures(study: optuna.Study, out: Path) -> list[Callable[[], ReportFigure | None]]:
+def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
     """Optuna's own plots for studies that searched (not for pure reference/grid studies).
 
     Optuna draws them with pyplot and switches to its ggplot style; the rc_context undoes the
@@ -274,49 +282,42 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Callable[[], ReportFi
     if len(complete) < 3 or not params:
         return []
 
-    def plot(name: str, title: str, fn: Callable[[], Any], text: str) -> ReportFigure | None:
-        import warnings
+    def plot(name: str, title: str, fn: Callable[[], Any], text: Callable[[], str]
+             ) -> Maker:
+        def draw() -> ReportFigure:
+            import matplotlib.pyplot as plt
 
-        import matplotlib.pyplot as plt
-
-        with matplotlib.rc_context():
-            try:
+            with matplotlib.rc_context():
                 with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     ax = fn()
-            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-                _figure_skipped(title, exc)
-                return None
-            fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
-            try:
-                fig.set_size_inches(8, 5)
-                _save(fig, out, name)
-            finally:
-                plt.close(fig)
-        return _figure(name, title, text)
+                fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+                try:
+                    fig.set_size_inches(8, 5)
+                    _save(fig, out, name)
+                finally:
+                    plt.close(fig)
+            return _figure(name, title, text())
+        return title, draw
 
     best = study.best_trial
     top = params[:4]
-    return [
-        lambda: plot("history.png", "Optimization history",
-                     lambda: ovm.plot_optimization_history(study),
-                     f"Best value {best.value:.2f} reached at trial {best.number} of "
+    makers = [
+        plot("history.png", "Optimization history",
+             lambda: ovm.plot_optimization_history(study),
+             lambda: f"Best value {best.value:.2f} reached at trial {best.number} of "
                      f"{len(study.trials)}."),
-        lambda: plot("importances.png", "Parameter importances",
-                     lambda: ovm.plot_param_importances(study), _importance_text(study)),
-        lambda: plot("slice.png", "Slice plot", lambda: ovm.plot_slice(study, params=top),
-                     "Each point is a trial; its x is the value of one searched parameter."),
-        lambda: (plot("contour.png", "Contour of the two most important parameters",
-                      lambda: ovm.plot_contour(study, params=_top2(study)),
-                      "Interpolated objective over the two most important parameters.")
-                 if len(params) >= 2 else None),
+        plot("importances.png", "Parameter importances",
+             lambda: ovm.plot_param_importances(study), lambda: _importance_text(study)),
+        plot("slice.png", "Slice plot", lambda: ovm.plot_slice(study, params=top),
+             lambda: "Each point is a trial; its x is the value of one searched parameter."),
     ]
-
-
-def _figure_skipped(title: str, exc: Exception) -> None:
-    import logging
-
-    logging.getLogger(__name__).info("skipped %s: %s", title, exc)
+    if len(params) >= 2:
+        makers.append(plot("contour.png", "Contour of the two most important parameters",
+                           lambda: ovm.plot_contour(study, params=_top2(study)),
+                           lambda: "Interpolated objective over the two most important "
+                                   "parameters."))
+    return makers
 
 
 def _top2(study: optuna.Study) -> list[str]:

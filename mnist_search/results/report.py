@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -20,23 +21,37 @@ import optuna
 from ..search.summary import finished_trials
 from .figures import ReportFigure, optuna_figures, trial_figures
 
-__all__ = ["build", "write_report"]
+__all__ = ["Built", "build", "write_report"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Built:
+    figures: list[ReportFigure]
+    skipped: list[str]  # "title: why", for figures that failed to draw
+
+
 def build(study: optuna.Study, out_dir: Path,
-          progress: Callable[[str], None] | None = None) -> list[ReportFigure]:
-    """Write every figure the study's data supports into out_dir; return them in order."""
+          progress: Callable[[str], None] | None = None) -> Built:
+    """Write every figure the study's data supports into out_dir, in order. A figure that
+    fails to draw costs only itself: it is listed with the reason, and the rest go on."""
     made: list[ReportFigure] = []
+    skipped: list[str] = []
     makers = trial_figures(finished_trials(study), out_dir) + optuna_figures(study, out_dir)
-    for make in makers:
-        fig = make()
+    for title, make in makers:
+        try:
+            fig = make()
+        except Exception as exc:  # noqa: BLE001 - one figure's bug must not lose the report
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            skipped.append(f"{title}: {reason}")
+            log.warning("figure %r skipped: %s", title, reason)
+            continue
         if fig is not None:
             made.append(fig)
             if progress:
                 progress(fig.name)
-    return made
+    return Built(made, skipped)
 
 
 def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
@@ -45,8 +60,8 @@ def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        made = build(study, tmp, progress)
-        body = _markdown(study, made) if fmt == "md" else _html(study, made, tmp)
+        built = build(study, tmp, progress)
+        body = _markdown(study, built) if fmt == "md" else _html(study, built, tmp)
         (tmp / f"report.{fmt}").write_text(body, encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
         if out_dir.exists():
@@ -58,7 +73,7 @@ def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
     return out_dir / f"report.{fmt}"
 
 
-def _summary_lines(study: optuna.Study) -> list[str]:
+def _summary_lines(study: optuna.Study, built: Built) -> list[str]:
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
@@ -67,18 +82,19 @@ def _summary_lines(study: optuna.Study) -> list[str]:
     lines = [f"{len(trials)} trials: {counts}."]
     if study.user_attrs.get("selection_on_test"):
         lines.append("This study selected on test accuracy, so its best value is optimistic.")
+    lines += [f"Figure skipped ({reason})." for reason in built.skipped]
     return lines
 
 
-def _markdown(study: optuna.Study, made: list[ReportFigure]) -> str:
+def _markdown(study: optuna.Study, built: Built) -> str:
     parts = [f"# Study `{study.study_name}`", "", study.user_attrs.get("description", ""), "",
-             *_summary_lines(study), ""]
-    for fig in made:
+             *_summary_lines(study, built), ""]
+    for fig in built.figures:
         parts += [f"## {fig.title}", "", f"![{fig.title}]({fig.name})", "", fig.text, ""]
     return "\n".join(parts)
 
 
-def _html(study: optuna.Study, made: list[ReportFigure], folder: Path) -> str:
+def _html(study: optuna.Study, built: Built, folder: Path) -> str:
     esc = html.escape
     parts = ["<!doctype html><html><head><meta charset='utf-8'>",
              f"<title>{esc(study.study_name)}</title><style>body{{font-family:sans-serif;"
@@ -86,8 +102,8 @@ def _html(study: optuna.Study, made: list[ReportFigure], folder: Path) -> str:
              "p.note{color:#555}</style></head><body>",
              f"<h1>Study {esc(study.study_name)}</h1>",
              f"<p>{esc(study.user_attrs.get('description', ''))}</p>"]
-    parts += [f"<p class='note'>{esc(line)}</p>" for line in _summary_lines(study)]
-    for fig in made:
+    parts += [f"<p class='note'>{esc(line)}</p>" for line in _summary_lines(study, built)]
+    for fig in built.figures:
         data = base64.b64encode((folder / fig.name).read_bytes()).decode()
         parts += [f"<h2>{esc(fig.title)}</h2>",
                   f"<img alt='{esc(fig.title)}' data-file='{esc(fig.name)}' "
