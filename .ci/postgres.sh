@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Start a throwaway PostgreSQL server for the tests on 127.0.0.1 only and print its URL.
-# Needs root (the server runs as the postgres user) and Debian's postgresql package.
+# Start a throwaway PostgreSQL server for the tests on 127.0.0.1 only and print its URL;
+# `postgres.sh stop` stops it. Needs root (the server runs as the postgres user) and
+# Debian's postgresql package.
 set -euo pipefail
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$PGBIN" ] || { echo "postgresql server binaries not found" >&2; exit 1; }
 DIR=${MNIST_SEARCH_PG_DIR:-/tmp/mnist-search-pg}
 PORT=${MNIST_SEARCH_PG_PORT:-55432}
+if [ "${1:-}" = stop ]; then
+  runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/data" -m fast stop >/dev/null
+  exit 0
+fi
 if [ -f "$DIR/data/postmaster.pid" ]; then
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
 fi

@@ -40,8 +40,9 @@ momentum = 0.9
 
 
 def running_with_pid(url, name="kill"):
+    """RUNNING trials whose worker has finished claiming and started training them."""
     return [t for t in trials(url, name) if t.state == TrialState.RUNNING
-            and "worker" in t.user_attrs]
+            and "worker" in t.user_attrs and "config" in t.user_attrs]
 
 
 def sigkill_scenario(url: str, name: str, spec: Path) -> float:
@@ -93,14 +94,21 @@ def test_sigkilled_worker_trial_fails_and_is_retried_once(tmp_path, slow_synthet
     assert integrity(tmp_path / "k.db") == "ok"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig,to_group", [
+    (signal.SIGINT, True),  # Ctrl-C in a terminal: the whole foreground process group
+    (signal.SIGTERM, False),  # kill PID, a scheduler's stop: the run only
+    (signal.SIGTERM, True),
+])
 def test_signal_to_run_fails_running_trials_cleanly_and_exits_130(tmp_path, slow_synthetic_dir,
-                                                                    sig):
+                                                                    sig, to_group):
     spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = start_run(spec, url, "--workers", "2")
+    proc = start_run(spec, url, "--workers", "2", start_new_session=True)
     wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")
-    proc.send_signal(sig)
+    if to_group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
@@ -144,3 +152,70 @@ def test_reap_fails_stale_trials_with_no_worker_left(tmp_path, slow_synthetic_di
             assert len(again) == 1
             assert again[0].user_attrs.get("seed") == dead.user_attrs.get("seed")
     assert integrity(tmp_path / "k.db") == "ok"
+
+
+TAKEOVER_STUDY = """
+trials = 10
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 120
+[search]
+momentum = { low = 0.0, high = 0.9 }
+[[reference]]
+label = "ref-a"
+[[reference]]
+label = "ref-b"
+momentum = 0.5
+[[reference]]
+label = "ref-c"
+momentum = 0.9
+[[reference]]
+label = "ref-d"
+momentum = 0.3
+"""
+
+
+def takeover_scenario(url: str, name: str, spec: Path) -> float:
+    """Two `run` processes share the study (default heartbeat: 10 s, grace 30 s). The first
+    is killed with its whole process group while it trains its claimed population; the
+    survivor finishes its own trials, waits, fails the dead run's trials once their
+    heartbeat is stale, re-runs them (same params, label, seed; retry_of recorded) and exits
+    0. Returns seconds from the kill to the survivor's exit."""
+    victim = start_run(spec, url, "--workers", "1", start_new_session=True)
+    claimed = wait_for(lambda: running_with_pid(url, name), 90, "the first run's trials")
+    victim_pid = claimed[0].user_attrs["worker"]
+    survivor = start_run(spec, url, "--workers", "1")
+    wait_for(lambda: any(t.user_attrs.get("worker") != victim_pid
+                         for t in running_with_pid(url, name)), 90, "the survivor's trials")
+    taken = [t for t in trials(url, name) if t.user_attrs.get("worker") == victim_pid]
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    victim.communicate(timeout=30)
+    out, err = survivor.communicate(timeout=600)
+    kill_to_exit = time.monotonic() - killed_at
+    assert survivor.returncode == 0, err
+    assert "10/10 trials finished" in out and "incomplete" not in out
+    final = trials(url, name)
+    assert not [t for t in final if t.state == TrialState.RUNNING]
+    complete = [t for t in final if t.state == TrialState.COMPLETE]
+    assert len(complete) == 10
+    labels = sorted(t.user_attrs["label"] for t in complete if "label" in t.user_attrs)
+    assert labels == ["ref-a", "ref-b", "ref-c", "ref-d"]  # each exactly once
+    for dead in taken:
+        assert next(t for t in final if t.number == dead.number).state == TrialState.FAIL
+        retry = next(t for t in complete if t.user_attrs.get("retry_of") == dead.number)
+        assert retry.user_attrs["seed"] == dead.user_attrs["seed"]
+        assert retry.user_attrs.get("label") == dead.user_attrs.get("label")
+        assert dead.params.items() <= retry.params.items()
+    return kill_to_exit
+
+
+@pytest.mark.slow
+def test_survivor_takes_over_a_killed_runs_trials_and_exits_0(tmp_path, slow_synthetic_dir):
+    spec = write_study(tmp_path / "take.toml", slow_synthetic_dir, TAKEOVER_STUDY)
+    seconds = takeover_scenario(f"sqlite:///{tmp_path / 't.db'}", "take", spec)
+    print(f"\nSQLite: survivor exited 0 {seconds:.1f} s after the other run was killed "
+          "(default heartbeat 10 s, grace 30 s)")
+    assert integrity(tmp_path / "t.db") == "ok"

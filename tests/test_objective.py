@@ -40,7 +40,8 @@ momentum = 0.9
 
 RECORDED = ("seed", "architecture", "config", "parameters", "train_loss", "last_batch_loss",
             "test_accuracy_curve", "test_accuracy", "val_accuracy",
-            "penalised_layer_zero_fraction", "penalised_layer_small_fraction", "train_seconds",
+            "penalised_layer_zero_fraction", "penalised_layer_small_fraction", "stack_seconds",
+            "member_seconds", "population_size",
             "device", "data_digest", "torch_version", "optuna_version")
 
 

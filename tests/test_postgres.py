@@ -11,13 +11,14 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 from test_concurrency import FAST
-from test_crash import SLOW_STUDY, sigkill_scenario
+from test_crash import SLOW_STUDY, TAKEOVER_STUDY, sigkill_scenario, takeover_scenario
 
 from helpers import start_run, trials, write_study
 
@@ -26,16 +27,21 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
     url = os.environ.get("MNIST_SEARCH_TEST_PG")
     if url:
-        return url
+        yield url  # started by .ci/run, which stops it
+        return
     why = "MNIST_SEARCH_TEST_PG is not set"
+    script = str(REPO / ".ci" / "postgres.sh")
     if os.geteuid() == 0:
-        proc = subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh")], capture_output=True,
-                              text=True)
+        proc = subprocess.run(["bash", script], capture_output=True, text=True)
         if proc.returncode == 0:
-            return proc.stdout.strip().splitlines()[-1]
+            try:
+                yield proc.stdout.strip().splitlines()[-1]
+            finally:  # the server this module started stops with it
+                subprocess.run(["bash", script, "stop"], capture_output=True, check=True)
+            return
         why = f".ci/postgres.sh failed: {proc.stderr.strip()[-300:]}"
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the PostgreSQL tests: {why}")
@@ -94,3 +100,11 @@ def test_sigkilled_worker_on_postgresql(pg_url, tmp_path, slow_synthetic_dir):
     spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY, name=name)
     to_fail = sigkill_scenario(pg_url, name, spec)
     print(f"\nPostgreSQL: kill -9 -> FAIL after {to_fail:.1f} s")
+
+
+def test_survivor_takes_over_a_killed_run_on_postgresql(pg_url, tmp_path, slow_synthetic_dir):
+    name = f"pgtake-{uuid.uuid4().hex[:8]}"
+    spec = write_study(tmp_path / "take.toml", slow_synthetic_dir, TAKEOVER_STUDY, name=name)
+    seconds = takeover_scenario(pg_url, name, spec)
+    print(f"\nPostgreSQL: survivor exited 0 {seconds:.1f} s after the other run was killed "
+          "(default heartbeat 10 s, grace 30 s)")

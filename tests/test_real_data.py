@@ -77,6 +77,7 @@ def test_second_load_trusts_the_hash_cache(monkeypatch):
     import time
 
     from mnist_search import data as data_mod
+    from mnist_search.data import idx
 
     root = _mnist_root()
     data_mod.clear_cache()
@@ -84,9 +85,29 @@ def test_second_load_trusts_the_hash_cache(monkeypatch):
     def no_hashing(path):
         raise AssertionError(f"{path} was hashed again despite an unchanged size and mtime")
 
-    monkeypatch.setattr(data_mod, "sha256_file", no_hashing)
+    monkeypatch.setattr(idx, "sha256_file", no_hashing)  # where verify() looks it up
     start = time.perf_counter()
     data = load_data("mnist", root)
     print(f"MNIST disk -> float tensors with a warm hash cache: "
           f"{time.perf_counter() - start:.3f} s")
     assert data.train.x.shape == (60_000, 784)
+
+
+def test_run_fetches_missing_fashion_mnist_before_touching_the_storage(tmp_path, monkeypatch):
+    """An empty data root: `run` fetches through the verified chain (Debian's package here),
+    as torchvision's download=True would, then runs."""
+    _need(DEBIAN_DIR.is_dir() or shutil.which("apt-get") is not None,
+          "Debian's dataset-fashion-mnist is neither installed nor downloadable here")
+    from click.testing import CliRunner
+
+    from mnist_search.cli import cli
+
+    monkeypatch.setenv("MNIST_SEARCH_DATA", str(tmp_path / "data"))
+    spec = tmp_path / "fashion.toml"
+    spec.write_text('description = "x"\n[fixed]\ndataset = "fashion-mnist"\nepochs = 1\n'
+                    '[[reference]]\nlabel = "baseline"\n')
+    res = CliRunner().invoke(cli, ["-q", "run", str(spec), "--storage",
+                                   f"sqlite:///{tmp_path / 's.db'}"], obj={})
+    assert res.exit_code == 0, res.output
+    assert verify("fashion-mnist", tmp_path / "data") == DATASETS["fashion-mnist"].sha256
+    assert "1/1 trials finished (1 complete" in res.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 
@@ -14,7 +15,7 @@ from mnist_search.stats import compare, summarize
 from helpers import start_run, write_study
 
 REPORT_STUDY = """
-trials = 12
+trials = 15
 replicates = 2
 [sampler]
 kind = "tpe"
@@ -22,9 +23,9 @@ n_startup_trials = 3
 [fixed]
 dataset = DATA
 epochs = 2
-lr = 0.05
 [search]
 momentum = { low = 0.0, high = 0.99 }
+lr = { low = 0.01, high = 0.1, log = true }
 [[reference]]
 label = "baseline"
 group = "baseline"
@@ -44,7 +45,7 @@ group = "width"
 hidden = [256, 128]
 """
 EXPECTED = ["loss_curves.png", "accuracy_by_label.png", "momentum.png", "regularization.png",
-            "capacity.png", "history.png", "importances.png", "slice.png"]
+            "capacity.png", "history.png", "importances.png", "slice.png", "contour.png"]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,49 @@ print(matplotlib.get_backend(), len(plt.get_fignums()), changed, path.exists())
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["module://user_backend", "0", "[]", "True"]
     assert (tmp_path / "o" / "history.png").exists()  # the Optuna figures were drawn too
+
+
+def test_captions_say_the_numbers_of_the_trials(report_db, tmp_path):
+    """A TPE study over two parameters: every Optuna figure the README promises is drawn,
+    and the captions' numbers are the trials' own."""
+    import optuna
+
+    out = tmp_path / "md"
+    res = CliRunner().invoke(cli, ["report", "rep", "--storage", report_db, "-o", str(out),
+                                   "--format", "md"], obj={})
+    assert res.exit_code == 0, res.output
+    report = (out / "report.md").read_text()
+    assert "skipped" not in report
+    study = optuna.load_study(study_name="rep", storage=report_db)
+    best = study.best_trial
+    assert f"Best value {best.value:.2f} reached at trial {best.number} of " \
+        f"{len(study.trials)}." in report
+    by_label: dict[str, list[float]] = {}
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        if "label" in t.user_attrs:
+            by_label.setdefault(t.user_attrs["label"].split("#")[0], []).append(
+                t.user_attrs["test_accuracy"])
+    means = {k: sum(v) / len(v) for k, v in by_label.items()}
+    top = max(means, key=means.__getitem__)
+    assert f"Highest: {top} at {means[top]:.2f}% (n=2)." in report
+    rows = {r["label"]: r for r in json.loads(CliRunner().invoke(
+        cli, ["show", "rep", "--storage", report_db, "--by-label", "--format", "json"],
+        obj={}).stdout)}
+    assert all(rows[k]["mean"] == round(m, 2) for k, m in means.items())
+
+
+def test_a_figure_that_fails_costs_only_itself(report_db, tmp_path, monkeypatch):
+    import mnist_search.results.figures as figures
+
+    def broken(*_args):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(figures, "momentum", broken)
+    res = CliRunner().invoke(cli, ["report", "rep", "--storage", report_db, "-o",
+                                   str(tmp_path / "o"), "--format", "md"], obj={})
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert "Figure skipped (Momentum vs accuracy: KeyError: 'no such column')." in report
+    assert not (tmp_path / "o" / "momentum.png").exists()
+    assert (tmp_path / "o" / "contour.png").exists() and "loss_curves.png" in report
+    assert "figure 'Momentum vs accuracy' skipped" in res.stderr

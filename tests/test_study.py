@@ -82,13 +82,16 @@ def test_two_workers_finish_exactly_the_total_and_resume_adds_nothing(tmp_path, 
     # every trial carries what is needed to re-run it, and re-running gives the same numbers
     t = after[3]
     for key in ("seed", "architecture", "parameters", "train_loss", "test_accuracy",
-                "penalised_layer_zero_fraction", "train_seconds", "device", "torch_version",
+                "penalised_layer_zero_fraction", "stack_seconds", "member_seconds",
+                "population_size", "device", "torch_version",
                 "optuna_version", "data_digest", "config"):
         assert key in t.user_attrs, key
     assert len(t.intermediate_values) == 2
     config = TrainConfig(**t.user_attrs["config"])
     again = train(config, load_data(str(synthetic_dir)))
     assert round(again.test_accuracy, 4) == t.user_attrs["test_accuracy"]
+    # the whole loss curve, not just an accuracy on 128 images (0.78-point steps)
+    assert [round(x, 6) for x in again.train_loss] == t.user_attrs["train_loss"]
 
 
 SHAPES = """
@@ -207,9 +210,8 @@ lr = [0.05, 1e12]
     assert states[1e12].user_attrs["fail_reason"] == "nonfinite"
 
 
-def test_reference_trials_are_never_pruned(tmp_path, synthetic_dir):
-    spec = study_file(tmp_path, synthetic_dir, """
-trials = 6
+PRUNE_STUDY = """
+trials = TRIALS
 [sampler]
 kind = "random"
 [pruner]
@@ -219,20 +221,40 @@ n_warmup_steps = 0
 [fixed]
 dataset = DATA
 epochs = 3
+momentum = 0.9
 [search]
-lr = { low = 1e-4, high = 1e-3, log = true }
+lr = LR
+"""
+POOR_REFERENCES = """
 [[reference]]
 label = "bad-a"
-lr = 0.0001
+lr = 1e-5
 [[reference]]
 label = "bad-b"
-lr = 0.0001
-""")
+lr = 1e-5
+"""
+
+
+def test_reference_trials_are_never_pruned(tmp_path, synthetic_dir):
+    """Good unlabelled trials finish first and set the median; then two poor references and
+    poor unlabelled trials run: the references complete every epoch, the others are pruned."""
+    good = PRUNE_STUDY.replace("TRIALS", "4").replace("LR", "{ low = 0.05, high = 0.1 }")
+    spec = study_file(tmp_path, synthetic_dir, good)
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
-    for t in trials_of(tmp_path / "s.db"):
-        if "label" in t.user_attrs:
-            assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 3
+    poor = PRUNE_STUDY.replace("TRIALS", "10").replace(
+        "LR", "{ low = 1e-5, high = 2e-5 }") + POOR_REFERENCES
+    spec = study_file(tmp_path, synthetic_dir, poor)  # the same study, now with references
+    res = run("-q", "run", str(spec), "--storage", url, "--force", "--population", "1")
+    assert res.exit_code == 0, res.output
+    after = trials_of(tmp_path / "s.db")[4:]
+    refs = [t for t in after if "label" in t.user_attrs]
+    assert sorted(t.user_attrs["label"] for t in refs) == ["bad-a", "bad-b"]
+    for t in refs:
+        assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 3
+        assert t.value < 50  # poor: a prunable trial like it would have been pruned
+    pruned = [t for t in after if t.state == TrialState.PRUNED]
+    assert pruned and all("label" not in t.user_attrs for t in pruned)
 
 
 def test_changed_study_file_refuses_to_resume_without_force(tmp_path, synthetic_dir):

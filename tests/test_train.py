@@ -8,7 +8,8 @@ from torch import nn
 
 from mnist_search.config import ConfigError, TrainConfig
 from mnist_search.data import load_data
-from mnist_search.training.model import build_mlp, linear_layer
+from mnist_search.training.engine import DROPOUT_SEED_OFFSET
+from mnist_search.training.model import build_mlp, linear_layer, linear_layers
 from mnist_search.training.train import (
     NonFiniteLossError,
     StopTraining,
@@ -29,26 +30,53 @@ def cfg(synthetic_dir, **kw) -> TrainConfig:
 
 def reference_train(config: TrainConfig, data) -> nn.Module:
     """The notebook's loop with nn.Module, autograd and torch.optim.SGD, same seed and order."""
+    return reference_run(config, data)[0]
+
+
+def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], list[float]]:
+    """reference_train, plus each epoch's mean batch loss and last batch loss.
+
+    Dropout is written out as the engine defines it: after the first hidden ReLU (or every
+    one, dropout_after = "all"), keep a unit where a uniform draw from the member's own
+    stream (seed + DROPOUT_SEED_OFFSET) is >= p, and scale the kept ones by 1 / (1 - p).
+    """
     torch.manual_seed(config.seed)
     model = build_mlp(config.hidden)
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
     criterion = nn.CrossEntropyLoss()
     target = linear_layer(model, config.penalty_layer)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    drop_gen = torch.Generator().manual_seed(config.seed + DROPOUT_SEED_OFFSET)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for j, lin in enumerate(linears[:-1]):
+            h = torch.relu(lin(h))
+            if config.dropout > 0 and (config.dropout_after == "all" or j == 0):
+                keep = torch.rand(h.shape, generator=drop_gen) >= config.dropout
+                h = h * (keep.to(h.dtype) / (1.0 - config.dropout))
+        return linears[-1](h)
+
     gen = torch.Generator().manual_seed(config.seed)
     n = len(data.train)
+    means, lasts = [], []
     for _ in range(config.epochs):
         perm = torch.randperm(n, generator=gen)
+        losses = []
         for i in range(0, n, config.batch_size):
             idx = perm[i:i + config.batch_size]
             opt.zero_grad()
-            loss = criterion(model(data.train.x[idx]), data.train.y[idx])
+            loss = criterion(forward(data.train.x[idx]), data.train.y[idx])
             if config.l1:  # exactly the notebook's l1_regularization(): weight and bias
                 loss = loss + config.l1 * sum(torch.sum(torch.abs(p)) for p in target.parameters())
             if config.l2:
                 loss = loss + config.l2 * sum(torch.sum(p ** 2) for p in target.parameters())
             loss.backward()
             opt.step()
-    return model
+            losses.append(float(loss.detach()))
+        means.append(sum(losses) / len(losses))
+        lasts.append(losses[-1])
+    return model, means, lasts
 
 
 @pytest.mark.parametrize("kw", [
@@ -59,15 +87,29 @@ def reference_train(config: TrainConfig, data) -> nn.Module:
     dict(l1=0.01, l2=0.01, penalty_layer=3, momentum=0.8),
     dict(hidden=(256, 128, 64, 32), momentum=0.9, lr=0.05),
     dict(hidden=(64,), batch_size=100),  # 512 % 100 != 0: a short last batch, as DataLoader
+    dict(dropout=0.5, momentum=0.9),  # after the first hidden layer, as the notebook
+    dict(hidden=(64, 32, 16), dropout=0.3, dropout_after="all", l2=0.01),
+    dict(hidden=(64, 32, 16), dropout=0.2, dropout_after="first", penalty_layer=1, l1=0.001),
 ])
 def test_weights_equal_plain_torch_loop(synthetic_dir, synth, kw):
     config = cfg(synthetic_dir, **kw)
     result = train(config, synth)
-    ref = reference_train(config, synth).state_dict()
-    ours = result.state_dict
-    assert ours.keys() == ref.keys()
-    for key in ref:
-        torch.testing.assert_close(ours[key], ref[key], rtol=1e-4, atol=1e-5, msg=key)
+    model, means, lasts = reference_run(config, synth)
+    ours = linear_layers(result.model())
+    theirs = linear_layers(model)
+    assert len(ours) == len(theirs) == len(config.hidden) + 1
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        for name in ("weight", "bias"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-4,
+                                       atol=1e-5, msg=f"Linear {i + 1} {name}")
+    # the per-epoch losses it reports are the loop's: mean over batches, and the last batch
+    assert result.train_loss == pytest.approx(means, rel=1e-4)
+    assert [e.last_batch_loss for e in result.epochs] == pytest.approx(lasts, rel=1e-4)
+    # sparsity of the penalised layer, counted from its weights and bias
+    layer = linear_layer(result.model(), config.penalty_layer)
+    flat = torch.cat([layer.weight.detach().flatten(), layer.bias.detach().flatten()])
+    assert result.zero_fraction == pytest.approx(float((flat == 0).float().mean()))
+    assert result.small_fraction == pytest.approx(float((flat.abs() < 1e-3).float().mean()))
 
 
 def test_same_seed_same_result_and_other_seed_differs(synthetic_dir, synth):
