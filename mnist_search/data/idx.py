@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import N_CLASSES
 from ..errors import DataError
 
 log = logging.getLogger(__name__)
