@@ -12,10 +12,15 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["CONFIG_FIELDS", "RULES", "STACK_FIELDS", "ConfigError", "TrainConfig", "hidden_str",
-           "is_int", "is_num", "mlp_parameters", "parse_hidden"]
+__all__ = ["CONFIG_FIELDS", "OPTIMIZERS", "RULES", "SCHEDULES", "STACK_FIELDS", "ConfigError",
+           "Optimizer", "Schedule", "TrainConfig", "hidden_str", "is_int", "is_num",
+           "mlp_parameters", "parse_hidden"]
 
 DropoutPlacement = Literal["first", "all"]
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
+Schedule = Literal["constant", "cosine", "onecycle"]
+OPTIMIZERS: tuple[Optimizer, ...] = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
 IN_FEATURES, N_CLASSES = 28 * 28, 10
 
 
@@ -48,6 +53,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "penalty_layer": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (2 = fc2)"),
     "lr": (lambda v: is_num(v) and v > 0, "a number > 0"),
     "momentum": (_in(0.0, 1.0), "a number in [0, 1)"),
+    "optimizer": (lambda v: v in OPTIMIZERS, " or ".join(map(repr, OPTIMIZERS))),
+    "weight_decay": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "schedule": (lambda v: v in SCHEDULES, " or ".join(map(repr, SCHEDULES))),
     "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
     "seed": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
@@ -81,7 +89,11 @@ class TrainConfig:
     l2: float = 0.0  # lambda * sum p^2 over weight and bias of `penalty_layer`
     penalty_layer: int = 2  # 1-based index of the Linear layer; 2 is the notebook's fc2
     lr: float = 0.01
+    # SGD's and RMSprop's momentum; Adam and AdamW use betas (0.9, 0.999) and ignore it.
     momentum: float = 0.0
+    optimizer: Optimizer = "sgd"
+    weight_decay: float = 0.0  # torch.optim's weight_decay (decoupled for AdamW), all layers
+    schedule: Schedule = "constant"  # lr schedule, stepped once per batch (training/optim.py)
     batch_size: int = 64
     epochs: int = 5
     seed: int = 0
@@ -99,7 +111,8 @@ class TrainConfig:
             object.__setattr__(self, "hidden", tuple(hidden))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("dropout", "l1", "l2", "lr", "momentum") and is_int(value):
+            if f.name in ("dropout", "l1", "l2", "lr", "momentum", "weight_decay") and \
+                    is_int(value):
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)
             check, allowed = RULES[f.name]
@@ -130,7 +143,7 @@ CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 # What members of one stack must share; everything else (lr, momentum, dropout rate,
 # penalties, seed) can differ per member.
 STACK_FIELDS = ("hidden", "batch_size", "epochs", "device", "dataset", "val_size", "normalize",
-                "dropout_after", "penalty_layer")
+                "dropout_after", "penalty_layer", "optimizer", "schedule")
 
 
 def mlp_parameters(hidden: Sequence[int]) -> int:

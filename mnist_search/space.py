@@ -36,7 +36,7 @@ NOT_SEARCHABLE = ("seed", "device", "dataset", "val_size", "normalize", "order_s
 DERIVED = (DEPTH, WIDTH, PENALTY, PENALTY_LAMBDA)  # search keys that are not config fields
 SEARCH_KEYS = tuple(f for f in CONFIG_FIELDS if f not in NOT_SEARCHABLE) + DERIVED
 INT_KEYS = (DEPTH, WIDTH, "batch_size", "epochs", "penalty_layer")
-CATEGORICAL_ONLY = (PENALTY, "dropout_after", HIDDEN)
+CATEGORICAL_ONLY = (PENALTY, "dropout_after", HIDDEN, "optimizer", "schedule")
 # A searched key and the [fixed] keys it would contradict.
 CLASHES = {DEPTH: (HIDDEN,), WIDTH: (HIDDEN,), HIDDEN: (HIDDEN,), PENALTY: ("l1", "l2"),
            PENALTY_LAMBDA: ("l1", "l2")}

@@ -33,6 +33,16 @@ def reference_train(config: TrainConfig, data) -> nn.Module:
     return reference_run(config, data)[0]
 
 
+def reference_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    """torch.optim's own optimizer for the config, every other setting at torch's default."""
+    kw = dict(lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, momentum=config.momentum, **kw)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, momentum=config.momentum, **kw)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer](params, **kw)
+
+
 def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], list[float]]:
     """reference_train, plus each epoch's mean batch loss and last batch loss.
 
@@ -42,7 +52,14 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
     """
     torch.manual_seed(config.seed)
     model = build_mlp(config.hidden)
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    opt = reference_optimizer(config, model.parameters())
+    total = config.epochs * math.ceil(len(data.train) / config.batch_size)
+    sched = {"constant": None,
+             "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
+             "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
+                 opt, max_lr=config.lr, total_steps=total, cycle_momentum=False),
+             }[config.schedule]
+    scheduler = sched() if sched is not None else None
     criterion = nn.CrossEntropyLoss()
     target = linear_layer(model, config.penalty_layer)
     linears = [m for m in model if isinstance(m, nn.Linear)]
@@ -73,6 +90,8 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
                 loss = loss + config.l2 * sum(torch.sum(p ** 2) for p in target.parameters())
             loss.backward()
             opt.step()
+            if scheduler is not None:  # stepped once per batch
+                scheduler.step()
             losses.append(float(loss.detach()))
         means.append(sum(losses) / len(losses))
         lasts.append(losses[-1])
@@ -90,6 +109,13 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
     dict(dropout=0.5, momentum=0.9),  # after the first hidden layer, as the notebook
     dict(hidden=(64, 32, 16), dropout=0.3, dropout_after="all", l2=0.01),
     dict(hidden=(64, 32, 16), dropout=0.2, dropout_after="first", penalty_layer=1, l1=0.001),
+    dict(momentum=0.9, weight_decay=0.01),
+    dict(momentum=0.9, schedule="cosine", lr=0.05),
+    dict(optimizer="adam", lr=0.001),
+    dict(optimizer="adam", lr=0.002, weight_decay=0.01, schedule="onecycle", l2=0.001),
+    dict(optimizer="adamw", lr=0.001, weight_decay=0.05, schedule="cosine", dropout=0.2),
+    dict(optimizer="rmsprop", lr=0.001),
+    dict(optimizer="rmsprop", lr=0.0005, momentum=0.5, weight_decay=0.001, schedule="onecycle"),
 ])
 def test_weights_equal_plain_torch_loop(synthetic_dir, synth, kw):
     config = cfg(synthetic_dir, **kw)
@@ -236,3 +262,26 @@ def test_shared_order_population_survives_dropping_members(synthetic_dir, synth)
     out = train_population([good[0], bad, good[1]], synth)
     assert isinstance(out[1], NonFiniteLossError)
     assert_each_equals_its_own_run(good, [out[0], out[2]], synth)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adam", "cosine"), ("adamw", "onecycle"),
+                                                ("rmsprop", "constant"), ("sgd", "onecycle")])
+def test_optimizer_populations_match_single_runs_and_survive_drops(synthetic_dir, synth,
+                                                                   optimizer, schedule):
+    """Per-member lr, weight decay and momentum in one stack; a member that diverges drops
+    out, and the optimizer state of the others follows them."""
+    configs = [cfg(synthetic_dir, optimizer=optimizer, schedule=schedule, seed=s, lr=lr,
+                   weight_decay=wd, momentum=m, order_seed=3, epochs=3)
+               for s, lr, wd, m in [(0, 0.001, 0.0, 0.0), (1, 0.002, 0.01, 0.5),
+                                    (2, 0.0005, 0.1, 0.9)]]
+    bad = cfg(synthetic_dir, optimizer=optimizer, schedule=schedule, seed=9, lr=1e12,
+              momentum=0.9, order_seed=3, epochs=3)
+    out = train_population([configs[0], bad, *configs[1:]], synth)
+    assert isinstance(out[1], NonFiniteLossError)
+    assert_each_equals_its_own_run(configs, [out[0], *out[2:]], synth)
+
+
+def test_optimizer_and_schedule_are_part_of_the_stack_key():
+    assert TrainConfig(optimizer="adam").stack_key() != TrainConfig().stack_key()
+    assert TrainConfig(schedule="cosine").stack_key() != TrainConfig().stack_key()
+    assert TrainConfig(lr=0.1, weight_decay=0.1).stack_key() == TrainConfig().stack_key()

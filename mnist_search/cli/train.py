@@ -37,7 +37,15 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--penalty-layer", type=int, default=2, show_default=True,
               help="1-based Linear layer the penalty applies to (2 = fc2).")
 @click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--momentum", type=float, default=0.0, show_default=True)
+@click.option("--momentum", type=float, default=0.0, show_default=True,
+              help="SGD's and RMSprop's momentum (Adam and AdamW use betas 0.9, 0.999).")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]),
+              default="sgd", show_default=True)
+@click.option("--weight-decay", type=float, default=0.0, show_default=True,
+              help="torch.optim's weight decay (decoupled for adamw).")
+@click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),
+              default="constant", show_default=True,
+              help="Learning-rate schedule, stepped once per batch.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -20,6 +20,7 @@ import torch
 from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
 from .model import build_mlp, linear_layers, sparsity
+from .optim import FlatOptimizer, add_scaled, lr_factor
 
 EVAL_CHUNK = 10_000
 SPARSE_MIN_UNITS = 1024  # fused first-layer width from which skipping zero pixels pays (CPU)
@@ -34,11 +35,18 @@ def _col(values: Sequence[float], device: str) -> torch.Tensor:
 class Stack:
     """P models of one architecture, their momentum buffers and per-member settings."""
 
-    def __init__(self, configs: Sequence[TrainConfig], device: str) -> None:
+    def __init__(self, configs: Sequence[TrainConfig], device: str, total_steps: int = 0
+                 ) -> None:
         self.device = device
         self.configs = list(configs)
         self.members = list(range(len(configs)))  # original indices of members still training
         c0 = configs[0]
+        # Shared by all members (TrainConfig.stack_key): the optimizer and the lr schedule,
+        # over total_steps batches; steps counts the updates made so far.
+        self.kind, self.schedule = c0.optimizer, c0.schedule
+        self.total_steps, self.steps = total_steps, 0
+        if self.schedule != "constant" and total_steps < 1:
+            raise ValueError(f"schedule {self.schedule!r} needs the run's total_steps")
         self.dropout_first_only = c0.dropout_after == "first"
         self.penalty_index = c0.penalty_layer - 1
         widths = [IN_FEATURES, *c0.hidden, N_CLASSES]
@@ -48,6 +56,8 @@ class Stack:
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
         biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
                   for j in range(len(self.shapes))]
+        self.opt = None if self.kind == "sgd" else \
+            FlatOptimizer(self.kind, torch.zeros(sum(w.numel() for w in weights + biases)))
         self._load(weights, biases, [])
         self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + DROPOUT_SEED_OFFSET)
                           for c in configs]
@@ -57,10 +67,11 @@ class Stack:
         """(Re)build the flat buffers for the live members.
 
         Each layer's weights for all members are one contiguous block of `flat` (then the
-        biases), so the SGD update is one op over everything, and the first layer of all
-        members is one matrix for the fused matmul. `buf` is torch.optim.SGD's momentum
+        biases), so an update is one op over everything, and the first layer of all members
+        is one matrix for the fused matmul. For SGD `buf` is torch.optim.SGD's momentum
         buffer: the gradient GEMMs accumulate straight into it (C = beta*C + A@B), so the
-        momentum update costs no pass of its own.
+        momentum update costs no pass of its own; for the other optimizers it holds the
+        gradient, and their state lives in self.opt, laid out like `flat`.
         """
         n = len(self.members)
         self.flat = self._flatten(weights, biases)
@@ -70,25 +81,17 @@ class Stack:
         (out0, in0), size0 = self.shapes[0], n * self.shapes[0][0] * self.shapes[0][1]
         self.W0t = self.flat[:size0].view(in0, n * out0)  # all first layers, transposed
         self.vW0t = self.buf[:size0].view(in0, n * out0)
-        self.W = [self.W0t.view(in0, n, out0).permute(1, 2, 0)]  # [P, out, in] views
-        self.vW = [self.vW0t.view(in0, n, out0).permute(1, 2, 0)]
-        self.b, self.vb = [], []
-        offset = size0
-        for out, inp in self.shapes[1:]:
-            size = n * out * inp
-            self.W.append(self.flat[offset:offset + size].view(n, out, inp))
-            self.vW.append(self.buf[offset:offset + size].view(n, out, inp))
-            offset += size
-        for out, _ in self.shapes:
-            self.b.append(self.flat[offset:offset + n * out].view(n, 1, out))
-            self.vb.append(self.buf[offset:offset + n * out].view(n, 1, out))
-            offset += n * out
-        # One lr / one momentum for all members (the usual case) is a scalar in the fused
+        views, grads = self._split(self.flat, n), self._split(self.buf, n)
+        self.W, self.b = views[:len(self.shapes)], views[len(self.shapes):]
+        self.vW, self.vb = grads[:len(self.shapes)], grads[len(self.shapes):]
+        # One lr / momentum / decay for all members (the usual case) is a scalar in the fused
         # ops; otherwise per-member columns broadcast over each member's block.
         lrs, moms = {c.lr for c in live}, {c.momentum for c in live}
         self.lr = lrs.pop() if len(lrs) == 1 else None
         self.beta = moms.pop() if len(moms) == 1 else None
         self.neg_lr = None if self.lr is not None else self._per_member([-c.lr for c in live])
+        self.wd = self._value([c.weight_decay for c in live])
+        self.momentum_value = self._value([c.momentum for c in live])
         self.momentum = _col([c.momentum for c in live], self.device)
         self.l1 = _col([c.l1 for c in live], self.device)
         self.l2 = _col([c.l2 for c in live], self.device)
@@ -105,6 +108,23 @@ class Stack:
         """
         first = weights[0].permute(2, 0, 1).reshape(-1)
         return torch.cat([first, *[t.reshape(-1) for t in weights[1:] + biases]]).to(self.device)
+
+    def _split(self, buffer: torch.Tensor, n: int) -> list[torch.Tensor]:
+        """Views of a flat buffer laid out like `flat`: per layer [P, out, in] weights (the
+        first layer's a transposed view), then per layer [P, 1, out] biases."""
+        (out0, in0), offset = self.shapes[0], n * self.shapes[0][0] * self.shapes[0][1]
+        views = [buffer[:offset].view(in0, n, out0).permute(1, 2, 0)]
+        for out, inp in self.shapes[1:]:
+            views.append(buffer[offset:offset + n * out * inp].view(n, out, inp))
+            offset += n * out * inp
+        for out, _ in self.shapes:
+            views.append(buffer[offset:offset + n * out].view(n, 1, out))
+            offset += n * out
+        return views
+
+    def _value(self, values: list[float]) -> float | torch.Tensor:
+        """One value for all members as a float, else each member's at each parameter."""
+        return values[0] if len(set(values)) == 1 else self._per_member(values)
 
     def _per_member(self, values: list[float]) -> torch.Tensor:
         """A flat buffer holding each member's value at each of its parameters."""
@@ -223,19 +243,39 @@ class Stack:
                     g.mul_(masks[j - 1])
         if self._penalised:
             loss = loss + self._penalty()
-        if self.lr is not None:
-            self.flat.add_(self.buf, alpha=-self.lr)
-        else:
-            assert self.neg_lr is not None  # set whenever members' lrs differ
-            self.flat.addcmul_(self.buf, self.neg_lr)
+        self._update()
         return loss
+
+    def _update(self) -> None:
+        """The optimizer step at this step's lr (the schedule's factor times each lr)."""
+        factor = 1.0 if self.schedule == "constant" else \
+            lr_factor(self.schedule, self.steps, self.total_steps)
+        self.steps += 1
+        if self.opt is not None:
+            lr = self.lr * factor if self.lr is not None else -factor * self.neg_lr_tensor()
+            self.opt.step(self.flat, self.buf, lr, self.wd, self.momentum_value)
+            return
+        if isinstance(self.wd, torch.Tensor) or self.wd:  # SGD: d_p = grad + wd * p
+            add_scaled(self.buf, self.flat, self.wd)
+        if self.lr is not None:
+            self.flat.add_(self.buf, alpha=-self.lr * factor)
+        else:
+            neg_lr = self.neg_lr_tensor()
+            self.flat.addcmul_(self.buf, neg_lr if factor == 1.0 else neg_lr * factor)
+
+    def neg_lr_tensor(self) -> torch.Tensor:
+        assert self.neg_lr is not None  # set whenever members' lrs differ
+        return self.neg_lr
 
     def _decay(self) -> float:
         """The beta for the gradient GEMMs: buf = beta * buf + grad.
 
         With one momentum for all members that is the momentum itself; with several, each
         member's block is scaled by its own momentum first and the GEMMs add with beta 1.
+        Other optimizers than SGD want the bare gradient: beta 0.
         """
+        if self.opt is not None:
+            return 0.0
         if self.beta is not None:
             return self.beta
         n = len(self.members)
@@ -292,6 +332,23 @@ class Stack:
             correct += (h.argmax(2) == y).sum(1)
         return (100.0 * correct / len(split)).tolist()
 
+    def linears(self, pos: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies."""
+        return [(self.W[j][pos].clone(), self.b[j][pos, 0].clone())
+                for j in range(len(self.shapes))]
+
+    @classmethod
+    def alone(cls, config: TrainConfig, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
+              device: str) -> Stack:
+        """A stack of one member holding these weights: how a trained model is scored by
+        itself, so a model saved to a file scores the same as when it was trained."""
+        stack = cls([config], device, total_steps=1)  # scored, never trained
+        with torch.no_grad():
+            for j, (w, b) in enumerate(linears):
+                stack.W[j][0].copy_(w)
+                stack.b[j][0, 0].copy_(b)
+        return stack
+
     def drop(self, members: list[int]) -> None:
         """Remove members (original indices) from the stack."""
         if not members:
@@ -304,6 +361,11 @@ class Stack:
         weights = [w.index_select(0, idx) for w in self.W]
         biases = [b.index_select(0, idx) for b in self.b]
         bufs = [v.index_select(0, idx) for v in self.vW + self.vb]
+        if self.opt is not None:  # the optimizer's state follows the members who stay
+            n, layers = len(self.members), len(self.shapes)
+            for name, state in self.opt.state.items():
+                kept = [v.index_select(0, idx) for v in self._split(state, n)]
+                self.opt.state[name] = self._flatten(kept[:layers], kept[layers:])
         self.members = [self.members[pos] for pos in keep]
         self._load(weights, biases, bufs)
 
