@@ -29,17 +29,22 @@ _EXPORTS = {
     "open_study": "mnist_search.search.study",
     "run_study": "mnist_search.workers.pool",
     "load_results": "mnist_search.results.rows",
+    "load_model": "mnist_search.training.model_file",
+    "rerun_trial": "mnist_search.search.rerun",
 }
 __all__ = ["Objective", "StudySpec", "TrainConfig", "TrainResult", "__version__", "load_data",
-           "load_results", "load_spec", "open_study", "run_study", "train"]
+           "load_model", "load_results", "load_spec", "open_study", "rerun_trial", "run_study",
+           "train"]
 
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import load_data
     from .results.rows import load_results
     from .search.objective import Objective
+    from .search.rerun import rerun_trial
     from .search.study import open_study
     from .spec import StudySpec, load_spec
+    from .training.model_file import load_model
     from .training.train import TrainResult, train
     from .workers.pool import run_study
 

@@ -28,7 +28,9 @@ __all__ = ["OBJECTIVES", "PRUNERS", "SAMPLERS", "Reference", "SpecError", "Study
 
 SAMPLERS = ("grid", "tpe", "random", "cmaes")
 PRUNERS = ("none", "median", "hyperband")
-OBJECTIVES = ("test_accuracy", "val_accuracy")
+# What a trial can be judged by: accuracies in percent, the parameter count, and its share
+# of training wall time (member_seconds). A list of them makes a multi-objective study.
+OBJECTIVES = ("test_accuracy", "val_accuracy", "parameters", "train_seconds")
 TOP_KEYS = ("name", "description", "direction", "objective", "seed", "trials", "replicates",
             "sampler", "pruner", "fixed", "search", "reference")
 REF_META = ("label", "group", "notebook_accuracy", "notebook_loss", "note")
@@ -57,8 +59,8 @@ class StudySpec:
     path: str
     name: str
     description: str
-    direction: str
-    objective: str
+    directions: tuple[str, ...]
+    objectives: tuple[str, ...]
     seed: int
     trials: int | None
     replicates: int
@@ -76,9 +78,22 @@ class StudySpec:
         return str(self.sampler["kind"])
 
     @property
+    def objective(self) -> str:
+        """The (first) objective."""
+        return self.objectives[0]
+
+    @property
+    def direction(self) -> str:
+        return self.directions[0]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
     def selects_on_test(self) -> bool:
         """A study that *searches* on test accuracy reports an optimistic best value."""
-        return self.objective == "test_accuracy" and bool(self.search) and \
+        return "test_accuracy" in self.objectives and bool(self.search) and \
             self.sampler_kind != "grid"
 
     def reference(self, label: str) -> Reference | None:
@@ -164,12 +179,7 @@ class _Validator:
         name = raw.get("name", self.path.stem)
         if not isinstance(name, str) or not name.strip():
             raise self.fail("name", name, "a non-empty string")
-        direction = raw.get("direction", "maximize")
-        if direction not in ("maximize", "minimize"):
-            raise self.fail("direction", direction, "'maximize' or 'minimize'")
-        objective = raw.get("objective", "test_accuracy")
-        if objective not in OBJECTIVES:
-            raise self.fail("objective", objective, " or ".join(map(repr, OBJECTIVES)))
+        objectives, directions = self.objectives(raw)
         seed, trials = raw.get("seed", 0), raw.get("trials")
         replicates, description = raw.get("replicates", 1), raw.get("description", "")
         self.check_counts(seed, trials, replicates)
@@ -182,13 +192,16 @@ class _Validator:
         refs = self.references(raw.get("reference", []), fixed, search)
         if sampler["kind"] == "grid":
             self.grid_configs(fixed, search)
-        if objective == "val_accuracy" and not fixed.get("val_size"):
-            raise self.fail("objective", objective,
+        if "val_accuracy" in objectives and not fixed.get("val_size"):
+            raise self.fail("objective", raw.get("objective"),
                             "'test_accuracy', or set fixed.val_size > 0 to hold out images")
+        if len(objectives) > 1 and sampler["kind"] == "cmaes":
+            raise self.fail("sampler.kind", "cmaes", "'tpe', 'random' or 'grid' for several "
+                            "objectives (CMA-ES optimizes one)")
         canonical = json.dumps(raw, sort_keys=True, default=str)
         return StudySpec(
             path=str(self.path), name=name, description=description.strip(),
-            direction=direction, objective=objective, seed=seed, trials=trials,
+            directions=directions, objectives=objectives, seed=seed, trials=trials,
             replicates=replicates, sampler=sampler, pruner=self.pruner(raw.get("pruner", {})),
             fixed=fixed, search=search, references=refs,
             text_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], raw=raw,
@@ -204,6 +217,23 @@ class _Validator:
             except ConfigError as exc:
                 raise SpecError(f"{self.source}: grid point {i} ({json.dumps(point)}): "
                                 f"{exc}") from None
+
+    def objectives(self, raw: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """objective and direction: one name each, or lists of the same length."""
+        objective, direction = raw.get("objective", "test_accuracy"), \
+            raw.get("direction", "maximize")
+        objectives = tuple(objective) if isinstance(objective, list) else (objective,)
+        directions = tuple(direction) if isinstance(direction, list) else (direction,)
+        allowed = " or ".join(map(repr, OBJECTIVES)) + ", or a list of them"
+        if not objectives or len(set(map(str, objectives))) != len(objectives) or \
+                any(o not in OBJECTIVES for o in objectives):
+            raise self.fail("objective", objective, allowed + " without repeats")
+        if len(directions) != len(objectives) or \
+                any(d not in ("maximize", "minimize") for d in directions):
+            raise self.fail("direction", direction, "'maximize' or 'minimize'" + (
+                f", as a list of {len(objectives)} (one per objective)"
+                if len(objectives) > 1 else ""))
+        return objectives, directions
 
     def check_counts(self, seed: Any, trials: Any, replicates: Any) -> None:
         if not (is_int(seed) and seed >= 0):

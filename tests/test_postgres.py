@@ -26,6 +26,12 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def model_folder(tmp_path, monkeypatch):
+    """A PostgreSQL storage has no file to keep models beside: every run here gets a folder."""
+    monkeypatch.setenv("MNIST_SEARCH_ARTIFACTS", str(tmp_path / "models"))
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     url = os.environ.get("MNIST_SEARCH_TEST_PG")

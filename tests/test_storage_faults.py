@@ -125,7 +125,8 @@ def test_lock_held_by_another_process(seeded, timeout_s, expect_ok):
 
 def test_unreachable_postgresql(tmp_path, synthetic_dir):
     spec = write_study(tmp_path / "faults.toml", synthetic_dir, STUDY)
-    proc = start_run(spec, "postgresql+psycopg://ms:secret@127.0.0.1:1/nodb", "--trials", "1")
+    proc = start_run(spec, "postgresql+psycopg://ms:secret@127.0.0.1:1/nodb", "--trials", "1",
+                     "--artifacts", str(tmp_path / "models"))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     line = one_line_error(err)

@@ -13,6 +13,7 @@ from .. import __version__
 from .check import check_cmd
 from .common import OneLineGroup, setup_logging
 from .data import data
+from .models import evaluate_cmd, model_cmd, rerun_cmd
 from .results import best_cmd, export_cmd, report_cmd, show_cmd, studies_cmd
 from .run import dashboard_cmd, reap_cmd, run_cmd
 from .train import train_cmd
@@ -34,7 +35,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 
 for command in (data, train_cmd, check_cmd, run_cmd, studies_cmd, show_cmd, best_cmd, export_cmd,
-                report_cmd, reap_cmd, dashboard_cmd):
+                report_cmd, reap_cmd, dashboard_cmd, model_cmd, evaluate_cmd, rerun_cmd):
     cli.add_command(command)
 
 

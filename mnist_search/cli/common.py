@@ -10,13 +10,15 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from ..errors import INCOMPLETE, INTERRUPTED, RUNTIME, MnistSearchError
 
-__all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "fail", "friendly",
+__all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "artifacts_option", "fail",
+           "friendly",
            "internal_error", "quiet", "setup_logging", "storage_option", "use_storage"]
 
 log = logging.getLogger("mnist_search")
@@ -125,6 +127,12 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 storage_option = click.option(
     "--storage", default=None, metavar="URL",
     help="Optuna storage URL [default: $MNIST_SEARCH_STORAGE or sqlite:///mnist_search.db].")
+
+
+artifacts_option = click.option(
+    "--artifacts", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder of the trials' models [default: $MNIST_SEARCH_ARTIFACTS, or beside a SQLite "
+         "database as DATABASE.artifacts; a PostgreSQL storage needs one].")
 
 
 def use_storage(storage: str | None) -> str:

@@ -35,9 +35,11 @@ def studies_cmd(storage: str | None) -> None:
     store = make_storage(url, create=False)
     items = []
     for s in optuna.get_all_study_summaries(storage=store):
-        best = s.best_trial.value if s.best_trial is not None else None
+        multi = len(s.directions) > 1
+        best = s.best_trial.value if s.best_trial is not None and not multi else None
         items.append({"name": s.study_name, "trials": s.n_trials,
-                      "direction": s.direction.name.lower(), "best": best})
+                      "direction": "/".join(d.name.lower() for d in s.directions),
+                      "best": "(Pareto front)" if multi else best})
     click.echo(table(items, ("name", "trials", "direction", "best")))
 
 
@@ -69,9 +71,24 @@ def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
         order = list(st.user_attrs.get("references", {}))
         _emit(label_table(finished_trials(st), order), fmt,
               ("label", "n", "mean", "std", "ci95", "notebook"))
+    elif len(st.directions) > 1 and top is None:
+        from ..results.rows import pareto_rows
+
+        front = pareto_rows(st)
+        log.info("%s has %d objectives: its Pareto front, %d of %d trials (all of them: "
+                 "export)", study, len(st.directions), len(front), len(st.trials))
+        _emit([compact(r) for r in front], fmt, _columns(front))
     else:
         _emit([compact(r) for r in top_rows(st, top)], fmt)
     _warn_test_selection(st)
+
+
+def _columns(front: list[dict[str, Any]]) -> tuple[str, ...]:
+    from ..results.rows import SHOW_COLUMNS
+
+    values = tuple(k for k in (front[0] if front else {}) if k.startswith("value_")
+                   and "epoch" not in k)
+    return tuple(c for c in SHOW_COLUMNS if c != "value") + values
 
 
 def _emit(items: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None = None) -> None:
@@ -98,15 +115,17 @@ def _emit(items: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None
 @storage_option
 @friendly
 def best_cmd(study: str, storage: str | None) -> None:
-    """The best finished trial of STUDY, with everything needed to re-run it."""
-    from ..results.rows import load_study, top_rows
+    """The best finished trial of STUDY (the Pareto front, for several objectives), with
+    everything needed to re-run it."""
+    from ..results.rows import load_study, pareto_rows, top_rows
 
     use_storage(storage)
     st = load_study(study, storage)
-    best = top_rows(st, 1)
+    best = pareto_rows(st) if len(st.directions) > 1 else top_rows(st, 1)
     if not best:
         raise UsageError(f"study {study!r} has no finished trial yet")
-    click.echo(json.dumps({k: v for k, v in best[0].items() if v is not None}, indent=1,
+    clean = [{k: v for k, v in r.items() if v is not None} for r in best]
+    click.echo(json.dumps(clean if len(st.directions) > 1 else clean[0], indent=1,
                           default=str))
     _warn_test_selection(st)
 

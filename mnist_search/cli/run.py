@@ -8,10 +8,12 @@ from pathlib import Path
 
 import click
 
+from ..errors import UsageError
 from .common import (
     INCOMPLETE,
     INTERRUPTED,
     RUNTIME,
+    artifacts_option,
     fail,
     friendly,
     quiet,
@@ -44,6 +46,10 @@ log = logging.getLogger("mnist_search")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
+@artifacts_option
+@click.option("--keep-models", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Keep only the best K trials' model files (0: save none) [default: all; "
+                   "a baseline 784-128-64-10 model is 0.44 MB].")
 @click.option("--heartbeat", type=click.IntRange(min=0), default=None,
               help="Heartbeat interval in seconds [default: 10]. A trial whose heartbeat is "
                    "older than 3x this is a dead worker's: it is failed and re-run. 0 = off: "
@@ -52,8 +58,8 @@ log = logging.getLogger("mnist_search")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            population: int, replicates: int | None, force: bool,
-            heartbeat: int | None) -> None:
+            population: int, replicates: int | None, force: bool, artifacts: Path | None,
+            keep_models: int | None, heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     Trials left RUNNING by workers elsewhere are waited for; those whose heartbeat goes stale
@@ -75,7 +81,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
                         progress=False if quiet() else None, heartbeat=heartbeat,
-                        replicates=replicates, population=population)
+                        replicates=replicates, population=population, artifacts=artifacts,
+                        keep_models=keep_models)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
@@ -118,11 +125,13 @@ def reap_cmd(study: str, storage: str | None, older_than: float | None) -> None:
 
 @click.command("dashboard")
 @storage_option
+@artifacts_option
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
 @click.option("--host", default=None,
               help="Interface to bind [default: 127.0.0.1]. The dashboard has no "
                    "authentication: only bind elsewhere behind something that has.")
-def dashboard_cmd(storage: str | None, port: int, host: str | None) -> None:
+def dashboard_cmd(storage: str | None, artifacts: Path | None, port: int,
+                  host: str | None) -> None:
     """Start optuna-dashboard on the storage (loopback only unless --host is given)."""
     import os
     import shutil
@@ -141,4 +150,15 @@ def dashboard_cmd(storage: str | None, port: int, host: str | None) -> None:
         fail("optuna-dashboard is not installed (pip install 'optuna-dashboard>=0.20')",
               RUNTIME)
     click.echo(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    os.execv(exe_path, [exe_path, url, "--host", host, "--port", str(port)])
+    from ..search.models import artifact_dir
+
+    argv = [exe_path, url, "--host", host, "--port", str(port)]
+    try:  # the trials' model files, so the dashboard lists (and serves) them
+        folder = artifact_dir(url, artifacts)
+    except UsageError:
+        folder = None
+    if folder is not None and folder.is_dir():
+        argv += ["--artifact-dir", str(folder)]
+    else:
+        log.info("no model folder for %s: the dashboard will not list models", url)
+    os.execv(exe_path, argv)

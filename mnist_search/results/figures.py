@@ -276,6 +276,8 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
     import optuna
     import optuna.visualization.matplotlib as ovm
 
+    if len(study.directions) > 1:  # one best value makes no sense: the front does
+        return [("Pareto front", lambda: pareto_front(study, out))]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"
                 and "label" not in t.user_attrs and "grid_point" not in t.user_attrs]
     params = sorted({p for t in complete for p in t.params})
@@ -337,3 +339,45 @@ def _importance_text(study: optuna.Study) -> str:
     items = list(imp.items())
     return (f"Most important: {items[0][0]} ({items[0][1]:.0%} of the explained variance)"
             + (f", then {items[1][0]} ({items[1][1]:.0%})." if len(items) > 1 else "."))
+
+
+def pareto_front(study: optuna.Study, out: Path) -> ReportFigure | None:
+    """The first two objectives of every finished trial, the Pareto front joined up."""
+    names = list(study.user_attrs.get("objectives") or
+                 [f"objective {i}" for i in range(len(study.directions))])
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not done:
+        return None
+    front = sorted(study.best_trials, key=lambda t: t.values[1])
+    with style():
+        fig, axes = _new((7, 4.5))
+        ax = axes[0, 0]
+        ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], s=14,
+                   color="0.6", label="trials")
+        ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-",
+                color="C3", ms=5, label="Pareto front")
+        if names[1] in ("parameters", "train_seconds"):
+            ax.set_xscale("log")
+        ax.set(xlabel=names[1], ylabel=names[0])
+        ax.legend()
+        _save(fig, out, "pareto_front.png")
+    return _figure("pareto_front.png", "Pareto front", _pareto_text(front, names, len(done)))
+
+
+def _pareto_text(front: list[optuna.trial.FrozenTrial], names: list[str], n: int) -> str:
+    lo, hi = front[0], front[-1]
+
+    def arch(t: optuna.trial.FrozenTrial) -> str:
+        return str(t.user_attrs.get("architecture", f"trial {t.number}"))
+
+    text = (f"The front holds {len(front)} of {n} finished trials. At the low end of "
+            f"{names[1]}: {arch(lo)} ({lo.values[1]:,.6g} {names[1]}) at {lo.values[0]:.2f} "
+            f"{names[0]}; at the high end: {arch(hi)} ({hi.values[1]:,.6g}) at "
+            f"{hi.values[0]:.2f}.")
+    if names[1] == "parameters" and hi.values[1] > lo.values[1] > 0:
+        import math
+
+        per_doubling = (hi.values[0] - lo.values[0]) / math.log2(hi.values[1] / lo.values[1])
+        text += (f" Along the front each doubling of the parameters bought "
+                 f"{per_doubling:.2f} points of {names[0]}.")
+    return text

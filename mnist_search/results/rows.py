@@ -21,8 +21,8 @@ from ..spec import base_label
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SHOW_COLUMNS", "StudyNotFound", "compact", "load_results", "load_study", "rows",
-           "table", "top_rows", "trial_row"]
+__all__ = ["SHOW_COLUMNS", "StudyNotFound", "compact", "load_results", "load_study",
+           "pareto_rows", "rows", "table", "top_rows", "trial_row"]
 
 SKIP_ATTRS = ("config", "train_loss", "test_accuracy_curve", "last_batch_loss")
 
@@ -40,8 +40,12 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
             f"{', '.join(names) if names else 'no studies'}") from None
 
 
-def trial_row(trial: FrozenTrial, notebook: dict[str, Any]) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, notebook: dict[str, Any],
+              objectives: list[str] | None = None) -> dict[str, Any]:
+    """One trial, flat. `value` is the (first) objective; a study with several objectives
+    also gets a `value_<objective>` column for each."""
     attrs = trial.user_attrs
+    done = trial.state == TrialState.COMPLETE and trial.values is not None
     label = attrs.get("label")
     ref = notebook.get(base_label(str(label)), {}) if label else {}
     row: dict[str, Any] = {
@@ -49,11 +53,15 @@ def trial_row(trial: FrozenTrial, notebook: dict[str, Any]) -> dict[str, Any]:
         "state": trial.state.name,
         "label": label,
         "group": attrs.get("group"),
-        "value": trial.value if trial.state == TrialState.COMPLETE else None,
+        "value": trial.values[0] if done else None,
         "test_accuracy": attrs.get("test_accuracy"),
         "val_accuracy": attrs.get("val_accuracy"),
         "notebook_accuracy": ref.get("notebook_accuracy"),
     }
+    if objectives and len(objectives) > 1:
+        for name, value in zip(objectives, trial.values if done else [None] * len(objectives),
+                               strict=True):
+            row[f"value_{name}"] = value
     if row["notebook_accuracy"] is not None and row["test_accuracy"] is not None:
         row["delta_vs_notebook"] = round(row["test_accuracy"] - row["notebook_accuracy"], 4)
     else:
@@ -74,9 +82,18 @@ def trial_row(trial: FrozenTrial, notebook: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def rows(study: optuna.Study) -> list[dict[str, Any]]:
+def rows(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[dict[str, Any]]:
     notebook = study.user_attrs.get("references", {})
-    return [trial_row(t, notebook) for t in study.get_trials(deepcopy=False)]
+    objectives = study.user_attrs.get("objectives")
+    chosen = study.get_trials(deepcopy=False) if trials is None else trials
+    return [trial_row(t, notebook, objectives) for t in chosen]
+
+
+def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto front of a study with several objectives, by its first objective."""
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+    front = sorted(study.best_trials, key=lambda t: sign * t.values[0])
+    return rows(study, front)
 
 
 def load_results(study_name: str, storage: str | None = None) -> pd.DataFrame:
@@ -91,7 +108,7 @@ def top_rows(study: optuna.Study, top: int | None) -> list[dict[str, Any]]:
     all_rows = rows(study)
     if top is None:
         return all_rows
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     done = [r for r in all_rows if r["value"] is not None and math.isfinite(r["value"])]
     return sorted(done, key=lambda r: sign * r["value"])[:top]
 
@@ -105,7 +122,8 @@ def compact(row: dict[str, Any]) -> dict[str, Any]:
     params = " ".join(f"{k[7:]}={_fmt(v)}" for k, v in row.items() if k.startswith("params_"))
     out = {k: row.get(k) for k in SHOW_COLUMNS if k != "params"}
     out["params"] = params
-    return {k: out.get(k) for k in SHOW_COLUMNS}
+    extra = {k: v for k, v in row.items() if k.startswith("value_") and "epoch" not in k}
+    return {**{k: out.get(k) for k in SHOW_COLUMNS}, **extra}
 
 
 def _fmt(v: Any) -> str:

@@ -23,7 +23,8 @@ def write_study_note(study: optuna.Study, spec: StudySpec) -> None:
 
     seed = study.user_attrs.get("seed", spec.seed)
     lines = [f"# {spec.name}", "", spec.description, "",
-             f"Objective: **{spec.objective}** ({spec.direction}); sampler {spec.sampler_kind}; "
+             f"Objective: **{', '.join(spec.objectives)}** ({'/'.join(spec.directions)}); "
+             f"sampler {spec.sampler_kind}; "
              f"study seed {seed}; file `{Path(spec.path).name}`."]
     if spec.selects_on_test:
         lines.append("")

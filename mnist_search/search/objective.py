@@ -22,6 +22,7 @@ from optuna.trial import BaseTrial, TrialState
 from ..config import TrainConfig
 from ..errors import NonFiniteLossError
 from ..spec import StudySpec, load_spec
+from .models import ModelSaver
 from .notes import write_trial_note
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
@@ -80,31 +81,52 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
 
 
 def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float | None) -> float:
+    """The first objective from an epoch's accuracies: what is reported and pruned on."""
     if spec.objective == "val_accuracy":
         assert val_accuracy is not None, "a val_accuracy study always holds out images"
         return val_accuracy
     return test_accuracy
 
 
+def objective_values(spec: StudySpec, result: TrainResult) -> tuple[float, ...]:
+    """Every objective of a finished trial, in the study file's order."""
+    metric = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
+              "parameters": float(result.parameter_count),
+              "train_seconds": result.member_seconds}
+    values = tuple(metric[name] for name in spec.objectives)
+    assert all(v is not None for v in values), "a val_accuracy study always holds out images"
+    return tuple(float(v) for v in values if v is not None)
+
+
 class EpochReporter:
     """Per-epoch callback: intermediate values for the dashboard and pruning.
 
-    Reference trials are never pruned: every labelled run gets all its epochs.
+    Reference trials are never pruned: every labelled run gets all its epochs. Optuna can
+    neither report nor prune a multi-objective trial, so those only keep the history.
     """
 
     def __init__(self, trial: BaseTrial, spec: StudySpec) -> None:
         self.trial, self.spec = trial, spec
-        self.prunable = "label" not in trial.user_attrs
+        self.reports = not spec.multi_objective
+        self.prunable = self.reports and "label" not in trial.user_attrs
         self.history: list[EpochReport] = []
 
     def __call__(self, report: EpochReport) -> None:
         from ..training.train import StopTraining
 
         self.history.append(report)
+        if not self.reports:
+            return
         self.trial.report(objective_value(self.spec, report.test_accuracy, report.val_accuracy),
                           report.epoch)
         if self.prunable and self.trial.should_prune():
             raise StopTraining(f"pruned after epoch {report.epoch}")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def versions() -> dict[str, str]:
@@ -129,7 +151,9 @@ def record_result(trial: BaseTrial, result: TrainResult) -> None:
         "population_size": result.population_size,
         "member_seconds": round(result.member_seconds, 3),
         "device": result.device,
+        "threads": torch_threads(),
         "data_digest": result.data_digest,
+        "weights_digest": result.weights_digest(),
         "holdout_digest": result.holdout_digest,
         **versions(),
     }
@@ -144,23 +168,40 @@ def record_partial(trial: BaseTrial, history: list[EpochReport], reason: str) ->
     trial.set_user_attr("fail_reason", reason)
 
 
+def model_writer(trial: optuna.Trial, result: TrainResult) -> Callable[[Path], None]:
+    """Writes the trial's model file, with what identifies and judges it as metadata."""
+    from ..training.model_file import save_model_file
+
+    meta = {"study": trial.study.study_name, "trial": str(trial.number),
+            "label": str(trial.user_attrs.get("label") or ""),
+            "test_accuracy": repr(result.test_accuracy),
+            "val_accuracy": "" if result.val_accuracy is None else repr(result.val_accuracy),
+            "data_digest": result.data_digest,
+        "weights_digest": result.weights_digest(), "holdout_digest": result.holdout_digest or "",
+            "optuna_version": optuna.__version__}
+    return lambda path: save_model_file(path, result.config, result.state_dict, meta)
+
+
 @dataclass(frozen=True)
 class Settled:
-    """How a trained trial ends: the state to tell and, when COMPLETE, its value."""
+    """How a trained trial ends: the state to tell and, when COMPLETE, its values (one per
+    objective)."""
 
     state: TrialState
-    value: float | None = None
+    values: tuple[float, ...] | None = None
 
 
 def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseException,
-           history: list[EpochReport]) -> Settled:
-    """Record a training outcome on the trial and say how it ends; other errors re-raise."""
+           history: list[EpochReport], saver: ModelSaver | None = None) -> Settled:
+    """Record a training outcome on the trial (and its model, with a saver) and say how it
+    ends; other errors re-raise."""
     from ..training.train import OutOfTime, StopTraining, TrainResult
 
     if isinstance(outcome, TrainResult):
         record_result(trial, outcome)
-        return Settled(TrialState.COMPLETE,
-                       objective_value(spec, outcome.test_accuracy, outcome.val_accuracy))
+        if saver is not None and isinstance(trial, optuna.Trial):
+            saver.save(trial, model_writer(trial, outcome))
+        return Settled(TrialState.COMPLETE, objective_values(spec, outcome))
     if isinstance(outcome, StopTraining):
         record_partial(trial, history, "pruned")
         return Settled(TrialState.PRUNED)
@@ -184,6 +225,9 @@ class Objective:
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:N" or "mps".
         data: tensors to train on (from `mnist_search.data.load_data`); by default the
             study's dataset is loaded on the first call and kept for every later one.
+        artifacts: a folder to save each COMPLETE trial's model in, as an Optuna artifact
+            (a safetensors file; see `mnist_search.load_model`). None: no models.
+        keep_models: keep only the files of this many best trials (None: all).
         **fixed: override the file's [fixed] values (for example epochs=1), checked by the
             same rules as the file.
 
@@ -196,13 +240,15 @@ class Objective:
     """
 
     def __init__(self, study: str | Path | StudySpec, *, device: str = "auto",
-                 data: Data | None = None, **fixed: Any) -> None:
+                 data: Data | None = None, artifacts: str | Path | None = None,
+                 keep_models: int | None = None, **fixed: Any) -> None:
         from ..training.train import resolve_device
 
         spec = study if isinstance(study, StudySpec) else load_spec(study)
         self.spec = spec.with_fixed(**fixed)
         self.device = resolve_device(device)
         self._data = data
+        self.saver = None if artifacts is None else ModelSaver(Path(artifacts), keep_models)
 
     def data_for(self, config: TrainConfig) -> Data:
         """The study's data, loaded once: every trial shares dataset, holdout and device."""
@@ -212,19 +258,22 @@ class Objective:
             self._data = load_for(config, self.device)
         return self._data
 
-    def __call__(self, trial: BaseTrial) -> float:
+    def __call__(self, trial: BaseTrial) -> float | tuple[float, ...]:
         seed_base = study_seed(trial.study, self.spec) if isinstance(trial, optuna.Trial) \
             else None
         config = start_trial(trial, self.spec, self.device, seed_base)
         reporter = EpochReporter(trial, self.spec)
         outcome = train_one(config, self.data_for(config), reporter)
-        settled = settle(trial, self.spec, outcome, reporter.history)
+        if self.saver is not None and isinstance(trial, optuna.Trial):
+            self.saver.prune(trial.study, trial.storage)  # the finished ones, before this one
+        settled = settle(trial, self.spec, outcome, reporter.history, self.saver)
         if settled.state == TrialState.PRUNED:
             raise optuna.TrialPruned(str(outcome))
         if settled.state == TrialState.FAIL:
-            return float("nan")
-        assert settled.value is not None
-        return settled.value
+            nan = float("nan")
+            return nan if not self.spec.multi_objective else (nan,) * len(self.spec.objectives)
+        assert settled.values is not None
+        return settled.values[0] if len(settled.values) == 1 else settled.values
 
 
 def train_one(config: TrainConfig, data: Data, on_epoch: Callable[[EpochReport], None]

@@ -24,8 +24,8 @@ from .queue import is_done, queue_order
 from .storage import make_storage, resolve_url, study_lock
 
 __all__ = ["DEFAULT_SEARCH_TRIALS", "StudyConflict", "as_spec", "create_or_resume",
-           "default_trials", "enqueue_pending", "grid_points", "make_pruner", "make_sampler",
-           "open_study"]
+           "default_trials", "directions_of", "enqueue_pending", "grid_points", "make_pruner",
+           "make_sampler", "open_study"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,10 @@ def make_sampler(spec: StudySpec, worker: int = 0, salt: int = 0) -> optuna.samp
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    """The file's pruner; none for several objectives, which Optuna cannot prune."""
     p, epochs = spec.pruner, int(spec.fixed.get("epochs", 5))
+    if spec.multi_objective:
+        return optuna.pruners.NopPruner()
     if p["kind"] == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=p.get("n_startup_trials", 5),
                                            n_warmup_steps=p.get("n_warmup_steps", 1))
@@ -77,9 +80,9 @@ def default_trials(spec: StudySpec) -> int:
         planned, DEFAULT_SEARCH_TRIALS)
 
 
-def direction_of(spec: StudySpec) -> optuna.study.StudyDirection:
-    return optuna.study.StudyDirection.MAXIMIZE if spec.direction == "maximize" else \
-        optuna.study.StudyDirection.MINIMIZE
+def directions_of(spec: StudySpec) -> list[optuna.study.StudyDirection]:
+    return [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else
+            optuna.study.StudyDirection.MINIMIZE for d in spec.directions]
 
 
 def as_spec(study: str | Path | StudySpec, replicates: int | None = None) -> StudySpec:
@@ -112,6 +115,9 @@ def open_study(study: str | Path | StudySpec, storage: str | None = None, *,
     added = enqueue_pending(stored, spec, url)
     if added:
         log.info("enqueued %d reference/grid trials", added)
+    if spec.multi_objective and spec.pruner["kind"] != "none":
+        log.info("pruning is off for %s: Optuna cannot prune a trial with several objectives",
+                 spec.name)
     write_study_note(stored, spec)
     n_existing = len(stored.get_trials(deepcopy=False))
     return optuna.load_study(study_name=spec.name, storage=store,
@@ -127,11 +133,12 @@ def create_or_resume(spec: StudySpec, url: str, storage: optuna.storages.RDBStor
             study = optuna.load_study(study_name=spec.name, storage=storage)
         except KeyError:
             study = optuna.create_study(study_name=spec.name, storage=storage,
-                                        direction=direction_of(spec))
+                                        directions=directions_of(spec))
             attrs = {
                 "spec_hash": spec.text_hash, "spec_path": spec.path,
                 "description": spec.description, "seed": spec.seed if seed is None else seed,
-                "objective": spec.objective, "sampler": spec.sampler_kind,
+                "objective": spec.objective, "objectives": list(spec.objectives),
+                "sampler": spec.sampler_kind,
                 "selection_on_test": spec.selects_on_test,
                 "references": {r.label: {"group": r.group, "notebook_accuracy":
                                          r.notebook_accuracy, "notebook_loss":
@@ -147,11 +154,11 @@ def create_or_resume(spec: StudySpec, url: str, storage: optuna.storages.RDBStor
 
 def _check_resume(study: optuna.Study, spec: StudySpec, seed: int | None, force: bool) -> None:
     stored = study.user_attrs
-    if study.direction != direction_of(spec):
-        raise StudyConflict(f"study {spec.name!r} exists with direction "
-                            f"{study.direction.name.lower()}, but {spec.path} says "
-                            f"{spec.direction}; rename the study (name = ...) or use another "
-                            "--storage")
+    if study.directions != directions_of(spec):
+        stored_dirs = "/".join(d.name.lower() for d in study.directions)
+        raise StudyConflict(f"study {spec.name!r} exists with direction {stored_dirs}, but "
+                            f"{spec.path} says {'/'.join(spec.directions)}; rename the study "
+                            "(name = ...) or use another --storage")
     if stored.get("spec_hash") not in (None, spec.text_hash) and not force:
         raise StudyConflict(f"{spec.path} changed since study {spec.name!r} was created "
                             f"(spec hash {stored.get('spec_hash')} -> {spec.text_hash}); "

@@ -11,6 +11,7 @@ nn.Module + torch.optim.SGD loop.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -68,6 +69,14 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor] = field(repr=False)
     population_size: int = 1  # members trained together in that stack
     holdout_digest: str | None = None  # which train images were held out for val_accuracy
+
+    def weights_digest(self) -> str:
+        """A short SHA-256 of the trained weights' bytes: equal digests, bit-identical models."""
+        h = hashlib.sha256()
+        for key in sorted(self.state_dict):
+            h.update(key.encode())
+            h.update(self.state_dict[key].contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def member_seconds(self) -> float:
@@ -136,7 +145,7 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     device = resolve_device(c0.device)
     data = data if data is not None else load_for(c0, device)
     start = time.perf_counter()
-    stack = Stack(configs, device)
+    stack = Stack(configs, device, c0.epochs * math.ceil(len(data.train) / c0.batch_size))
     outcomes: list[TrainResult | BaseException | None] = [None] * len(configs)
     history: list[list[EpochReport]] = [[] for _ in configs]
     # One batch-order stream per distinct order seed; members that share it share the very
@@ -169,6 +178,22 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     return [o if o is not None else RuntimeError("member lost") for o in outcomes]
 
 
+def final_accuracy(stack: Stack, pos: int, config: TrainConfig, data: Data
+                   ) -> tuple[float, float | None]:
+    """(test, val) accuracy of member `pos` scored alone, as a saved copy of it would be.
+
+    Inside a wider stack the fused first-layer GEMM rounds differently, which can flip a
+    near-tie between two classes; a member's recorded accuracy must be what `evaluate`
+    finds for its file, so it is scored by itself.
+    """
+    alone = stack if len(stack.members) == 1 else \
+        Stack.alone(config, stack.linears(pos), stack.device)
+    apos = 0 if alone is not stack else pos
+    test = alone.accuracy(data.test)[apos]
+    val = alone.accuracy(data.val)[apos] if data.val is not None else None
+    return test, val
+
+
 def _epoch(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int, epoch: int,
            between_batches: Callable[[], None] | None) -> dict[int, EpochReport]:
     """One epoch of every live member, then its accuracies: a report per member."""
@@ -184,9 +209,10 @@ def _epoch(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int,
 def _result(stack: Stack, pos: int, config: TrainConfig, history: list[EpochReport],
             seconds: float, data: Data, population: int) -> TrainResult:
     zero, small = stack.sparsity(pos)
+    test, val = final_accuracy(stack, pos, config, data)
     return TrainResult(
-        config=config, epochs=history, test_accuracy=history[-1].test_accuracy,
-        val_accuracy=history[-1].val_accuracy, zero_fraction=zero, small_fraction=small,
+        config=config, epochs=history, test_accuracy=test,
+        val_accuracy=val, zero_fraction=zero, small_fraction=small,
         parameter_count=parameter_count(config.hidden), seconds=seconds,
         device=stack.device, data_digest=data.digest, state_dict=stack.state_dict(pos, config),
         population_size=population, holdout_digest=data.holdout_digest)

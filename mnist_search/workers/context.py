@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 
+from ..search.models import ModelSaver
 from ..search.queue import Claim
 from ..search.storage import make_storage
 from ..search.study import make_pruner, make_sampler
@@ -37,6 +39,8 @@ class WorkerOrders:
     workers: int = 1  # how many workers share the study (for a fair share per claim)
     population: int = 1  # most trials claimed and trained together at once
     overrides: dict[str, Any] = field(default_factory=dict)  # [fixed] values set in code
+    artifacts: str | None = None  # the folder models are saved in (None: no models)
+    keep_models: int | None = None  # keep only the best K trials' model files (None: all)
 
     def claim_request(self) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,
@@ -45,12 +49,14 @@ class WorkerOrders:
 
 @dataclass(frozen=True)
 class WorkerContext:
-    """A worker's open study: its orders, the study file, the storage and the study."""
+    """A worker's open study: its orders, the study file, the storage and the study, and
+    where its models go."""
 
     orders: WorkerOrders
     spec: StudySpec
     storage: optuna.storages.RDBStorage
     study: optuna.Study
+    saver: ModelSaver | None = None
 
 
 def open_worker(orders: WorkerOrders) -> WorkerContext:
@@ -66,4 +72,6 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
     study = optuna.load_study(study_name=spec.name, storage=storage,
                               sampler=make_sampler(spec, orders.index, n_existing),
                               pruner=make_pruner(spec))
-    return WorkerContext(orders, spec, storage, study)
+    saver = None if orders.artifacts is None else \
+        ModelSaver(Path(orders.artifacts), orders.keep_models)
+    return WorkerContext(orders, spec, storage, study, saver)

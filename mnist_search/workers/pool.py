@@ -26,6 +26,7 @@ from typing import IO, Any
 import optuna
 from optuna.trial import TrialState
 
+from ..search.models import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
 from ..search.queue import counts, is_done, unfinished_identities
@@ -68,18 +69,21 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               timeout: float | None = None, storage: str | None = None, device: str = "auto",
               seed: int | None = None, force: bool = False, progress: bool | None = None,
               heartbeat: int | None = None, replicates: int | None = None,
-              population: int = DEFAULT_POPULATION) -> RunSummary:
+              population: int = DEFAULT_POPULATION, artifacts: str | Path | None = None,
+              keep_models: int | None = None) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes.
 
     Everything it depends on (the file, the dataset and its data, the device, the storage
-    URL) is checked before the storage is touched. A timeout is a budget: no trial starts
-    after it, and running ones stop at their next epoch boundary.
+    URL, where models go) is checked before the storage is touched. A timeout is a budget:
+    no trial starts after it, and running ones stop at their next epoch boundary. Every
+    COMPLETE trial's model is saved as an artifact (search.models) unless keep_models is 0.
     """
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
     url = resolve_url(storage)
     check_spec(spec)
     check_device(device)
+    models = None if keep_models == 0 else str(artifact_dir(url, artifacts))
     pool = Pool(workers, max(1, (os.cpu_count() or 1) // workers), spec, device)
     interrupted, errors = False, list[str]()
     try:
@@ -90,7 +94,8 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
             spec_path=spec.path, url=url, target=target, threads=pool.threads, device=device,
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
-            workers=workers, population=population, overrides=dict(spec.overrides))
+            workers=workers, population=population, overrides=dict(spec.overrides),
+            artifacts=models, keep_models=keep_models)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)
     finally:
@@ -272,6 +277,8 @@ def _bar(name: str, total: int) -> Any:
 
 
 def _best(study: optuna.Study) -> float | None:
+    if len(study.directions) > 1:
+        return None  # a Pareto front, not one best value
     try:
         return float(study.best_value)
     except ValueError:

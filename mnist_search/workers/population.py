@@ -38,11 +38,12 @@ def groups_of(configs: list[TrainConfig]) -> list[list[int]]:
     return [by_key[k] for k in sorted(by_key, key=lambda k: -cost[k])]
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: TrainResult | BaseException,
+def _tell(ctx: WorkerContext, trial: optuna.Trial, outcome: TrainResult | BaseException,
           reporter: EpochReporter) -> None:
-    settled = settle(trial, reporter.spec, outcome, reporter.history)
+    settled = settle(trial, reporter.spec, outcome, reporter.history, ctx.saver)
+    study = ctx.study
     if settled.state == TrialState.COMPLETE:
-        study.tell(trial, settled.value)
+        study.tell(trial, list(settled.values or ()))
     else:
         study.tell(trial, state=settled.state)
 
@@ -88,8 +89,9 @@ def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
             for group in groups_of(configs):
                 _share_order(trials, configs, group)
                 members = [trials[i] for i in group]
-                for t in members:
+                for t in members:  # the stack, in order: what `rerun` trains again
                     t.set_user_attr("population_size", len(group))
+                    t.set_user_attr("stack", [m.number for m in members])
                 cfgs = [configs[i] for i in group]
 
                 def on_epoch(pos: int, rep: EpochReport, m: list[optuna.Trial] = members
@@ -101,8 +103,10 @@ def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
                                             between_batches=raise_if_stopped)
                 hold_stop_signals()  # telling finished trials is not interrupted
                 for t, outcome in zip(members, outcomes, strict=True):
-                    _tell(study, t, outcome, reporters[t.number])
+                    _tell(ctx, t, outcome, reporters[t.number])
                     pending.remove(t)
+                if ctx.saver is not None:
+                    ctx.saver.prune(study, ctx.storage)
                 release_stop_signals(old_mask)
         except BaseException as exc:
             hold_stop_signals()

@@ -1,0 +1,128 @@
+"""Every COMPLETE trial's model as an Optuna artifact (a safetensors file), where it lives,
+and how many are kept.
+
+Files go to a FileSystemArtifactStore: beside a SQLite database by default
+(`<database>.artifacts/`), else `--artifacts DIR` or $MNIST_SEARCH_ARTIFACTS (a PostgreSQL
+storage has no file beside it). A model is staged whole in the store's folder, then renamed
+into place as the artifact is recorded, so no reader ever sees half a file; a store that is
+full or read-only costs the model, never the trial's result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.trial import FrozenTrial, TrialState
+
+from ..errors import UsageError
+from .storage import sqlite_path
+
+__all__ = ["ENV_VAR", "MODEL_MIMETYPE", "ModelSaver", "ModelStore", "artifact_dir",
+           "model_artifact"]
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "MNIST_SEARCH_ARTIFACTS"
+MODEL_MIMETYPE = "application/vnd.safetensors"
+STAGING = ".staging"
+WriteModel = Callable[[Path], None]  # writes the model file to the path it is given
+
+
+def artifact_dir(url: str, explicit: str | Path | None = None) -> Path:
+    """--artifacts beats $MNIST_SEARCH_ARTIFACTS beats `<database>.artifacts` for SQLite."""
+    chosen = explicit or os.environ.get(ENV_VAR)
+    if chosen:
+        return Path(chosen)
+    db = sqlite_path(url)
+    if db is None:
+        raise UsageError(f"models need a folder: storage {url.split('://')[0]}:// has no file "
+                         "to keep them beside; pass --artifacts DIR or set "
+                         f"${ENV_VAR} (on every machine, a folder they all share)")
+    return db.with_name(db.name + ".artifacts")
+
+
+class ModelStore(FileSystemArtifactStore):
+    """A FileSystemArtifactStore whose writes are all-or-nothing (temporary file, rename)."""
+
+    def __init__(self, base_path: str | Path) -> None:
+        self.base = Path(base_path)
+        super().__init__(self.base)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        if not artifact_id or Path(artifact_id).name != artifact_id:
+            raise ValueError(f"invalid artifact id {artifact_id!r}")
+        target = self.base / artifact_id
+        staged = Path(getattr(content_body, "name", ""))
+        if staged.parent == self.base / STAGING:  # already complete on this disk: rename
+            os.replace(staged, target)
+            return
+        tmp = self.base / STAGING / f"{artifact_id}.tmp"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as fh:
+                shutil.copyfileobj(content_body, fh)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def model_artifact(trial: FrozenTrial, storage: optuna.storages.BaseStorage
+                   ) -> optuna.artifacts.ArtifactMeta | None:
+    """The model artifact recorded on a trial, if any."""
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage)
+             if m.filename.endswith(".safetensors")]
+    return metas[-1] if metas else None
+
+
+class ModelSaver:
+    """Saves each COMPLETE trial's model (before its tell: a finished trial is read-only)
+    and, after it, keeps only the `keep` best trials' files (None: all)."""
+
+    def __init__(self, directory: Path, keep: int | None = None) -> None:
+        self.store = ModelStore(directory)
+        self.directory, self.keep = directory, keep
+
+    def save(self, trial: optuna.Trial, write: WriteModel) -> str | None:
+        """Stage the file (`write(path)`), then record it as the trial's artifact. A full or
+        read-only folder is a warning naming the cause; the trial's result is not touched."""
+        if self.keep == 0:
+            return None
+        staged = self.directory / STAGING / f"trial-{trial.number}.safetensors"
+        try:
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            write(staged)
+            return upload_artifact(artifact_store=self.store, file_path=str(staged),
+                                   study_or_trial=trial, mimetype=MODEL_MIMETYPE)
+        except OSError as exc:
+            cause = f"{type(exc).__name__}: {exc.strerror or exc}"
+            log.warning("trial %d: model not saved to %s (%s); its result is kept",
+                        trial.number, self.directory, cause)
+            trial.set_user_attr("model_error", cause)
+            return None
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def prune(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+        """Remove the files of COMPLETE trials outside the `keep` best (first objective)."""
+        if self.keep is None:
+            return
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
+        ranked = sorted(done, key=lambda t: sign * t.values[0])
+        for t in ranked[self.keep:]:
+            meta = model_artifact(t, storage)
+            if meta is None:
+                continue
+            try:
+                self.store.remove(meta.artifact_id)
+            except Exception:  # noqa: BLE001 - another worker removed it first
+                continue
+
