@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from mnist_search.search.internals import trial_id, trials_with_heartbeat
@@ -94,3 +95,19 @@ def test_claimed_trials_are_never_claimed_twice(tmp_path, synthetic_dir):
         seen += [t.number for t in batch]
     assert sorted(seen) == list(range(7))
     assert all(t.state == TrialState.RUNNING for t in studies[0].get_trials())
+
+
+@pytest.mark.parametrize("search,expected", [
+    ("momentum = { low = 0.0, high = 0.9 }", 4),  # every sample stacks: a share at once
+    ("depth = { low = 1, high = 2 }\nwidth = { low = 8, high = 64 }", 1),  # one at a time
+    ("optimizer = ['sgd', 'adam']", 1),  # the optimizer is part of the stack key too
+])
+def test_sampled_trials_are_claimed_together_only_when_they_stack(tmp_path, synthetic_dir,
+                                                                 search, expected):
+    spec = load_spec(write_study(tmp_path / "s.toml", synthetic_dir,
+                                 f"[fixed]\ndataset = DATA\nepochs = 1\n[search]\n{search}\n"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(spec, url)
+    storage = make_storage(url)
+    got = claim(study, storage, spec, Claim(url=url, target=8, workers=2, population=16))
+    assert len(got) == expected

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..config import CONFIG_FIELDS, TrainConfig, mlp_parameters
+from ..config import CONFIG_FIELDS, STACK_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
 from .internals import retried_from, trial_id
 from .objective import DETERMINISTIC_FAILURES, study_seed, trial_seed, worker_name
@@ -157,7 +157,10 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
 
     A worker takes trials from the queue until it holds about 1/workers of the estimated
     remaining cost, so workers tend to finish together; but queued trials of one shape are
-    taken whole (up to `population`), since they train together as one stack.
+    taken whole (up to `population`), since they train together as one stack. Sampled
+    trials are claimed several at once only when the search cannot change their shape (they
+    stack); otherwise one at a time, so the sampler sees each result before it proposes the
+    next, and a time budget never strands a worker with a queue of untrained claims.
     """
     with study_lock(request.url, spec.name), _heartbeats_as_meant():
         if request.heartbeat:
@@ -175,11 +178,14 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
         shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
         claimed: list[optuna.Trial] = []
         cost, seed_base = 0.0, study_seed(study, spec)
+        samples_stack = not spec.search.fields & set(STACK_FIELDS)
         while len(claimed) < min(free, request.population):
             i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
             same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
             if claimed and not same and (len(claimed) >= limit or cost >= share * 0.999):
                 break
+            if claimed and i >= len(waiting) and not samples_stack:
+                break  # a sampled trial of its own shape: one per claim
             trial = _ask(study, storage, seed_base, request.heartbeat)
             claimed.append(trial)
             cost += trial_cost(spec, trial.user_attrs)
