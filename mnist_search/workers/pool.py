@@ -14,14 +14,13 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import optuna
 from optuna.trial import TrialState
@@ -34,14 +33,14 @@ from ..search.storage import resolve_url
 from ..search.study import as_spec, default_trials, open_study
 from ..spec import StudySpec
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
-from .signals import raise_if_stopped, stops_recorded
+from .progress import best_value, follow
+from .signals import stops_recorded
 
 __all__ = ["DEFAULT_POPULATION", "Pool", "RunSummary", "run_study"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
-POLL_S = 0.5
 STOP_GRACE_S = 30.0
 
 
@@ -101,7 +100,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     finally:
         pool.cancel()  # no-op for workers that ran: they have exited
     write_study_note(opened, spec)
-    return RunSummary(spec.name, url, target, counts(opened), _best(opened),
+    return RunSummary(spec.name, url, target, counts(opened), best_value(opened),
                       time.monotonic() - start, interrupted, tuple(errors),
                       _unfinished(opened, orders))
 
@@ -194,7 +193,7 @@ def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: 
         interrupted = False
         with stops_recorded():  # a Ctrl-C lands between polls, never inside a storage call
             try:
-                _follow(study, base.target, procs, show_bar)
+                follow(study, base.target, procs, show_bar, base.deadline)
             except KeyboardInterrupt:
                 interrupted = True
                 _stop(procs)
@@ -227,59 +226,3 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
-
-
-def _wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
-    """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late)."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end and all(p.poll() is None for p in procs):
-        raise_if_stopped()
-        time.sleep(0.02)
-
-
-def _follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
-            show_bar: bool) -> None:
-    """Progress from the storage until every worker has exited; trials RUNNING in workers
-    outside this run (another machine, a dead worker) are named when their number changes."""
-    own = {f"{socket.gethostname()}:{p.pid}" for p in procs}
-    bar = _bar(study.study_name, target) if show_bar else None
-    last: tuple[int, int] = (-1, 0)
-    try:
-        while any(p.poll() is None for p in procs):
-            _wait_any(procs, POLL_S)
-            trials = study.get_trials(deepcopy=False)
-            done = sum(is_done(t) for t in trials)
-            running = [t for t in trials if t.state == TrialState.RUNNING]
-            elsewhere = sum(t.user_attrs.get("worker") not in own for t in running)
-            if (done, elsewhere) == last:
-                continue
-            if elsewhere and elsewhere != last[1]:
-                log.info("waiting for %d trials running elsewhere (run here if their heartbeat "
-                         "goes stale)", elsewhere)
-            last = (done, elsewhere)
-            best = _best(study)
-            if bar is not None:
-                bar.n = min(done, target)
-                bar.set_postfix_str("" if best is None else f"best {best:.2f}")
-                bar.refresh()
-            else:
-                log.info("%s: %d/%d trials finished, %d running%s", study.study_name, done,
-                         target, len(running), "" if best is None else f", best {best:.2f}")
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _bar(name: str, total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True)
-
-
-def _best(study: optuna.Study) -> float | None:
-    if len(study.directions) > 1:
-        return None  # a Pareto front, not one best value
-    try:
-        return float(study.best_value)
-    except ValueError:
-        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import optuna
@@ -19,7 +20,7 @@ from optuna.trial import TrialState
 from ..config import TrainConfig, mlp_parameters
 from ..search.internals import trial_id
 from ..search.objective import EpochReporter, record_partial, settle, start_trial, study_seed
-from ..training.train import EpochReport, TrainResult, load_for, train_population
+from ..training.train import EpochReport, OutOfTime, TrainResult, load_for, train_population
 from .context import WorkerContext
 from .signals import Heartbeat, Mask, hold_stop_signals, raise_if_stopped, release_stop_signals
 
@@ -71,6 +72,21 @@ def _share_order(trials: list[optuna.Trial], configs: list[TrainConfig],
         trials[i].set_user_attr("config", configs[i].to_dict())
 
 
+def _train_group(ctx: WorkerContext, members: list[optuna.Trial], configs: list[TrainConfig],
+                 reporters: dict[int, EpochReporter]) -> list[TrainResult | BaseException]:
+    """One stack; none at all once the time budget is spent (the rest of a claim would
+    otherwise each train an epoch past it)."""
+    deadline = ctx.orders.deadline
+    if deadline is not None and time.time() >= deadline:
+        return [OutOfTime(0) for _ in members]
+
+    def on_epoch(pos: int, rep: EpochReport) -> None:
+        reporters[members[pos].number](rep)
+
+    return train_population(configs, load_for(configs[0], configs[0].device), on_epoch,
+                            deadline=deadline, between_batches=raise_if_stopped)
+
+
 def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
                   old_mask: Mask) -> None:
     """Train and tell every claimed trial; on Ctrl-C or an error, tell FAIL and re-raise.
@@ -92,21 +108,11 @@ def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
                 for t in members:  # the stack, in order: what `rerun` trains again
                     t.set_user_attr("population_size", len(group))
                     t.set_user_attr("stack", [m.number for m in members])
-                cfgs = [configs[i] for i in group]
-
-                def on_epoch(pos: int, rep: EpochReport, m: list[optuna.Trial] = members
-                             ) -> None:
-                    reporters[m[pos].number](rep)
-
-                outcomes = train_population(cfgs, load_for(cfgs[0], cfgs[0].device), on_epoch,
-                                            deadline=ctx.orders.deadline,
-                                            between_batches=raise_if_stopped)
+                outcomes = _train_group(ctx, members, [configs[i] for i in group], reporters)
                 hold_stop_signals()  # telling finished trials is not interrupted
                 for t, outcome in zip(members, outcomes, strict=True):
                     _tell(ctx, t, outcome, reporters[t.number])
                     pending.remove(t)
-                if ctx.saver is not None:
-                    ctx.saver.prune(study, ctx.storage)
                 release_stop_signals(old_mask)
         except BaseException as exc:
             hold_stop_signals()

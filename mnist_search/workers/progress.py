@@ -1,0 +1,147 @@
+"""Following a running study: elapsed time, trials per minute, an ETA and the best value
+so far, as a bar on a terminal and as log lines otherwise.
+
+The ETA comes from the trials this run finished: each one's share of its worker's time (a
+stacked trial's duration divided by its stack's size), times the trials still to finish,
+divided by the workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..search.queue import is_done
+from .signals import raise_if_stopped
+
+__all__ = ["Snapshot", "follow", "snapshot"]
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Where a run stands, from one read of the study."""
+
+    done: int
+    running: int
+    elsewhere: int  # RUNNING in workers that are not this run's
+    target: int
+    elapsed: float  # seconds since the run started following
+    per_minute: float | None  # trials this run finished per minute
+    eta: float | None  # seconds until the target, from the trials' times
+    best: float | None
+    budget_left: float | None = None  # seconds until --timeout, when one is set
+
+    def line(self) -> str:
+        parts = [f"{self.done}/{self.target} trials finished", f"{self.running} running"]
+        if self.best is not None:
+            parts.append(f"best {self.best:.2f}")
+        if self.per_minute is not None:
+            parts.append(f"{self.per_minute:.1f} trials/min")
+        parts.append(f"elapsed {clock(self.elapsed)}")
+        if self.eta is not None:
+            parts.append(f"ETA {clock(self.eta)}")
+        if self.budget_left is not None:
+            parts.append(f"timeout in {clock(max(0.0, self.budget_left))}")
+        return ", ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _share(trial: FrozenTrial) -> float | None:
+    """A finished trial's share of its worker's time: a stack's members split its wall."""
+    if trial.duration is None:
+        return None
+    return trial.duration.total_seconds() / max(1, int(trial.user_attrs.get("population_size")
+                                                       or 1))
+
+
+def snapshot(trials: Sequence[FrozenTrial], target: int, workers: int, started: float,
+             since: float, own: set[str], best: float | None) -> Snapshot:
+    """`since`: time.time() the run began, to tell its own finished trials from older ones."""
+    done = sum(is_done(t) for t in trials)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    mine = [t for t in trials if is_done(t) and t.datetime_complete is not None
+            and t.datetime_complete.timestamp() >= since]
+    elapsed = time.monotonic() - started
+    shares = [s for s in map(_share, mine) if s is not None]
+    eta = None
+    if shares and done < target:
+        eta = (target - done) * (sum(shares) / len(shares)) / max(1, workers)
+    return Snapshot(done, len(running), sum(t.user_attrs.get("worker") not in own
+                                            for t in running), target, elapsed,
+                    60 * len(mine) / elapsed if mine and elapsed > 0 else None, eta, best)
+
+
+def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
+           show_bar: bool, deadline: float | None = None) -> None:
+    """Progress from the storage until every worker has exited; trials RUNNING in workers
+    outside this run (another machine, a dead worker) are named when their number changes."""
+    own = {f"{socket.gethostname()}:{p.pid}" for p in procs}
+    started, since = time.monotonic(), time.time()
+    bar = _bar(study.study_name, target) if show_bar else None
+    last: tuple[int, int] = (-1, 0)
+    try:
+        while any(p.poll() is None for p in procs):
+            wait_any(procs, POLL_S)
+            snap = snapshot(study.get_trials(deepcopy=False), target, len(procs), started,
+                            since, own, best_value(study))
+            if deadline is not None:
+                snap = dataclasses.replace(snap, budget_left=deadline - time.time())
+            if bar is not None:  # a terminal: redraw every poll, the clock moves
+                bar.n = min(snap.done, target)
+                bar.set_postfix_str(", ".join(snap.line().split(", ")[2:]))
+                bar.refresh()
+            if (snap.done, snap.elsewhere) == last:
+                continue
+            if snap.elsewhere and snap.elsewhere != last[1]:
+                log.info("waiting for %d trials running elsewhere (run here if their heartbeat "
+                         "goes stale)", snap.elsewhere)
+            last = (snap.done, snap.elsewhere)
+            if bar is None:
+                log.info("%s: %s", study.study_name, snap.line())
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
+    """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late),
+    and at once for Ctrl-C (the handler only records it)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and all(p.poll() is None for p in procs):
+        raise_if_stopped()
+        time.sleep(0.02)
+
+
+def best_value(study: optuna.Study) -> float | None:
+    if len(study.directions) > 1:
+        return None  # a Pareto front, not one best value
+    try:
+        return float(study.best_value)
+    except ValueError:
+        return None
+
+
+def _bar(name: str, total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{postfix}]")

@@ -1,0 +1,58 @@
+"""Progress people can plan by: elapsed, trials per minute, an ETA and the best value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import optuna
+from click.testing import CliRunner
+from optuna.trial import TrialState
+
+from mnist_search.cli import cli
+from mnist_search.workers.progress import clock, snapshot
+
+from helpers import write_study
+
+
+def finished(start: float, seconds: float, stack: int = 1) -> optuna.trial.FrozenTrial:
+    t0 = dt.datetime.fromtimestamp(start)
+    return optuna.trial.FrozenTrial(
+        number=0, state=TrialState.COMPLETE, value=90.0, values=None, datetime_start=t0,
+        datetime_complete=t0 + dt.timedelta(seconds=seconds), params={}, distributions={},
+        user_attrs={"population_size": stack}, system_attrs={}, intermediate_values={},
+        trial_id=0)
+
+
+def test_eta_is_the_remaining_trials_times_their_share_over_the_workers():
+    now = time.time()
+    trials = [finished(now, 10.0), finished(now, 40.0, stack=4), finished(now - 999, 100.0)]
+    started = time.monotonic() - 60
+    snap = snapshot(trials, target=10, workers=2, started=started, since=now - 1, own=set(),
+                    best=97.5)
+    # this run finished two: shares 10 s and 40/4 = 10 s; 7 to go over 2 workers -> 35 s
+    assert snap.done == 3 and snap.eta == 35.0
+    assert round(snap.per_minute, 1) == 2.0  # 2 in 60 s
+    line = snap.line()
+    assert line.startswith("3/10 trials finished, 0 running, best 97.50, 2.0 trials/min")
+    assert "elapsed 1:00" in line and "ETA 0:35" in line
+    assert clock(3725) == "1:02:05"
+
+
+def test_a_run_logs_progress_lines_when_not_on_a_terminal(tmp_path, synthetic_dir):
+    spec = write_study(tmp_path / "p.toml", synthetic_dir, """
+trials = 4
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+lr = { low = 0.01, high = 0.1, log = true }
+""")
+    res = CliRunner().invoke(cli, ["run", str(spec), "--storage",
+                                   f"sqlite:///{tmp_path / 's.db'}"], obj={})
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stderr.splitlines() if "trials finished" in ln]
+    assert lines and "4/4 trials finished" in lines[-1] and "elapsed" in lines[-1]
+    assert "trials/min" in lines[-1]
