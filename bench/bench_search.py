@@ -41,6 +41,8 @@ def main() -> None:
         if proc.returncode not in (0, 3):  # 3: stopped by the timeout with trials left
             sys.exit(f"run failed with exit code {proc.returncode}")
         trials = optuna.load_study(study_name="search", storage=url).get_trials()
+        models = [p for p in Path(f"{tmp}/search.db.artifacts").glob("*") if p.is_file()]
+        model_mb = sum(p.stat().st_size for p in models) / 1e6
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     units = sum(t.user_attrs.get("parameters", BASELINE) * len(t.intermediate_values)
                 for t in finished) / (BASELINE * 5)
@@ -50,7 +52,8 @@ def main() -> None:
           f"{args.workers} workers = {60 * len(finished) / wall:.1f} trials/min, "
           f"{60 * units / wall:.1f} baseline-sized 5-epoch trials/min; best val accuracy "
           f"{best:.2f}%; wall {wall:.1f} s for --timeout {args.seconds:g} (start-up "
-          f"included); {os.cpu_count()} cores, {args.device}")
+          f"included); models {100 * model_mb / max(1, len(models)):.0f} MB per 100 trials; "
+          f"{os.cpu_count()} cores, {args.device}")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -72,3 +73,19 @@ def integrity(db: Path) -> str:
         return con.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
         con.close()
+
+
+@contextlib.contextmanager
+def read_only_bind(source: Path, target: Path) -> Iterator[None]:
+    """`target` as a read-only bind mount of `source` for the block: root ignores permission
+    bits, but not a read-only mount. Skips the test where mounting is not allowed."""
+    import pytest
+
+    mounted = subprocess.run(["mount", "--bind", str(source), str(target)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(target)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(target)], check=False)

@@ -11,7 +11,15 @@ import time
 import pytest
 from optuna.trial import TrialState
 
-from helpers import exe, integrity, start_run, trials, worker_pids, write_study
+from helpers import (
+    exe,
+    integrity,
+    read_only_bind,
+    start_run,
+    trials,
+    worker_pids,
+    write_study,
+)
 
 STUDY = """
 [sampler]
@@ -87,15 +95,9 @@ def test_read_only_directory(seeded, tmp_path):
     spec, db = seeded
     ro = tmp_path / "ro"
     ro.mkdir()
-    mounted = subprocess.run(["mount", "--bind", str(tmp_path), str(ro)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True)
+    with read_only_bind(tmp_path, ro):
         proc = start_run(spec, f"sqlite:///{ro / db.name}", "--trials", "5")
         _, err = proc.communicate(timeout=120)
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
     assert proc.returncode == 1
     line = one_line_error(err)
     assert str(ro / db.name) in line and "read-only" in line

@@ -53,6 +53,8 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @dataset_option
 @click.option("--val-size", type=int, default=0, show_default=True,
               help="Images held out of train for validation.")
+@click.option("--normalize", is_flag=True,
+              help="Normalize pixels with MNIST's mean and std (the notebook does not).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly
 def train_cmd(as_json: bool, **options: Any) -> None:

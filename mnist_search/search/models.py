@@ -83,8 +83,8 @@ def model_artifact(trial: FrozenTrial, storage: optuna.storages.BaseStorage
 
 
 class ModelSaver:
-    """Saves each COMPLETE trial's model (before its tell: a finished trial is read-only)
-    and, after it, keeps only the `keep` best trials' files (None: all)."""
+    """Saves each COMPLETE trial's model (before its tell: a finished trial is read-only),
+    keeping only the `keep` best trials' files (None: all; ranked by the first objective)."""
 
     def __init__(self, directory: Path, keep: int | None = None) -> None:
         self.store = ModelStore(directory)
@@ -110,19 +110,29 @@ class ModelSaver:
         finally:
             staged.unlink(missing_ok=True)
 
-    def prune(self, study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
-        """Remove the files of COMPLETE trials outside the `keep` best (first objective)."""
+    def admits(self, trial: optuna.Trial, value: float) -> bool:
+        """Whether the trial about to finish with `value` ranks among the `keep` best; the
+        files of finished trials it pushes out of them are removed now."""
         if self.keep is None:
-            return
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            return True
+        study = trial.study
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.number != trial.number and t.values]
         sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
-        ranked = sorted(done, key=lambda t: sign * t.values[0])
-        for t in ranked[self.keep:]:
-            meta = model_artifact(t, storage)
-            if meta is None:
-                continue
-            try:
-                self.store.remove(meta.artifact_id)
-            except Exception:  # noqa: BLE001 - another worker removed it first
-                continue
+        ranked = sorted([(sign * t.values[0], t.number) for t in done] +
+                        [(sign * value, trial.number)])
+        kept = {number for _, number in ranked[:self.keep]}
+        for t in done:
+            if t.number not in kept:
+                self._remove(t, trial.storage)
+        return trial.number in kept
+
+    def _remove(self, trial: FrozenTrial, storage: optuna.storages.BaseStorage) -> None:
+        meta = model_artifact(trial, storage)
+        if meta is None:
+            return
+        try:
+            self.store.remove(meta.artifact_id)
+        except Exception:  # noqa: BLE001 - gone already (another worker removed it)
+            return
 

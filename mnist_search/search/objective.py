@@ -199,9 +199,14 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
 
     if isinstance(outcome, TrainResult):
         record_result(trial, outcome)
+        values = objective_values(spec, outcome)
         if saver is not None and isinstance(trial, optuna.Trial):
-            saver.save(trial, model_writer(trial, outcome))
-        return Settled(TrialState.COMPLETE, objective_values(spec, outcome))
+            if saver.admits(trial, values[0]):
+                saver.save(trial, model_writer(trial, outcome))
+            else:
+                trial.set_user_attr("model_error", f"not kept: outside the {saver.keep} best "
+                                                   "when it finished (--keep-models)")
+        return Settled(TrialState.COMPLETE, values)
     if isinstance(outcome, StopTraining):
         record_partial(trial, history, "pruned")
         return Settled(TrialState.PRUNED)
@@ -264,8 +269,6 @@ class Objective:
         config = start_trial(trial, self.spec, self.device, seed_base)
         reporter = EpochReporter(trial, self.spec)
         outcome = train_one(config, self.data_for(config), reporter)
-        if self.saver is not None and isinstance(trial, optuna.Trial):
-            self.saver.prune(trial.study, trial.storage)  # the finished ones, before this one
         settled = settle(trial, self.spec, outcome, reporter.history, self.saver)
         if settled.state == TrialState.PRUNED:
             raise optuna.TrialPruned(str(outcome))
