@@ -7,6 +7,7 @@ import json
 import optuna
 import pytest
 from optuna.trial import TrialState
+from test_study import SHAPES as STUDY_SHAPES
 
 from mnist_search.search.internals import trial_id, trials_with_heartbeat
 from mnist_search.search.queue import Claim, claim, counts, queue_order, trial_cost
@@ -16,38 +17,13 @@ from mnist_search.spec import load_spec
 
 from helpers import write_study
 
-SHAPES = """
-[sampler]
-kind = "grid"
-[fixed]
-dataset = DATA
-epochs = 1
-[search]
-momentum = [0.0, 0.5]
-[[reference]]
-label = "small-a"
-hidden = [16]
-[[reference]]
-label = "big-a"
-hidden = [32]
-[[reference]]
-label = "small-b"
-hidden = [16]
-momentum = 0.5
-[[reference]]
-label = "big-b"
-hidden = [32]
-dropout = 0.3
-[[reference]]
-label = "big-c"
-hidden = [32]
-l2 = 0.001
-"""
+# the five references of two shapes from test_study, plus a grid of two momentum values
+SHAPES = STUDY_SHAPES.replace("epochs = 1\n", "epochs = 1\n[search]\nmomentum = [0.0, 0.9]\n")
 
 
 def test_grid_points_and_default_trials(tmp_path, synthetic_dir):
     spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
-    assert grid_points(spec) == [{"momentum": 0.0}, {"momentum": 0.5}]
+    assert grid_points(spec) == [{"momentum": 0.0}, {"momentum": 0.9}]
     assert default_trials(spec) == 5 + 2
 
 
@@ -71,7 +47,7 @@ def test_claim_takes_a_shape_group_whole_and_stops_at_the_target(tmp_path, synth
     first = claim(study, storage, spec, request)
     # the grid points (128-64, the costliest shape) come first: taken whole as one stack
     assert [json.loads(t.user_attrs["grid_point"]) for t in first] == [{"momentum": 0.0},
-                                                                       {"momentum": 0.5}]
+                                                                       {"momentum": 0.9}]
     second = claim(study, storage, spec, request)
     assert [t.user_attrs["label"] for t in second] == ["big-a", "big-b", "big-c"]
     for t in first + second:  # seed and first heartbeat are recorded at claim time
