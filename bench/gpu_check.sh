@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
 # GPU checks, as one short script for a machine with CUDA (writes figures to $OUT).
-# Expects: torch with CUDA; optuna, optuna-dashboard, sqlalchemy, alembic, colorlog wheels
-# in ./wheels (carried along) if they are not installed; MNIST already in ./data.
-# Sized to finish in under 5 minutes on an H100.
-set -euo pipefail
+# Expects: torch with CUDA; the wheels of optuna, optuna-dashboard, sqlalchemy, alembic,
+# colorlog, mako, bottle and greenlet in $WHEELS if they are not installed; MNIST in ./data,
+# or its four gzipped IDX files in $MNIST_GZ. Sized to finish in about 5 minutes on an H100.
+set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 PY=${PY:-python3}
-if [ -d wheels ]; then $PY -m pip install -q --no-index --find-links wheels \
-  optuna optuna-dashboard sqlalchemy alembic colorlog click 2>&1 | tail -1 || true; fi
-$PY -m pip install -q --no-deps -e . >/dev/null
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-export MNIST_SEARCH_DATA=${MNIST_SEARCH_DATA:-data}
-$PY -m mnist_search data verify | tee "$OUT/data.txt"
-{ $PY bench/bench_population.py --device cuda --k 1 8 64 256 ; } 2>&1 | tee "$OUT/population.txt"
-{ $PY bench/bench_notebook_grid.py --workers 1 --device cuda ; } 2>&1 | tee "$OUT/grid.txt"
-{ $PY -c "
+WHEELS=${WHEELS:-wheels}
+export PYTHONUNBUFFERED=1 MNIST_SEARCH_DATA=${MNIST_SEARCH_DATA:-data}
+if [ -d "$WHEELS" ]; then $PY -m pip install -q --no-index --find-links "$WHEELS" \
+  optuna optuna-dashboard sqlalchemy alembic colorlog 2>&1 | tail -1; fi
+$PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
+if [ -n "${MNIST_GZ:-}" ]; then
+  mkdir -p "$MNIST_SEARCH_DATA/MNIST/raw"
+  for f in "$MNIST_GZ"/*.gz; do gunzip -c "$f" >"$MNIST_SEARCH_DATA/MNIST/raw/$(basename "$f" .gz)"; done
+fi
+step() {  # step NAME SECONDS CMD...: one check, its output in $OUT/NAME.txt
+  local name=$1 limit=$2; shift 2
+  echo "== $name"; local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.txt"
+  echo "   ($name: exit ${PIPESTATUS[0]}, $((SECONDS - t0)) s)"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+step data 60 $PY -m mnist_search data verify
+step sgemm 30 $PY -c "
 import time, torch
-from mnist_search.config import TrainConfig
-from mnist_search.training.train import train
-r = train(TrainConfig(momentum=0.9, epochs=1, device='cuda'))
-print(f'bench A on cuda: {r.seconds:.2f} s/epoch, test acc {r.test_accuracy:.2f}%')
-" ; } 2>&1 | tee "$OUT/bench_a.txt"
-# last, as it is the least sure to fit: torch.compile against eager on the GPU
-{ timeout 120 $PY bench/bench_compile.py --device cuda --k 1 64 ; } 2>&1 | tee "$OUT/compile.txt" || true
+a, b = (torch.randn(8192, 8192, device='cuda') for _ in range(2))
+for _ in range(3): a @ b
+torch.cuda.synchronize(); t = time.perf_counter()
+for _ in range(10): a @ b
+torch.cuda.synchronize(); s = (time.perf_counter() - t) / 10
+print(f'fp32 sgemm 8192^3 (no TF32): {2 * 8192**3 / s / 1e12:.1f} TFLOP/s')"
+step population 90 $PY bench/bench_population.py --device cuda --k 1 8 64 256 1024
+step cuda_graphs 60 $PY bench/bench_cuda_graphs.py --k 1 64 1024
+step grid 100 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
+step search 80 $PY bench/bench_search.py --seconds 45 --workers 2 --device cuda
+step compile 45 $PY bench/bench_compile.py --device cuda --k 1 64

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -237,23 +238,51 @@ def test_population_with_a_shared_order_matches_single_runs_of_that_order(synthe
     ((0.0, 0.9, 0.5, 0.9, 0.2), dict(l2=0.01)),  # per-member momentum
     ((0.9,) * 5, dict(l1=0.01, penalty_layer=1)),  # one momentum: the GEMM's beta
     ((0.0,) * 5, dict()),  # no momentum: the buffer is just the gradient
+    ((0.9,) * 2, dict(optimizer="adam", lr=0.001)),  # the rows left out get Adam's decay
 ])
-def test_wide_population_skipping_blank_pixels_matches_single_runs(tmp_path, momenta, kw):
-    """Mostly blank border columns, as in MNIST: a 5 x 256-unit stack takes the path that
-    leaves out pixels that are zero in the whole batch (a different set each batch); each
-    member must still equal its own run (a single 256-unit model takes the dense path)."""
+def test_populations_leaving_out_blank_pixels_match_single_runs(tmp_path, momenta, kw):
+    """Mostly blank border columns, as in MNIST: the first layer's rows follow a PixelOrder
+    and each batch leaves out the rows past its last nonzero pixel (a different prefix each
+    batch); each member must still equal its own run, and the torch loop's weights."""
     from mnist_search.data.synthetic import write_synthetic
-    from mnist_search.training.engine import SPARSE_MIN_UNITS, Stack
+    from mnist_search.training.pixels import PixelOrder
 
     root = write_synthetic(tmp_path / "blank", n_train=512, n_test=128, seed=3, margin=6)
     data = load_data(str(root))
+    pixels = PixelOrder.of(data.train)
+    assert pixels.pays(64)  # the path under test is taken
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))
+    assert min(pixels.prefixes(order, 64)) < max(pixels.prefixes(order, 64)) < 784
     configs = [cfg(root, hidden=(256, 32), momentum=m, seed=s, dropout=d, order_seed=5, **kw)
-               for m, s, d in zip(momenta, range(5), (0.0, 0.0, 0.3, 0.0, 0.0), strict=True)]
-    assert 5 * 256 >= SPARSE_MIN_UNITS > 256
-    rows = Stack(configs, "cpu")._active_inputs(data.train.x[:64])
-    assert rows is not None and rows.numel() < 0.85 * 784  # the path under test is taken
+               for m, s, d in zip(momenta, range(5), (0.0, 0.0, 0.3, 0.0, 0.0), strict=False)]
     together = train_population(configs, data)
     assert_each_equals_its_own_run(configs, together, data)
+    alone = dataclasses.replace(configs[0], order_seed=None)
+    model, _, _ = reference_run(alone, data)
+    ours = linear_layers(train(alone, data).model())
+    for a, b in zip(ours, linear_layers(model), strict=True):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-5)
+
+
+def test_pixel_order_is_per_split_and_refuses_another_split(tmp_path):
+    from mnist_search.data.synthetic import write_synthetic
+    from mnist_search.training.engine import Stack
+    from mnist_search.training.pixels import PixelOrder
+
+    root = write_synthetic(tmp_path / "blank", n_train=256, n_test=64, seed=3, margin=6)
+    data = load_data(str(root))
+    pixels = PixelOrder.of(data.train)
+    assert PixelOrder.of(data.train) is pixels
+    assert torch.equal(pixels.x, data.train.x[:, pixels.order])
+    assert torch.equal(pixels.order[pixels.inverse], torch.arange(784))
+    # each image's extent covers its last nonzero pixel and nothing past it is nonzero
+    for i in range(0, 256, 37):
+        k = int(pixels.extent[i])
+        assert pixels.x[i, k - 1] != 0 and not pixels.x[i, k:].any()
+    stack = Stack([cfg(root)], "cpu", 10, pixels)
+    order = torch.randperm(64)
+    with pytest.raises(ValueError, match="pixel order"):
+        stack.run_epoch(data.test, [order], 64)
 
 
 def test_shared_order_population_survives_dropping_members(synthetic_dir, synth):

@@ -23,14 +23,17 @@ def _split(n: int, rng: random.Random, margin: int) -> tuple[bytes, bytes]:
     # Each class lights its own horizontal band of pixels, plus noise: a model that learns
     # anything at all separates them, which keeps tests quick and not flaky. Columns within
     # `margin` of the left and right edges are mostly 0, as near MNIST's borders: a pixel
-    # there is lit in about 1 image in 64, so it is blank in some batches and not in others.
+    # next to the band is lit in 1 image in 64, and each column further out 4x more rarely,
+    # so a batch's blank pixels differ from batch to batch, more of them near the edges.
     images, labels = bytearray(), bytearray()
     rows_per_class = 28 // N_CLASSES
     cols = range(margin, 28 - margin)
+    rarity = [16 * 4 ** (margin - min(c, 27 - c)) for c in range(28)]
     for _ in range(n):
         label = rng.randrange(N_CLASSES)
         img = bytearray(rng.randrange(0, 60) if (i % 28) in cols else
-                        (200 if rng.randrange(64) == 0 else 0) for i in range(PIXELS))
+                        (200 if rng.randrange(rarity[i % 28]) == 0 else 0)
+                        for i in range(PIXELS))
         for r in range(label * rows_per_class, (label + 1) * rows_per_class):
             for c in cols:
                 img[r * 28 + c] = 200 + rng.randrange(56)

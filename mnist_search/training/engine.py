@@ -8,7 +8,8 @@ lambda*sum|p| (L1) or lambda*sum p^2 (L2) over the weight and bias of one Linear
 When all members share one batch order (a population trained together), the first layer,
 which holds most of the FLOPs, is a single wide matmul [B, 784] x [784, P*width] instead of
 P narrow ones: that is where stacking pays on a CPU. Its weights are stored transposed for
-that, a row per input pixel, so a wide stack can skip the pixels blank in a whole batch.
+that, a row per input pixel; on a CPU the rows follow a PixelOrder (most often nonzero
+first), so each batch uses only the prefix of rows up to its last nonzero pixel.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
 from .model import build_mlp, linear_layers, sparsity
 from .optim import FlatOptimizer, add_scaled, lr_factor
+from .pixels import PixelOrder
 
 EVAL_CHUNK = 10_000
-SPARSE_MIN_UNITS = 1024  # fused first-layer width from which skipping zero pixels pays (CPU)
-SPARSE_MAX_FRACTION = 0.85  # ... and only when at least 15% of the pixels can be skipped
 DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
 
 
@@ -35,9 +35,10 @@ def _col(values: Sequence[float], device: str) -> torch.Tensor:
 class Stack:
     """P models of one architecture, their momentum buffers and per-member settings."""
 
-    def __init__(self, configs: Sequence[TrainConfig], device: str, total_steps: int = 0
-                 ) -> None:
+    def __init__(self, configs: Sequence[TrainConfig], device: str, total_steps: int = 0,
+                 pixels: PixelOrder | None = None) -> None:
         self.device = device
+        self.pixels = pixels  # first-layer rows (and train columns) in this order, if set
         self.configs = list(configs)
         self.members = list(range(len(configs)))  # original indices of members still training
         c0 = configs[0]
@@ -54,6 +55,8 @@ class Stack:
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
         layers = [self._init_layers(c) for c in configs]
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
+        if pixels is not None:
+            weights[0] = weights[0].index_select(2, pixels.order)
         biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
                   for j in range(len(self.shapes))]
         self.opt = None if self.kind == "sgd" else \
@@ -104,7 +107,7 @@ class Stack:
         """Per-layer [P, out, in] weights and [P, 1, out] biases as one flat buffer.
 
         The first layer is stored transposed, [784, P*out]: a row per input pixel, so the
-        rows of pixels that are zero in a whole batch can be skipped (see _active_inputs).
+        rows of pixels that are zero in a whole batch can be left out (see step).
         """
         first = weights[0].permute(2, 0, 1).reshape(-1)
         return torch.cat([first, *[t.reshape(-1) for t in weights[1:] + biases]]).to(self.device)
@@ -154,16 +157,22 @@ class Stack:
         shared = all(p is live[0] for p in live)
         order = (live[0] if shared else torch.stack(live)).to(self.device)
         n = order.shape[-1]
+        images, prefixes = split.x, None
+        if self.pixels is not None:
+            if PixelOrder.of(split) is not self.pixels:
+                raise ValueError("this stack's first layer follows another split's pixel order")
+            images = self.pixels.x
+            prefixes = self.pixels.prefixes(order, batch_size) if shared else None
         loss_sum = torch.zeros(len(self.members), device=self.device)
         loss = loss_sum
-        for i in range(0, n, batch_size):
+        for b, i in enumerate(range(0, n, batch_size)):
             idx = order[..., i:i + batch_size]
             flat = idx.reshape(-1)
-            x = split.x.index_select(0, flat).view(*idx.shape, -1)
+            x = images.index_select(0, flat).view(*idx.shape, -1)
             y = split.y.index_select(0, flat).view(idx.shape)
             if shared:
                 y = y.expand(len(self.members), -1)
-            loss = self.step(x, y)
+            loss = self.step(x, y, None if prefixes is None else prefixes[b])
             loss_sum += loss  # stays on device: no host sync inside the batch loop
             if between_batches is not None:
                 between_batches()
@@ -183,44 +192,30 @@ class Stack:
             mask[pos] = keep.to(h.dtype) / (1.0 - p)
         return mask
 
-    def _first_layer(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """[P, B, width]: one matmul for all members when x [B, 784] is shared.
+    def _first_layer(self, x: torch.Tensor, w0t: torch.Tensor | None = None) -> torch.Tensor:
+        """[P, B, width]: one matmul for all members when x [B, k] is shared.
 
-        With `rows` (the batch's nonzero pixels), x holds just those columns.
+        x holds the first k stored input columns; `w0t` defaults to the first k stored rows.
         """
         if x.dim() == 3:
             return torch.baddbmm(self.b[0], x, self.W[0].transpose(1, 2))
         n, out = len(self.members), self.shapes[0][0]
-        w = self.W0t if rows is None else self.W0t.index_select(0, rows)
+        w = self.W0t[:x.shape[1]] if w0t is None else w0t
         h = torch.addmm(self.b[0].reshape(n * out), x, w)
         return h.view(x.shape[0], n, out).transpose(0, 1)
 
-    def _active_inputs(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The pixels that are nonzero somewhere in this batch, when skipping the rest pays.
-
-        About 37% of MNIST's pixels are zero in every image of a batch of 64 (ToTensor
-        pixels, not normalized); their first-layer products are exactly zero, so both
-        first-layer GEMMs can leave them out. On a 2-core CPU that measured 1.1-1.2x per
-        epoch for 11 stacked baselines (1408 units), about 1.0x for 5 and a loss for one
-        512-unit layer (the gathers cost more than they save), hence the width threshold.
-        Not on a GPU: the dense GEMM is faster there, and nonzero() would sync.
-        """
-        if x.dim() != 2 or self.device != "cpu" or self.W0t.shape[1] < SPARSE_MIN_UNITS:
-            return None
-        rows = x.ne(0).any(0).nonzero().squeeze(1)
-        return rows if rows.numel() < SPARSE_MAX_FRACTION * x.shape[1] else None
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None) -> torch.Tensor:
         """Forward, backward and SGD update on one batch per member; returns loss [P].
 
-        x is [B, 784] when every member sees the same batch, else [P, B, 784].
+        x is [B, 784] when every member sees the same batch, else [P, B, 784], its columns
+        in the stored pixel order. With `rows`, the batch's pixels from stored position
+        `rows` on are all zero: their first-layer products are exact zeros, left out.
         """
         n_layers = len(self.W)
-        rows = self._active_inputs(x)
-        x0 = x if rows is None else x.index_select(1, rows)
+        x0 = x if rows is None or x.dim() == 3 else x[:, :rows]
         inputs, relus, masks = [x0], [], []
         for j in range(n_layers):
-            h = self._first_layer(x0, rows) if j == 0 else \
+            h = self._first_layer(x0) if j == 0 else \
                 torch.baddbmm(self.b[j], inputs[j], self.W[j].transpose(1, 2))
             if j < n_layers - 1:
                 h.relu_()
@@ -236,7 +231,7 @@ class Stack:
         g.div_(y.shape[1])
         beta = self._decay()
         for j in range(n_layers - 1, -1, -1):
-            self._accumulate(j, g, inputs[j], beta, rows)
+            self._accumulate(j, g, inputs[j], beta)
             if j > 0:
                 g = torch.ops.aten.threshold_backward(torch.bmm(g, self.W[j]), relus[j - 1], 0.0)
                 if masks[j - 1] is not None:
@@ -284,8 +279,7 @@ class Stack:
             v.mul_(self.momentum)
         return 1.0
 
-    def _accumulate(self, j: int, g: torch.Tensor, a: torch.Tensor, beta: float,
-                    rows: torch.Tensor | None) -> None:
+    def _accumulate(self, j: int, g: torch.Tensor, a: torch.Tensor, beta: float) -> None:
         """buf[layer j] = beta * buf + gradient, for its weight and bias, in place."""
         vb = self.vb[j]
         if beta == 0.0:
@@ -297,13 +291,14 @@ class Stack:
         if j > 0 or a.dim() == 3:
             self.vW[j].baddbmm_(g.transpose(1, 2), a, beta=beta)
             return
+        # The fused first layer: one [k, P*width] GEMM over the batch's k stored rows; the
+        # rows past them get no gradient, only the momentum decay.
         g_flat = g.transpose(0, 1).reshape(a.shape[0], -1)  # [B, P*width]
-        if rows is None:  # the fused first layer: one [784, P*width] GEMM
-            self.vW0t.addmm_(a.t(), g_flat, beta=beta)
-            return
-        if beta != 1.0:  # rows outside the batch's pixels get no gradient, only the decay
-            self.vW0t.mul_(beta) if beta else self.vW0t.zero_()
-        self.vW0t.index_add_(0, rows, torch.mm(a.t(), g_flat))
+        k = a.shape[1]
+        self.vW0t[:k].addmm_(a.t(), g_flat, beta=beta)
+        if k < self.vW0t.shape[0] and beta != 1.0:
+            rest = self.vW0t[k:]
+            rest.mul_(beta) if beta else rest.zero_()
 
     def _penalty(self) -> torch.Tensor:
         """Add the penalty's gradient to the buffer; return its value per member."""
@@ -324,9 +319,10 @@ class Stack:
     def accuracy(self, split: Split) -> list[float]:
         """Percent correct per member, in chunks; the first layer is one mm for all members."""
         correct = torch.zeros(len(self.members), device=self.device)
+        w0t = self.W0t if self.pixels is None else self.W0t.index_select(0, self.pixels.inverse)
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i:i + EVAL_CHUNK], split.y[i:i + EVAL_CHUNK]
-            h = self._first_layer(x)
+            h = self._first_layer(x, w0t)
             for j in range(1, len(self.W)):
                 h = torch.baddbmm(self.b[j], h.relu_(), self.W[j].transpose(1, 2))
             correct += (h.argmax(2) == y).sum(1)
@@ -334,8 +330,15 @@ class Stack:
 
     def linears(self, pos: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies."""
-        return [(self.W[j][pos].clone(), self.b[j][pos, 0].clone())
+        return [(self._weight(j, pos), self.b[j][pos, 0].clone())
                 for j in range(len(self.shapes))]
+
+    def _weight(self, j: int, pos: int) -> torch.Tensor:
+        """Member `pos`'s layer-j weight [out, in] in nn.Linear's own column order, a copy."""
+        w = self.W[j][pos]
+        if j == 0 and self.pixels is not None:
+            return w.index_select(1, self.pixels.inverse)
+        return w.clone()
 
     @classmethod
     def alone(cls, config: TrainConfig, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -374,7 +377,7 @@ class Stack:
         model = build_mlp(config.hidden, config.dropout, config.dropout_after)
         with torch.no_grad():
             for j, lin in enumerate(linear_layers(model)):
-                lin.weight.copy_(self.W[j][pos])
+                lin.weight.copy_(self._weight(j, pos))
                 lin.bias.copy_(self.b[j][pos, 0])
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 

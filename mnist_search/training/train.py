@@ -25,6 +25,7 @@ from ..data import Data, epoch_order, load_data
 from ..errors import DeviceError, NonFiniteLossError
 from .engine import Stack
 from .model import build_mlp, parameter_count
+from .pixels import PixelOrder
 
 __all__ = ["EpochCallback", "EpochReport", "NonFiniteLossError", "OutOfTime", "StopTraining",
            "TrainResult",
@@ -145,7 +146,12 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     device = resolve_device(c0.device)
     data = data if data is not None else load_for(c0, device)
     start = time.perf_counter()
-    stack = Stack(configs, device, c0.epochs * math.ceil(len(data.train) / c0.batch_size))
+    # On a CPU, batches leave out their trailing blank pixels (PixelOrder); a GPU gains
+    # nothing from it, and the prefix length would sync it with the host every batch.
+    pixels = PixelOrder.of(data.train) if device == "cpu" else None
+    pixels = pixels if pixels is not None and pixels.pays(c0.batch_size) else None
+    stack = Stack(configs, device, c0.epochs * math.ceil(len(data.train) / c0.batch_size),
+                  pixels)
     outcomes: list[TrainResult | BaseException | None] = [None] * len(configs)
     history: list[list[EpochReport]] = [[] for _ in configs]
     # One batch-order stream per distinct order seed; members that share it share the very
