@@ -20,6 +20,7 @@ import torch
 
 from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
+from .graphs import GraphedStep, graphable
 from .model import build_mlp, linear_layers, sparsity
 from .optim import FlatOptimizer, add_scaled, lr_factor
 from .pixels import PixelOrder
@@ -77,6 +78,7 @@ class Stack:
         gradient, and their state lives in self.opt, laid out like `flat`.
         """
         n = len(self.members)
+        self._graph: GraphedStep | None = None  # captured for this layout; rebuilt with it
         self.flat = self._flatten(weights, biases)
         self.buf = self._flatten(momentum[:len(weights)], momentum[len(weights):]) \
             if momentum else torch.zeros_like(self.flat)
@@ -163,10 +165,17 @@ class Stack:
                 raise ValueError("this stack's first layer follows another split's pixel order")
             images = self.pixels.x
             prefixes = self.pixels.prefixes(order, batch_size) if shared else None
+        graph = self._graphed(images, split.y, batch_size) if shared else None
         loss_sum = torch.zeros(len(self.members), device=self.device)
         loss = loss_sum
         for b, i in enumerate(range(0, n, batch_size)):
             idx = order[..., i:i + batch_size]
+            if graph is not None and idx.shape[-1] == batch_size:
+                loss = graph(idx)
+                loss_sum += loss
+                if between_batches is not None:
+                    between_batches()
+                continue
             flat = idx.reshape(-1)
             x = images.index_select(0, flat).view(*idx.shape, -1)
             y = split.y.index_select(0, flat).view(idx.shape)
@@ -178,19 +187,38 @@ class Stack:
                 between_batches()
         return loss_sum.tolist(), loss.tolist()
 
-    def _dropout(self, layer: int, h: torch.Tensor) -> torch.Tensor | None:
-        """Scaled keep-mask [P, b, width] for hidden layer `layer`, or None if no dropout."""
-        if self.dropout_first_only and layer > 0:
-            return None
+    def masked_layers(self) -> list[bool]:
+        """Per hidden layer: whether any live member drops units after it."""
+        live = any(p > 0 for p in self.p_drop)
+        return [live and not (self.dropout_first_only and layer > 0)
+                for layer in range(len(self.shapes) - 1)]
+
+    def draw_masks(self, batch: int) -> list[torch.Tensor | None]:
+        """Scaled keep-masks [P, batch, width] per hidden layer (None: no dropout there),
+        drawn from each member's own stream, layer by layer, before the step uses them."""
         live = [(pos, p) for pos, p in enumerate(self.p_drop) if p > 0]
-        if not live:
+        masks: list[torch.Tensor | None] = []
+        for masked, (width, _) in zip(self.masked_layers(), self.shapes[:-1], strict=False):
+            if not masked:
+                masks.append(None)
+                continue
+            mask = torch.ones((len(self.members), batch, width), device=self.device)
+            for pos, p in live:
+                gen = self.drop_gens[self.members[pos]]
+                keep = torch.rand((batch, width), generator=gen, device=self.device) >= p
+                mask[pos] = keep.to(mask.dtype) / (1.0 - p)
+            masks.append(mask)
+        return masks
+
+    def _graphed(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+                 ) -> GraphedStep | None:
+        """The captured step for these images and batch size, when steps can be graphed."""
+        if not graphable(self):
             return None
-        mask = torch.ones(h.shape, device=self.device)
-        for pos, p in live:
-            gen = self.drop_gens[self.members[pos]]
-            keep = torch.rand(h.shape[1:], generator=gen, device=self.device) >= p
-            mask[pos] = keep.to(h.dtype) / (1.0 - p)
-        return mask
+        g = self._graph
+        if g is None or g.images is not images or len(g.idx) != batch_size:
+            g = self._graph = GraphedStep(self, images, labels, batch_size)
+        return g
 
     def _first_layer(self, x: torch.Tensor, w0t: torch.Tensor | None = None) -> torch.Tensor:
         """[P, B, width]: one matmul for all members when x [B, k] is shared.
@@ -204,24 +232,26 @@ class Stack:
         h = torch.addmm(self.b[0].reshape(n * out), x, w)
         return h.view(x.shape[0], n, out).transpose(0, 1)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,
+             masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
         """Forward, backward and SGD update on one batch per member; returns loss [P].
 
         x is [B, 784] when every member sees the same batch, else [P, B, 784], its columns
         in the stored pixel order. With `rows`, the batch's pixels from stored position
         `rows` on are all zero: their first-layer products are exact zeros, left out.
+        `masks` are the dropout masks (draw_masks), drawn here unless given.
         """
         n_layers = len(self.W)
         x0 = x if rows is None or x.dim() == 3 else x[:, :rows]
-        inputs, relus, masks = [x0], [], []
+        masks = self.draw_masks(y.shape[1]) if masks is None else masks
+        inputs, relus = [x0], []
         for j in range(n_layers):
             h = self._first_layer(x0) if j == 0 else \
                 torch.baddbmm(self.b[j], inputs[j], self.W[j].transpose(1, 2))
             if j < n_layers - 1:
                 h.relu_()
                 relus.append(h)
-                mask = self._dropout(j, h)
-                masks.append(mask)
+                mask = masks[j]
                 inputs.append(h if mask is None else h * mask)
         target = y.unsqueeze(2)
         logp = torch.log_softmax(h, 2)
@@ -234,8 +264,9 @@ class Stack:
             self._accumulate(j, g, inputs[j], beta)
             if j > 0:
                 g = torch.ops.aten.threshold_backward(torch.bmm(g, self.W[j]), relus[j - 1], 0.0)
-                if masks[j - 1] is not None:
-                    g.mul_(masks[j - 1])
+                mask = masks[j - 1]
+                if mask is not None:
+                    g.mul_(mask)
         if self._penalised:
             loss = loss + self._penalty()
         self._update()

@@ -1,0 +1,73 @@
+"""CUDA graphs for the training step: one step captured, then replayed for every full batch.
+
+A stack's step is some 40 small kernels; on a GPU a small population spends most of its
+time launching them (one baseline model: 0.82 s per epoch eager, 0.09 s replayed on an
+H100, with bit-identical weights). The captured step gathers its batch from a static index
+buffer, and reads dropout masks from static buffers that each member's own generator fills
+before every replay, exactly as the eager step draws them, so replaying changes no number.
+
+Only the steps whose every value is fixed at capture are graphed: SGD with a constant lr.
+Adam's bias correction and the lr schedules change from step to step as Python floats.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .engine import Stack
+
+__all__ = ["USE_CUDA_GRAPHS", "GraphedStep", "graphable"]
+
+USE_CUDA_GRAPHS = True  # benchmarks switch it off to time the eager step
+
+
+def graphable(stack: Stack) -> bool:
+    return USE_CUDA_GRAPHS and stack.device.startswith("cuda") and stack.opt is None \
+        and stack.schedule == "constant"
+
+
+class GraphedStep:
+    """Stack.step on a full batch of shared images, captured once for this stack's layout."""
+
+    def __init__(self, stack: Stack, images: torch.Tensor, labels: torch.Tensor,
+                 batch_size: int) -> None:
+        self.stack, self.images = stack, images
+        n = len(stack.members)
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=stack.device)
+        self.masks = [torch.ones((n, batch_size, width), device=stack.device) if masked
+                      else None for masked, (width, _) in zip(stack.masked_layers(),
+                                                               stack.shapes[:-1], strict=False)]
+
+        def body() -> torch.Tensor:
+            x = images.index_select(0, self.idx)
+            y = labels.index_select(0, self.idx).expand(n, -1)
+            return stack.step(x, y, masks=self.masks)
+
+        # Warm-up steps (cuBLAS sets up its workspace) change the weights: put them back.
+        saved = stack.flat.clone(), stack.buf.clone(), stack.steps
+        side = torch.cuda.Stream(device=stack.device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(stack.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream(stack.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss = body()
+        stack.flat.copy_(saved[0])
+        stack.buf.copy_(saved[1])
+        stack.steps = saved[2]
+
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        """One step on the batch `idx`; returns the loss per member (a buffer the next
+        replay overwrites)."""
+        self.idx.copy_(idx)
+        for static, mask in zip(self.masks, self.stack.draw_masks(len(idx)), strict=True):
+            if static is not None and mask is not None:
+                static.copy_(mask)
+        self.graph.replay()
+        self.stack.steps += 1
+        return self.loss
