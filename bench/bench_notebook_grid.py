@@ -26,9 +26,9 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before import REPO, checkout, cli, env  # noqa: E402
 from notebook_loop import notebook_epoch_seconds  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = {0.0: 91.44, 0.2: 91.58, 0.4: 93.01, 0.6: 94.04, 0.8: 96.14, 0.9: 97.45}
 GRID_S_AT_REFERENCE, REFERENCE_EPOCH_S = 316.0, 4.1  # the issue's measurement of the grid
 
@@ -39,7 +39,20 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--root", default=os.environ.get("MNIST_SEARCH_DATA", "data"))
     ap.add_argument("--repeat", type=int, default=1, help="run the grid N times")
+    ap.add_argument("--before", default=None,
+                    help="also run the grid with this commit's code, alternating, first")
     args = ap.parse_args()
+    if args.before:
+        with checkout(args.before) as tree:
+            before, after = [], []
+            for _ in range(max(1, args.repeat)):
+                before.append(_grid(args, tree)[0])
+                after.append(_grid(args, None)[0])
+        print(f"bench B before/after: {args.before} {statistics.median(before):.1f} s "
+              f"[{', '.join(f'{w:.1f}' for w in before)}], this checkout "
+              f"{statistics.median(after):.1f} s [{', '.join(f'{w:.1f}' for w in after)}]: "
+              f"{statistics.median(before) / statistics.median(after):.2f}x")
+        return
 
     nb_epoch, _ = notebook_epoch_seconds(args.root)
     nb_grid = GRID_S_AT_REFERENCE * nb_epoch / REFERENCE_EPOCH_S
@@ -70,15 +83,16 @@ def main() -> None:
           f"{rss_mb:.0f} MB; {os.cpu_count()} cores")
 
 
-def _grid(args: argparse.Namespace) -> tuple[float, list]:
-    """One run of the grid into a fresh SQLite file: (wall seconds, its trials)."""
+def _grid(args: argparse.Namespace, tree: Path | None = None) -> tuple[float, list]:
+    """One run of the grid (with `tree`'s code, if given) into a fresh SQLite file: (wall
+    seconds, its trials)."""
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         start = time.perf_counter()
-        subprocess.run([str(Path(sys.executable).with_name("mnist-search")), "-q", "run",
-                        str(REPO / "studies" / "notebook.toml"), "--storage", url,
+        subprocess.run([*cli(tree), "-q", "run",
+                        str((tree or REPO) / "studies" / "notebook.toml"), "--storage", url,
                         "--workers", str(args.workers), "--device", args.device],
-                       check=True, env={**os.environ, "MNIST_SEARCH_DATA": args.root})
+                       check=True, env={**env(tree), "MNIST_SEARCH_DATA": args.root})
         wall = time.perf_counter() - start
         return wall, optuna.load_study(study_name="notebook", storage=url).get_trials()
 

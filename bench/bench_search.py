@@ -1,17 +1,27 @@
-"""Bench C: search throughput of a TPE study over the joint space (2 workers, 5 epochs).
+"""Bench C: a TPE search end to end, this code against an older commit's, in one run.
 
-Runs studies/search.toml (depth, width, dropout, L1/L2 lambda, momentum; median pruning)
-for a fixed time into a fresh SQLite file and counts finished trials, plus
-"baseline-sized" trials: the work done, in units of one 784-128-64-10 5-epoch trial
-(parameters x epochs trained, pruned trials counted for the epochs they ran).
+Runs the joint search of studies/search.toml as of --before (depth, width, dropout, L1/L2
+lambda, momentum; median pruning; 2 labelled references) for --trials trials with
+--workers workers into fresh SQLite files: first with that commit's code, then with this
+checkout's, same file, same venv, same study seed. Prints both walls (command start to
+exit), both best values, the ratio, and the search's arithmetic: 6 x parameters x train
+images x epochs run, summed over trials, as GFLOP/s and as a fraction of an fp32 sgemm
+peak measured in the same run on as many threads as the workers use in all, so the
+figure means the same on any CPU.
 
-Run: .venv/bin/python bench/bench_search.py [--seconds 60] [--workers 2]
+Two workers race for trials, so TPE's proposals (and the shapes trained) differ from run
+to run even with one seed, and with them the work: on 2 cores the same code took 43 to 77
+s. The work per second (GFLOP/s) is the steadier comparison; --repeat N runs each side N
+times, alternating, and reports medians.
+
+Run: .venv/bin/python bench/bench_search.py [--trials 40] [--workers 2] [--before 8626994]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -19,41 +29,97 @@ import time
 from pathlib import Path
 
 import optuna
+import torch
 
-REPO = Path(__file__).resolve().parent.parent
-BASELINE = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 10 + 10)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from before import REPO, checkout, cli, env  # noqa: E402
+
+
+def sgemm_peak(threads: int, device: str) -> float:
+    """GFLOP/s of a large fp32 matrix product on `threads` threads (or the GPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    n = 8192 if device.startswith("cuda") else 2048
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        for _ in range(2):
+            a @ b
+        torch.cuda.synchronize() if device.startswith("cuda") else None
+        start = time.perf_counter()
+        for _ in range(5):
+            c = a @ b
+        c.sum().item()  # waits for the GPU
+        return 5 * 2 * n ** 3 / (time.perf_counter() - start) / 1e9
+    finally:
+        torch.set_num_threads(before)
+
+
+def flops(trials: list[optuna.trial.FrozenTrial]) -> float:
+    total = 0.0
+    for t in trials:
+        config = t.user_attrs.get("config")
+        if not config:
+            continue
+        widths = [784, *config["hidden"], 10]
+        params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
+        images = 60_000 - int(config.get("val_size") or 0)
+        total += 6 * params * images * len(t.intermediate_values)
+    return total
+
+
+def run(tree: Path | None, study: Path, args: argparse.Namespace) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/search.db"
+        start = time.perf_counter()
+        proc = subprocess.run([*cli(tree), "-q", "run", str(study), "--storage", url,
+                               "--workers", str(args.workers), "--device", args.device,
+                               "--trials", str(args.trials)], env=env(tree))
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"run failed with exit code {proc.returncode}")
+        trials = optuna.load_study(study_name="search", storage=url).get_trials()
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    return {"wall": wall, "best": max(t.value for t in trials if t.state.name == "COMPLETE"),
+            "gflops": flops(done) / wall / 1e9, "pruned": sum(t.state.name == "PRUNED"
+                                                             for t in trials)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--before", default="8626994", help="commit to compare with; 'none'")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/search.db"
-        start = time.perf_counter()
-        proc = subprocess.run([str(Path(sys.executable).with_name("mnist-search")), "-q", "run",
-                               str(REPO / "studies" / "search.toml"), "--storage", url,
-                               "--workers", str(args.workers), "--device", args.device,
-                               "--trials", "100000", "--timeout", str(args.seconds)])
-        wall = time.perf_counter() - start
-        if proc.returncode not in (0, 3):  # 3: stopped by the timeout with trials left
-            sys.exit(f"run failed with exit code {proc.returncode}")
-        trials = optuna.load_study(study_name="search", storage=url).get_trials()
-        models = [p for p in Path(f"{tmp}/search.db.artifacts").glob("*") if p.is_file()]
-        model_mb = sum(p.stat().st_size for p in models) / 1e6
-    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    units = sum(t.user_attrs.get("parameters", BASELINE) * len(t.intermediate_values)
-                for t in finished) / (BASELINE * 5)
-    best = max((t.value for t in trials if t.state.name == "COMPLETE"), default=float("nan"))
-    pruned = sum(t.state.name == "PRUNED" for t in trials)
-    print(f"bench C: {len(finished)} trials finished ({pruned} pruned) in {wall:.0f} s with "
-          f"{args.workers} workers = {60 * len(finished) / wall:.1f} trials/min, "
-          f"{60 * units / wall:.1f} baseline-sized 5-epoch trials/min; best val accuracy "
-          f"{best:.2f}%; wall {wall:.1f} s for --timeout {args.seconds:g} (start-up "
-          f"included); models {100 * model_mb / max(1, len(models)):.0f} MB per 100 trials; "
-          f"{os.cpu_count()} cores, {args.device}")
+    cores = os.cpu_count() or 1
+    peak = sgemm_peak(min(cores, args.workers * max(1, cores // args.workers)), args.device)
+    rows: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    if args.before == "none":
+        for _ in range(args.repeat):
+            rows["after"].append(run(None, REPO / "studies" / "search.toml", args))
+    else:
+        with checkout(args.before) as tree:
+            study = tree / "studies" / "search.toml"
+            for _ in range(args.repeat):
+                rows["before"].append(run(tree, study, args))
+                rows["after"].append(run(None, study, args))
+    med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+           for side, runs in rows.items() if runs}
+    for side, m in med.items():
+        walls = ", ".join(f"{r['wall']:.1f}" for r in rows[side])
+        bests = ", ".join(f"{r['best']:.2f}" for r in rows[side])
+        print(f"  {side:6} ({args.before if side == 'before' else 'this checkout'}): wall "
+              f"{m['wall']:.1f} s [{walls}], best val {m['best']:.2f}% [{bests}], "
+              f"{m['gflops']:.0f} GFLOP/s = {m['gflops'] / peak:.0%} of sgemm peak")
+    a = med["after"]
+    b = med.get("before")
+    ratio = f"{b['wall'] / a['wall']:.2f}x the wall and {a['gflops'] / b['gflops']:.2f}x " \
+        f"the work per second of {args.before}, best {a['best'] - b['best']:+.2f} pp; " \
+        if b else ""
+    print(f"bench C: {args.trials} trials of the joint search, {args.workers} workers, "
+          f"{args.device}: {a['wall']:.1f} s; {ratio}search at {a['gflops']:.0f} GFLOP/s, "
+          f"{a['gflops'] / peak:.0%} of a {peak:.0f} GFLOP/s sgemm peak; {cores} cores")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ step() {  # step NAME SECONDS CMD...: one check, its output in $OUT/NAME.txt
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
-step data 60 $PY -m mnist_search data verify
+$PY -m mnist_search data verify || exit 1
 step sgemm 30 $PY -c "
 import time, torch
 a, b = (torch.randn(8192, 8192, device='cuda') for _ in range(2))
@@ -33,8 +33,13 @@ torch.cuda.synchronize(); t = time.perf_counter()
 for _ in range(10): a @ b
 torch.cuda.synchronize(); s = (time.perf_counter() - t) / 10
 print(f'fp32 sgemm 8192^3 (no TF32): {2 * 8192**3 / s / 1e12:.1f} TFLOP/s')"
+step cuda_graphs 90 $PY bench/bench_cuda_graphs.py --k 1 11 64 1024 --epochs 2
+step cuda_graphs_dropout 60 $PY bench/bench_cuda_graphs.py --k 1 11 64 --epochs 2 --dropout
 step population 90 $PY bench/bench_population.py --device cuda --k 1 8 64 256 1024
-step cuda_graphs 60 $PY bench/bench_cuda_graphs.py --k 1 64 1024
-step grid 100 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
-step search 80 $PY bench/bench_search.py --seconds 45 --workers 2 --device cuda
-step compile 45 $PY bench/bench_compile.py --device cuda --k 1 64
+step grid 90 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
+step search 100 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none
+step bench_a 30 $PY -c "
+from mnist_search.config import TrainConfig
+from mnist_search.training.train import train
+r = train(TrainConfig(momentum=0.9, epochs=2, device='cuda'))
+print(f'bench A on cuda: {r.seconds / 2:.3f} s/epoch (2 epochs, first included), test acc {r.test_accuracy:.2f}%')"
