@@ -37,7 +37,7 @@ test: data lint
 bench: data
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_notebook_grid.py --workers 2 --repeat 3
-	$(BIN)/python bench/bench_search.py --seconds 60 --workers 2
+	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 8626994
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
