@@ -71,6 +71,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "val_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "order_seed": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or none"),
+    "order_skip": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
 }
 
 
@@ -104,6 +105,9 @@ class TrainConfig:
     # Seed of the batch order (None: `seed`). Trials trained together as one population
     # share an order; recording it here lets such a trial be re-run alone exactly.
     order_seed: int | None = None
+    # Epochs of that order drawn before this run's first: a trial that joined a running
+    # population at its epoch J trains on the order's epochs J, J+1, ...
+    order_skip: int = 0
 
     def __post_init__(self) -> None:
         hidden: Any = self.hidden  # study files and JSON give lists

@@ -41,8 +41,11 @@ log = logging.getLogger("mnist_search")
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help="Study seed for a new study [default: the file's].")
 @click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Most trials a worker claims at once; same-shape ones train stacked "
-                   "(the sampler is asked for at most 8 at a time).")
+              help="Slots: most trials a worker trains at once; same-shape ones that start "
+                   "together train stacked (the sampler is asked for at most 8 at a time).")
+@click.option("--mix/--no-mix", default=None,
+              help="Fill free slots at each epoch boundary with trials of any shape "
+                   "[default: on a GPU only; on a CPU mixing shapes gains nothing].")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
@@ -58,8 +61,8 @@ log = logging.getLogger("mnist_search")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            population: int, replicates: int | None, force: bool, artifacts: Path | None,
-            keep_models: int | None, heartbeat: int | None) -> None:
+            population: int, mix: bool | None, replicates: int | None, force: bool,
+            artifacts: Path | None, keep_models: int | None, heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     Trials left RUNNING by workers elsewhere are waited for; those whose heartbeat goes stale
@@ -81,8 +84,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
                         storage=url, device=device, seed=seed, force=force,
                         progress=False if quiet() else None, heartbeat=heartbeat,
-                        replicates=replicates, population=population, artifacts=artifacts,
-                        keep_models=keep_models)
+                        replicates=replicates, population=population, mixed=mix,
+                        artifacts=artifacts, keep_models=keep_models)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "

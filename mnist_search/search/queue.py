@@ -149,6 +149,7 @@ class Claim:
     workers: int = 1  # how many workers share the study
     population: int = 1  # most trials claimed (and trained together) at once
     heartbeat: int = 0  # seconds between heartbeats; 0 = none
+    mixed: bool = False  # the worker trains trials of other shapes side by side
 
 
 def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
@@ -159,7 +160,8 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     remaining cost, so workers tend to finish together; but queued trials of one shape are
     taken whole (up to `population`), since they train together as one stack. Sampled
     trials are claimed several at once only when the search cannot change their shape (they
-    stack); otherwise one at a time, so the sampler sees each result before it proposes the
+    stack) or the worker mixes shapes (`mixed`, it trains them side by side); otherwise one
+    at a time, so the sampler sees each result before it proposes the
     next, and a time budget never strands a worker with a queue of untrained claims.
     """
     with study_lock(request.url, spec.name), _heartbeats_as_meant():
@@ -184,7 +186,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
             same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
             if claimed and not same and (len(claimed) >= limit or cost >= share * 0.999):
                 break
-            if claimed and i >= len(waiting) and not samples_stack:
+            if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
                 break  # a sampled trial of its own shape: one per claim
             trial = _ask(study, storage, seed_base, request.heartbeat)
             claimed.append(trial)

@@ -12,16 +12,37 @@ Adam's bias correction and the lr schedules change from step to step as Python f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from .engine import Stack
 
 __all__ = ["USE_CUDA_GRAPHS", "GraphedStep", "graphable"]
 
 USE_CUDA_GRAPHS = True  # benchmarks switch it off to time the eager step
+
+
+class Stack(Protocol):
+    """What a graph needs of engine.Stack (which imports this module)."""
+
+    device: str
+    opt: Any
+
+    @property
+    def schedule(self) -> str: ...
+
+    members: list[int]
+    shapes: list[tuple[int, int]]
+    flat: torch.Tensor
+    buf: torch.Tensor
+    steps: int
+
+    def masked_layers(self) -> list[bool]: ...
+
+    def draw_masks(self, batch: int) -> list[torch.Tensor | None]: ...
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,
+             masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor: ...
 
 
 def graphable(stack: Stack) -> bool:

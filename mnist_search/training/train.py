@@ -146,22 +146,18 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     device = resolve_device(c0.device)
     data = data if data is not None else load_for(c0, device)
     start = time.perf_counter()
-    # On a CPU, batches leave out their trailing blank pixels (PixelOrder); a GPU gains
-    # nothing from it, and the prefix length would sync it with the host every batch.
-    pixels = PixelOrder.of(data.train) if device == "cpu" else None
-    pixels = pixels if pixels is not None and pixels.pays(c0.batch_size) else None
     stack = Stack(configs, device, c0.epochs * math.ceil(len(data.train) / c0.batch_size),
-                  pixels)
+                  pixel_order(data, device, c0.batch_size))
     outcomes: list[TrainResult | BaseException | None] = [None] * len(configs)
     history: list[list[EpochReport]] = [[] for _ in configs]
-    # One batch-order stream per distinct order seed; members that share it share the very
-    # same permutation object, which lets the stack gather each batch once.
-    order_seeds = [c.seed if c.order_seed is None else c.order_seed for c in configs]
-    gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(order_seeds)}
+    # One batch-order stream per distinct (order seed, epochs skipped); members that share
+    # it share the very same permutation object, which lets the stack gather each batch once.
+    orders = [(c.seed if c.order_seed is None else c.order_seed, c.order_skip) for c in configs]
+    gens = {key: order_stream(key[0], key[1], len(data.train)) for key in dict.fromkeys(orders)}
     for epoch in range(1, c0.epochs + 1):
-        perm_of = {s: epoch_order(len(data.train), g) for s, g in gens.items()}
-        reports = _epoch(stack, data, [perm_of[s] for s in order_seeds], c0.batch_size, epoch,
-                         between_batches)
+        perm_of = {key: epoch_order(len(data.train), g) for key, g in gens.items()}
+        reports = epoch_reports(stack, data, [perm_of[key] for key in orders], c0.batch_size,
+                                epoch, between_batches)
         for member, rep in reports.items():
             history[member].append(rep)
             try:
@@ -179,8 +175,8 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
             break
     seconds = time.perf_counter() - start
     for pos, member in enumerate(stack.members):
-        outcomes[member] = _result(stack, pos, configs[member], history[member], seconds,
-                                   data, len(configs))
+        outcomes[member] = member_result(stack, pos, configs[member], history[member],
+                                         seconds, data, len(configs))
     return [o if o is not None else RuntimeError("member lost") for o in outcomes]
 
 
@@ -200,8 +196,26 @@ def final_accuracy(stack: Stack, pos: int, config: TrainConfig, data: Data
     return test, val
 
 
-def _epoch(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int, epoch: int,
-           between_batches: Callable[[], None] | None) -> dict[int, EpochReport]:
+def pixel_order(data: Data, device: str, batch_size: int) -> PixelOrder | None:
+    """On a CPU, batches leave out their trailing blank pixels (PixelOrder), where that
+    pays; a GPU gains nothing from it, and the prefix length would sync it every batch."""
+    if device != "cpu":
+        return None
+    pixels = PixelOrder.of(data.train)
+    return pixels if pixels.pays(batch_size) else None
+
+
+def order_stream(seed: int, skip: int, n: int) -> torch.Generator:
+    """The batch-order generator of `seed`, past its first `skip` epochs."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(skip):
+        epoch_order(n, gen)
+    return gen
+
+
+def epoch_reports(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int,
+                  epoch: int, between_batches: Callable[[], None] | None
+                  ) -> dict[int, EpochReport]:
     """One epoch of every live member, then its accuracies: a report per member."""
     n_batches = math.ceil(len(data.train) / batch_size)
     loss_sum, last = stack.run_epoch(data.train, perms, batch_size, between_batches)
@@ -212,8 +226,9 @@ def _epoch(stack: Stack, data: Data, perms: list[torch.Tensor], batch_size: int,
             for pos, member in enumerate(stack.members)}
 
 
-def _result(stack: Stack, pos: int, config: TrainConfig, history: list[EpochReport],
-            seconds: float, data: Data, population: int) -> TrainResult:
+def member_result(stack: Stack, pos: int, config: TrainConfig, history: list[EpochReport],
+                  seconds: float, data: Data, population: int) -> TrainResult:
+    """Member `pos`'s TrainResult, its final accuracies scored alone."""
     zero, small = stack.sparsity(pos)
     test, val = final_accuracy(stack, pos, config, data)
     return TrainResult(

@@ -37,14 +37,16 @@ class WorkerOrders:
     log_level: int = logging.INFO
     error_file: str | None = None  # where the one-line fatal error goes for the parent
     workers: int = 1  # how many workers share the study (for a fair share per claim)
-    population: int = 1  # most trials claimed and trained together at once
+    population: int = 1  # slots: most trials trained at once
+    mixed: bool | None = None  # whether trials of other shapes fill free slots (None: on a GPU)
     overrides: dict[str, Any] = field(default_factory=dict)  # [fixed] values set in code
     artifacts: str | None = None  # the folder models are saved in (None: no models)
     keep_models: int | None = None  # keep only the best K trials' model files (None: all)
 
     def claim_request(self) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,
-                     population=self.population, heartbeat=self.heartbeat)
+                     population=self.population, heartbeat=self.heartbeat,
+                     mixed=bool(self.mixed))
 
 
 @dataclass(frozen=True)

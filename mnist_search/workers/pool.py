@@ -68,14 +68,17 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               timeout: float | None = None, storage: str | None = None, device: str = "auto",
               seed: int | None = None, force: bool = False, progress: bool | None = None,
               heartbeat: int | None = None, replicates: int | None = None,
-              population: int = DEFAULT_POPULATION, artifacts: str | Path | None = None,
-              keep_models: int | None = None) -> RunSummary:
+              population: int = DEFAULT_POPULATION, mixed: bool | None = None,
+              artifacts: str | Path | None = None, keep_models: int | None = None
+              ) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes.
 
     Everything it depends on (the file, the dataset and its data, the device, the storage
     URL, where models go) is checked before the storage is touched. A timeout is a budget:
     no trial starts after it, and running ones stop at their next epoch boundary. Every
     COMPLETE trial's model is saved as an artifact (search.models) unless keep_models is 0.
+    Each worker trains up to `population` trials at once; with `mixed` (default: on a GPU)
+    it fills a free slot at every epoch boundary with a trial of any shape.
     """
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
@@ -93,7 +96,8 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
             spec_path=spec.path, url=url, target=target, threads=pool.threads, device=device,
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
-            workers=workers, population=population, overrides=dict(spec.overrides),
+            workers=workers, population=population, mixed=mixed,
+            overrides=dict(spec.overrides),
             artifacts=models, keep_models=keep_models)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)

@@ -1,120 +1,132 @@
-"""Train a worker's claimed trials: grouped by shape, each group as one stacked population.
+"""A worker's slots: up to K claimed trials training at once, refilled as trials end.
 
-Trials that share an architecture (and batch size, epochs, data) train together through
-train_population with one shared batch order (recorded as order_seed, so any of them can be
-re-run alone exactly); each still has its own init, dropout masks, lr, momentum and penalty.
-Per-epoch values go to each trial's own reporter, so pruning drops just that member. Every
-trial is started, reported and settled by the same code as search.Objective.
+Claimed trials join a training.Population at its next epoch boundary: trials of one shape
+that join together train stacked, with one shared batch order, recorded in each trial's
+config (order_seed, order_skip) with the `stack` it trained in, so any of them re-runs
+exactly. Each trial has its own init, dropout masks, lr, momentum and penalty. Per-epoch
+values go to each trial's own reporter, so pruning drops just that member, and a trial
+that ends (finished, pruned, diverged, out of time) is told at once, freeing its slot for
+the next claim. Every trial is started, reported and settled by the same code as
+search.Objective.
+
+Mixing shapes (`mixed`) keeps the slots full of whatever the sampler proposes; without it
+a worker claims again only once its population is empty, as on a CPU, where trials of
+different shapes gain nothing from training side by side.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
-from typing import Any
+from types import TracebackType
 
 import optuna
 from optuna.trial import TrialState
 
-from ..config import TrainConfig, mlp_parameters
+from ..config import TrainConfig
 from ..search.internals import trial_id
 from ..search.objective import EpochReporter, record_partial, settle, start_trial, study_seed
-from ..training.train import EpochReport, OutOfTime, TrainResult, load_for, train_population
+from ..training.population import Population
+from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
-from .signals import Heartbeat, Mask, hold_stop_signals, raise_if_stopped, release_stop_signals
+from .signals import Heartbeat, hold_stop_signals, raise_if_stopped, release_stop_signals
 
-__all__ = ["groups_of", "train_claimed"]
+__all__ = ["Slots"]
 
 log = logging.getLogger(__name__)
 
 
-def groups_of(configs: list[TrainConfig]) -> list[list[int]]:
-    """Indices grouped by stack key, the costliest group first."""
-    by_key: dict[tuple[Any, ...], list[int]] = {}
-    for i, c in enumerate(configs):
-        by_key.setdefault(c.stack_key(), []).append(i)
-    cost = {k: sum(configs[i].epochs for i in v) * mlp_parameters(configs[v[0]].hidden)
-            for k, v in by_key.items()}
-    return [by_key[k] for k in sorted(by_key, key=lambda k: -cost[k])]
+class Slots:
+    """Up to `size` trials of one worker in training; use as a context manager: on an
+    error or an interrupt it tells every unfinished trial FAIL before re-raising."""
 
+    def __init__(self, ctx: WorkerContext, size: int, mixed: bool) -> None:
+        self.ctx, self.size, self.mixed = ctx, size, mixed
+        self.populations: list[Population[int]] = []
+        self.trials: dict[int, optuna.Trial] = {}
+        self.reporters: dict[int, EpochReporter] = {}
+        self.heartbeat = Heartbeat(ctx.storage, [], ctx.orders.heartbeat)
 
-def _tell(ctx: WorkerContext, trial: optuna.Trial, outcome: TrainResult | BaseException,
-          reporter: EpochReporter) -> None:
-    settled = settle(trial, reporter.spec, outcome, reporter.history, ctx.saver)
-    study = ctx.study
-    if settled.state == TrialState.COMPLETE:
-        study.tell(trial, list(settled.values or ()))
-    else:
-        study.tell(trial, state=settled.state)
+    def __len__(self) -> int:
+        return len(self.trials)
 
+    @property
+    def free(self) -> int:
+        """Slots a claim may fill now."""
+        if not self.mixed and self.trials:
+            return 0
+        return self.size - len(self.trials)
 
-def _fail_all(study: optuna.Study, pending: list[optuna.Trial],
-              reporters: dict[int, EpochReporter], exc: BaseException) -> None:
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-    for trial in pending:
+    def __enter__(self) -> Slots:
+        self.heartbeat.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
-            record_partial(trial, reporters[trial.number].history, reason)
-            trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
-            study.tell(trial, state=TrialState.FAIL)
-        except Exception as tell_exc:  # report the original error, not this one
-            log.warning("could not mark trial %d FAIL: %s", trial.number, tell_exc)
+            if exc is not None:
+                hold_stop_signals()
+                self._fail_all(exc)
+        finally:
+            self.heartbeat.__exit__(kind, exc, tb)
 
+    def join(self, trials: list[optuna.Trial]) -> None:
+        """Start claimed trials (with stop signals held) and add them to a population."""
+        spec, seed_base = self.ctx.spec, study_seed(self.ctx.study, self.ctx.spec)
+        for t in trials:
+            self.trials[t.number] = t
+            self.reporters[t.number] = EpochReporter(t, spec)
+        self.heartbeat.add([trial_id(t) for t in trials])
+        configs = [start_trial(t, spec, self.ctx.orders.device, seed_base) for t in trials]
+        pending = list(zip(trials, configs, strict=True))
+        while pending:
+            pop = self._population_for(pending[0][1])
+            fits = [(t, c) for t, c in pending if pop.fits(c)]
+            pending = [(t, c) for t, c in pending if not pop.fits(c)]
+            joined = pop.add([(t.number, c) for t, c in fits])
+            for (t, _), config in zip(fits, joined, strict=True):
+                t.set_user_attr("config", config.to_dict())  # what `rerun` trains again
+                stack = pop.stack_of(t.number)
+                t.set_user_attr("population_size", len(stack))
+                t.set_user_attr("stack", stack)
 
-def _share_order(trials: list[optuna.Trial], configs: list[TrainConfig],
-                 group: list[int]) -> None:
-    """Members of a stack share the first member's batch order, recorded for re-runs."""
-    if len(group) < 2:
-        return
-    leader = configs[group[0]].seed
-    for i in group:
-        configs[i] = dataclasses.replace(configs[i], order_seed=leader)
-        trials[i].set_user_attr("config", configs[i].to_dict())
+    def _population_for(self, config: TrainConfig) -> Population[int]:
+        for pop in self.populations:
+            if pop.fits(config):
+                return pop
+        pop = Population[int](load_for(config, config.device), config.device, config.seed)
+        self.populations.append(pop)
+        return pop
 
-
-def _train_group(ctx: WorkerContext, members: list[optuna.Trial], configs: list[TrainConfig],
-                 reporters: dict[int, EpochReporter]) -> list[TrainResult | BaseException]:
-    """One stack; none at all once the time budget is spent (the rest of a claim would
-    otherwise each train an epoch past it)."""
-    deadline = ctx.orders.deadline
-    if deadline is not None and time.time() >= deadline:
-        return [OutOfTime(0) for _ in members]
-
-    def on_epoch(pos: int, rep: EpochReport) -> None:
-        reporters[members[pos].number](rep)
-
-    return train_population(configs, load_for(configs[0], configs[0].device), on_epoch,
-                            deadline=deadline, between_batches=raise_if_stopped)
-
-
-def train_claimed(ctx: WorkerContext, trials: list[optuna.Trial],
-                  old_mask: Mask) -> None:
-    """Train and tell every claimed trial; on Ctrl-C or an error, tell FAIL and re-raise.
-
-    Called with stop signals held; they are released inside the try, so an interrupt at
-    any point ends the unfinished trials FAIL instead of leaving them RUNNING.
-    """
-    spec, study = ctx.spec, ctx.study
-    reporters = {t.number: EpochReporter(t, spec) for t in trials}
-    pending = list(trials)
-    with Heartbeat(ctx.storage, [trial_id(t) for t in trials], ctx.orders.heartbeat):
-        try:
+    def run_epoch(self) -> None:
+        """One epoch of every population; tell the trials that ended with it."""
+        for pop in self.populations:
+            ended = pop.run_epoch(self._report, deadline=self.ctx.orders.deadline,
+                                  between_batches=raise_if_stopped)
+            old_mask = hold_stop_signals()  # telling finished trials is not interrupted
+            for number, outcome in ended:
+                self._tell(number, outcome)
             release_stop_signals(old_mask)
-            seed_base = study_seed(study, spec)
-            configs = [start_trial(t, spec, ctx.orders.device, seed_base) for t in trials]
-            for group in groups_of(configs):
-                _share_order(trials, configs, group)
-                members = [trials[i] for i in group]
-                for t in members:  # the stack, in order: what `rerun` trains again
-                    t.set_user_attr("population_size", len(group))
-                    t.set_user_attr("stack", [m.number for m in members])
-                outcomes = _train_group(ctx, members, [configs[i] for i in group], reporters)
-                hold_stop_signals()  # telling finished trials is not interrupted
-                for t, outcome in zip(members, outcomes, strict=True):
-                    _tell(ctx, t, outcome, reporters[t.number])
-                    pending.remove(t)
-                release_stop_signals(old_mask)
-        except BaseException as exc:
-            hold_stop_signals()
-            _fail_all(study, pending, reporters, exc)
-            raise
+        self.populations = [p for p in self.populations if len(p)]
+
+    def _report(self, number: int, report: EpochReport) -> None:
+        self.reporters[number](report)
+
+    def _tell(self, number: int, outcome: TrainResult | BaseException) -> None:
+        trial, reporter = self.trials.pop(number), self.reporters.pop(number)
+        self.heartbeat.discard([trial_id(trial)])
+        settled = settle(trial, reporter.spec, outcome, reporter.history, self.ctx.saver)
+        if settled.state == TrialState.COMPLETE:
+            self.ctx.study.tell(trial, list(settled.values or ()))
+        else:
+            self.ctx.study.tell(trial, state=settled.state)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+        for number, trial in list(self.trials.items()):
+            try:
+                record_partial(trial, self.reporters[number].history, reason)
+                trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
+                self.ctx.study.tell(trial, state=TrialState.FAIL)
+            except Exception as tell_exc:  # report the original error, not this one
+                log.warning("could not mark trial %d FAIL: %s", trial.number, tell_exc)
+        self.trials.clear()

@@ -41,6 +41,12 @@ class Heartbeat:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
 
+    def add(self, trial_ids: Sequence[int]) -> None:
+        self.trial_ids = [*self.trial_ids, *trial_ids]  # a new list: the thread reads the old
+
+    def discard(self, trial_ids: Sequence[int]) -> None:
+        self.trial_ids = [t for t in self.trial_ids if t not in trial_ids]
+
     def _beat(self) -> None:
         while True:
             for trial_id in self.trial_ids:

@@ -39,29 +39,36 @@ def work(orders: WorkerOrders) -> int:
     import torch
 
     from ..training.train import resolve_device
-    from .population import train_claimed
+    from .population import Slots
 
     torch.set_num_threads(orders.threads)
-    orders = dataclasses.replace(orders, device=resolve_device(orders.device))
+    device = resolve_device(orders.device)
+    mixed = device.startswith("cuda") if orders.mixed is None else orders.mixed
+    orders = dataclasses.replace(orders, device=device, mixed=mixed)
     ctx = open_worker(orders)
-    request = orders.claim_request()
     ran = 0
-    while not _past(orders.deadline):
-        raise_if_stopped()  # a stop that came while opening: claim nothing
-        old_mask = hold_stop_signals()
-        trials = claim(ctx.study, ctx.storage, ctx.spec, request)
-        if trials:
-            train_claimed(ctx, trials, old_mask)
-            release_stop_signals(old_mask)  # an interrupt held while telling lands here
-            ran += len(trials)
-            continue
-        release_stop_signals(old_mask)
-        # Nothing to claim. Trials still RUNNING (here, or in a worker that may be dead) are
-        # waited for: they finish, or their heartbeat goes stale and the next claim fails
-        # and re-queues them, for this worker to run.
-        if not orders.heartbeat or not waiting_on(ctx.study, orders.target):
-            break
-        _sleep(min(WAIT_POLL_S, orders.heartbeat), orders.deadline)
+    with Slots(ctx, orders.population, mixed) as slots:
+        while True:
+            raise_if_stopped()  # a stop that came while opening or telling: claim nothing
+            if slots.free and not _past(orders.deadline):
+                old_mask = hold_stop_signals()
+                try:
+                    request = dataclasses.replace(orders.claim_request(), population=slots.free)
+                    trials = claim(ctx.study, ctx.storage, ctx.spec, request)
+                    slots.join(trials)
+                finally:
+                    release_stop_signals(old_mask)  # an interrupt held meanwhile lands here
+                ran += len(trials)
+            if len(slots):
+                slots.run_epoch()  # tells the trials that end; their slots are free again
+                continue
+            # Nothing to train or claim. Trials still RUNNING (here, or in a worker that may
+            # be dead) are waited for: they finish, or their heartbeat goes stale and the
+            # next claim fails and re-queues them, for this worker to run.
+            if _past(orders.deadline) or not orders.heartbeat or \
+                    not waiting_on(ctx.study, orders.target):
+                break
+            _sleep(min(WAIT_POLL_S, orders.heartbeat), orders.deadline)
     log.debug("worker %d ran %d trials", orders.index, ran)
     return 0
 
