@@ -71,9 +71,10 @@ def run(tree: Path | None, study: Path, args: argparse.Namespace) -> dict[str, f
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/search.db"
         start = time.perf_counter()
+        extra = args.run_args.split() if tree is None else []
         proc = subprocess.run([*cli(tree), "-q", "run", str(study), "--storage", url,
                                "--workers", str(args.workers), "--device", args.device,
-                               "--trials", str(args.trials)], env=env(tree))
+                               "--trials", str(args.trials), *extra], env=env(tree))
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             sys.exit(f"run failed with exit code {proc.returncode}")
@@ -91,6 +92,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--before", default="8626994", help="commit to compare with; 'none'")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--run-args", default="", help="more `run` options for this checkout's "
+                    "side, as one string (say '--no-mix')")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     peak = sgemm_peak(min(cores, args.workers * max(1, cores // args.workers)), args.device)

@@ -33,13 +33,10 @@ torch.cuda.synchronize(); t = time.perf_counter()
 for _ in range(10): a @ b
 torch.cuda.synchronize(); s = (time.perf_counter() - t) / 10
 print(f'fp32 sgemm 8192^3 (no TF32): {2 * 8192**3 / s / 1e12:.1f} TFLOP/s')"
-step cuda_graphs 90 $PY bench/bench_cuda_graphs.py --k 1 11 64 1024 --epochs 2
-step cuda_graphs_dropout 60 $PY bench/bench_cuda_graphs.py --k 1 11 64 --epochs 2 --dropout
-step population 90 $PY bench/bench_population.py --device cuda --k 1 8 64 256 1024
-step grid 90 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
-step search 100 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none
-step bench_a 30 $PY -c "
-from mnist_search.config import TrainConfig
-from mnist_search.training.train import train
-r = train(TrainConfig(momentum=0.9, epochs=2, device='cuda'))
-print(f'bench A on cuda: {r.seconds / 2:.3f} s/epoch (2 epochs, first included), test acc {r.test_accuracy:.2f}%')"
+# Run 2's figures (graphs against eager, K = 1..1024, bench A) are in README; this run
+# measures mixed-shape populations and the grid and search that use them.
+step mixed 80 $PY bench/bench_mixed.py --device cuda --k 1 8 16 64 --epochs 5
+step grid 60 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
+step search 60 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none
+step search_nomix 60 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none --run-args=--no-mix
+step cuda_graphs 40 $PY bench/bench_cuda_graphs.py --k 1 11 --epochs 1 --dropout

@@ -14,6 +14,7 @@ first), so each batch uses only the prefix of rows up to its last nonzero pixel.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -30,6 +31,7 @@ EVAL_CHUNK = 10_000
 # out too: measured 1.1-1.2x per epoch for 11 stacked baselines (1408 units), a loss for
 # one 512-unit layer (the gathers cost more than they save).
 GATHER_MIN_UNITS = 1024
+_LAYOUTS = itertools.count()
 DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
 
 
@@ -83,6 +85,7 @@ class Stack:
         """
         n = len(self.members)
         self._graph: GraphedStep | None = None  # captured for this layout; rebuilt with it
+        self.layout = next(_LAYOUTS)  # changes whenever the buffers are rebuilt
         self.flat = self._flatten(weights, biases)
         self.buf = self._flatten(momentum[:len(weights)], momentum[len(weights):]) \
             if momentum else torch.zeros_like(self.flat)

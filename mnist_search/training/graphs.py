@@ -92,3 +92,67 @@ class GraphedStep:
         self.graph.replay()
         self.stack.steps += 1
         return self.loss
+
+
+class GraphedGroups:
+    """The steps of several stacks (a mixed-shape population's groups) on one shared batch,
+    captured as one CUDA graph with each stack on its own stream, so the GPU runs the
+    small kernels of different shapes side by side. Each stack computes exactly what it
+    computes alone; loss sums and last losses accumulate inside the graph."""
+
+    def __init__(self, stacks: Sequence[Stack], images: torch.Tensor, labels: torch.Tensor,
+                 batch_size: int) -> None:
+        self.stacks, self.images = list(stacks), images
+        device = self.stacks[0].device
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.masks = [[torch.ones((len(s.members), batch_size, width), device=device)
+                       if masked else None
+                       for masked, (width, _) in zip(s.masked_layers(), s.shapes[:-1],
+                                                     strict=False)] for s in self.stacks]
+        self.loss_sums = [torch.zeros(len(s.members), device=device) for s in self.stacks]
+        self.lasts = [torch.zeros(len(s.members), device=device) for s in self.stacks]
+        streams = [torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+                   for _ in self.stacks]
+
+        def body() -> None:
+            x = images.index_select(0, self.idx)
+            y = labels.index_select(0, self.idx)
+            here = torch.cuda.current_stream(device)
+            for k, (stack, stream) in enumerate(zip(self.stacks, streams, strict=True)):
+                stream.wait_stream(here)
+                with torch.cuda.stream(stream):
+                    loss = stack.step(x, y.expand(len(stack.members), -1),
+                                      masks=self.masks[k])
+                    self.loss_sums[k].add_(loss)
+                    self.lasts[k].copy_(loss)
+            for stream in streams:
+                here.wait_stream(stream)
+
+        saved = [(s.flat.clone(), s.buf.clone(), s.steps) for s in self.stacks]
+        side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            body()
+        for s, (flat, buf, steps) in zip(self.stacks, saved, strict=True):
+            s.flat.copy_(flat)
+            s.buf.copy_(buf)
+            s.steps = steps
+
+    def start_epoch(self) -> None:
+        for t in self.loss_sums:
+            t.zero_()
+
+    def __call__(self, idx: torch.Tensor) -> None:
+        self.idx.copy_(idx)
+        for stack, masks in zip(self.stacks, self.masks, strict=True):
+            for static, mask in zip(masks, stack.draw_masks(len(idx)), strict=True):
+                if static is not None and mask is not None:
+                    static.copy_(mask)
+        self.graph.replay()
+        for stack in self.stacks:
+            stack.steps += 1

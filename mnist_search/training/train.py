@@ -217,8 +217,14 @@ def epoch_reports(stack: Stack, data: Data, perms: list[torch.Tensor], batch_siz
                   epoch: int, between_batches: Callable[[], None] | None
                   ) -> dict[int, EpochReport]:
     """One epoch of every live member, then its accuracies: a report per member."""
-    n_batches = math.ceil(len(data.train) / batch_size)
     loss_sum, last = stack.run_epoch(data.train, perms, batch_size, between_batches)
+    return reports_of(stack, data, loss_sum, last, batch_size, epoch)
+
+
+def reports_of(stack: Stack, data: Data, loss_sum: list[float], last: list[float],
+               batch_size: int, epoch: int) -> dict[int, EpochReport]:
+    """Reports of an epoch the stack has trained (its loss sums and last-batch losses)."""
+    n_batches = math.ceil(len(data.train) / batch_size)
     test_acc = stack.accuracy(data.test)
     val_acc = stack.accuracy(data.val) if data.val is not None else None
     return {member: EpochReport(epoch, loss_sum[pos] / n_batches, last[pos], test_acc[pos],
