@@ -119,3 +119,22 @@ def test_members_must_share_batch_size_data_and_device(data_dir):
     assert not pop.fits(cfg(data_dir, batch_size=32))
     with pytest.raises(ValueError, match="one batch size"):
         pop.add([(1, cfg(data_dir, batch_size=32))])
+
+
+def test_without_a_shared_order_each_group_trains_as_it_would_alone(data_dir):
+    """order_seed None (a CPU worker): a lone member keeps its own seed's batch order and
+    a stack its first member's, whoever else shares the population and whenever it joins,
+    so results do not depend on how trials were split between workers."""
+    data = load_data(str(data_dir))
+    pop = Population(data, "cpu", order_seed=None)
+    lone = cfg(data_dir, hidden=(48,), momentum=0.9, seed=7)
+    pair = [cfg(data_dir, seed=8, momentum=0.5), cfg(data_dir, seed=9, l1=0.001)]
+    results = run_all(pop, {0: [("lone", lone)], 1: list(zip(("a", "b"), pair, strict=True))})
+    config, result = results["lone"]
+    assert config == lone  # recorded as given: its own order
+    assert result.weights_digest() == train(lone, data).weights_digest()
+    recorded = [results[k][0] for k in ("a", "b")]
+    assert {c.order_seed for c in recorded} == {8} and {c.order_skip for c in recorded} == {0}
+    again = train_population(recorded, data)
+    for k, res in zip(("a", "b"), again, strict=True):
+        assert results[k][1].weights_digest() == res.weights_digest()

@@ -104,3 +104,5 @@ def test_without_mix_a_cpu_worker_trains_one_sampled_shape_at_a_time(mixed_study
     assert len(sampled) == 8
     assert _overlapping_shapes(sampled) == 0
     assert all(t.user_attrs["config"]["order_skip"] == 0 for t in study.get_trials())
+    # each sampled trial trains on its own seed's order, whoever else this worker ran
+    assert all(t.user_attrs["config"]["order_seed"] is None for t in sampled)

@@ -63,15 +63,21 @@ class _Group(Generic[K]):
     epochs_done: int = 0
     seconds: float = 0.0  # wall time of this group's epochs so far
     history: list[list[EpochReport]] = field(default_factory=list)
+    gen: torch.Generator | None = None  # its own batch order, if not the population's
 
 
 class Population(Generic[K]):
     """Members keyed by the caller (a trial number, say) that share data, batch size and
-    device, trained over the batch order of `order_seed`."""
+    device, trained over the batch order of `order_seed`.
 
-    def __init__(self, data: Data, device: str, order_seed: int) -> None:
+    With order_seed None, each group keeps the batch order it would have alone (its first
+    member's seed, as train_population orders a stack): results then do not depend on
+    which trials happen to share a worker, but groups cannot share one graph on a GPU.
+    """
+
+    def __init__(self, data: Data, device: str, order_seed: int | None) -> None:
         self.data, self.device, self.order_seed = data, device, order_seed
-        self.gen = torch.Generator().manual_seed(order_seed)
+        self.gen = None if order_seed is None else torch.Generator().manual_seed(order_seed)
         self.epoch = 0  # epochs of the order drawn so far
         self.groups: list[_Group[K]] = []
         self.data_key: tuple[object, ...] | None = None
@@ -98,7 +104,8 @@ class Population(Generic[K]):
         order seed and the epochs of it already drawn), the ones to record."""
         if not members:
             return []
-        joined = [dataclasses.replace(c, order_seed=self.order_seed, order_skip=self.epoch)
+        joined = [c if self.order_seed is None else
+                  dataclasses.replace(c, order_seed=self.order_seed, order_skip=self.epoch)
                   for _, c in members]
         if not all(self.fits(c) and _data_key(c) == _data_key(joined[0]) for c in joined):
             raise ValueError("population members need one batch size, data and device")
@@ -109,11 +116,17 @@ class Population(Generic[K]):
         for i, c in enumerate(joined):
             by_shape.setdefault(c.stack_key(), []).append(i)
         for idx in by_shape.values():
+            if self.order_seed is None and len(idx) > 1:  # a stack shares its first's order
+                for i in idx:
+                    joined[i] = dataclasses.replace(joined[i], order_seed=joined[idx[0]].seed)
             configs = [joined[i] for i in idx]
             steps = configs[0].epochs * math.ceil(len(self.data.train) / configs[0].batch_size)
             stack = Stack(configs, self.device, steps, self.pixels)
+            lead = configs[0]
+            gen = None if self.order_seed is not None else torch.Generator().manual_seed(
+                lead.seed if lead.order_seed is None else lead.order_seed)
             self.groups.append(_Group(stack, [members[i][0] for i in idx], configs,
-                                      history=[[] for _ in idx]))
+                                      history=[[] for _ in idx], gen=gen))
         return joined
 
     def run_epoch(self, on_epoch: Callable[[K, EpochReport], None] | None = None, *,
@@ -121,10 +134,11 @@ class Population(Generic[K]):
                   between_batches: Callable[[], None] | None = None,
                   ) -> list[tuple[K, Outcome]]:
         """One epoch of every member; returns the members that ended with it and how."""
-        perm = epoch_order(len(self.data.train), self.gen)
+        n = len(self.data.train)
+        perm = None if self.gen is None else epoch_order(n, self.gen)
         self.epoch += 1
         ended: list[tuple[K, Outcome]] = []
-        if self._concurrent():
+        if perm is not None and self._concurrent():
             start = time.perf_counter()
             losses = self._concurrent_epoch(perm, between_batches)
             seconds = time.perf_counter() - start
@@ -138,7 +152,9 @@ class Population(Generic[K]):
             for group in self.groups:
                 start = time.perf_counter()
                 group.epochs_done += 1
-                reports = epoch_reports(group.stack, self.data, [perm] * len(group.keys),
+                order = epoch_order(n, group.gen) if group.gen is not None else perm
+                assert order is not None  # a group has its own order or the population's
+                reports = epoch_reports(group.stack, self.data, [order] * len(group.keys),
                                         group.configs[0].batch_size, group.epochs_done,
                                         between_batches)
                 group.seconds += time.perf_counter() - start

@@ -2,12 +2,13 @@
 
 Claimed trials join a training.Population at its next epoch boundary: trials of one shape
 that join together train stacked, with one shared batch order, recorded in each trial's
-config (order_seed, order_skip) with the `stack` it trained in, so any of them re-runs
-exactly. Each trial has its own init, dropout masks, lr, momentum and penalty. Per-epoch
-values go to each trial's own reporter, so pruning drops just that member, and a trial
-that ends (finished, pruned, diverged, out of time) is told at once, freeing its slot for
-the next claim. Every trial is started, reported and settled by the same code as
-search.Objective.
+config (order_seed; with `mixed`, all of a population's trials share one order and also
+record order_skip, the epochs of it drawn before they joined) with the `stack` it trained
+in, so any of them re-runs exactly. Each trial has its own init, dropout masks, lr,
+momentum and penalty. Per-epoch values go to each trial's own reporter, so pruning drops
+just that member, and a trial that ends (finished, pruned, diverged, out of time) is told
+at once, freeing its slot for the next claim. Every trial is started, reported and
+settled by the same code as search.Objective.
 
 Mixing shapes (`mixed`) keeps the slots full of whatever the sampler proposes; without it
 a worker claims again only once its population is empty, as on a CPU, where trials of
@@ -93,7 +94,10 @@ class Slots:
         for pop in self.populations:
             if pop.fits(config):
                 return pop
-        pop = Population[int](load_for(config, config.device), config.device, config.seed)
+        # Mixing shares one batch order (one graph on a GPU); otherwise each stack keeps
+        # its own, so a result does not depend on which trials shared this worker.
+        pop = Population[int](load_for(config, config.device), config.device,
+                              config.seed if self.mixed else None)
         self.populations.append(pop)
         return pop
 
