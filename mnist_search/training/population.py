@@ -40,6 +40,7 @@ from .train import (
     TrainResult,
     epoch_reports,
     member_result,
+    order_stream,
     pixel_order,
     reports_of,
 )
@@ -123,8 +124,9 @@ class Population(Generic[K]):
             steps = configs[0].epochs * math.ceil(len(self.data.train) / configs[0].batch_size)
             stack = Stack(configs, self.device, steps, self.pixels)
             lead = configs[0]
-            gen = None if self.order_seed is not None else torch.Generator().manual_seed(
-                lead.seed if lead.order_seed is None else lead.order_seed)
+            gen = None if self.order_seed is not None else order_stream(
+                lead.seed if lead.order_seed is None else lead.order_seed, lead.order_skip,
+                len(self.data.train))
             self.groups.append(_Group(stack, [members[i][0] for i in idx], configs,
                                       history=[[] for _ in idx], gen=gen))
         return joined
