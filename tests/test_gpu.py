@@ -1,0 +1,83 @@
+"""The CUDA paths: graph replay against the eager step, mixed populations side by side.
+
+Every test here carries the `gpu` marker and is skipped, with that reason, where no CUDA
+device is present (conftest.py); bench/gpu_check.sh runs them on a GPU before its
+benchmarks. Each compares weights digests, so "equal" means bit-identical models.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mnist_search.config import TrainConfig
+from mnist_search.data import load_data
+from mnist_search.training import graphs, population
+from mnist_search.training.population import Population
+from mnist_search.training.train import TrainResult, train, train_population
+
+pytestmark = pytest.mark.gpu
+
+
+def cfg(root, **kw) -> TrainConfig:
+    return TrainConfig(**{**dict(dataset=str(root), device="cuda", epochs=2), **kw})
+
+
+def count_captures(monkeypatch) -> list[int]:
+    """Counts GraphedGroups captures, so a test knows the graph path really ran."""
+    calls = [0]
+    original = graphs.GraphedGroups.__init__
+
+    def counted(self, *args, **kwargs):
+        calls[0] += 1
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(graphs.GraphedGroups, "__init__", counted)
+    return calls
+
+
+def digests(outcomes) -> list[str]:
+    assert all(isinstance(o, TrainResult) for o in outcomes), outcomes
+    return [o.weights_digest() for o in outcomes]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, dropout):
+    """A stack sharing one batch order replays its captured step; switching graphs off
+    runs the same stack eagerly: every member's weights must be the same bits."""
+    data = load_data(str(synthetic_dir), device="cuda")
+    configs = [cfg(synthetic_dir, seed=s, order_seed=7, momentum=0.9, dropout=dropout)
+               for s in (1, 2, 3)]
+    captured = count_captures(monkeypatch)
+    replayed = digests(train_population(configs, data))
+    assert captured == [1]  # one capture for the stack, replayed every full batch
+    monkeypatch.setattr(graphs, "USE_CUDA_GRAPHS", False)
+    eager = digests(train_population(configs, data))
+    assert captured == [1]
+    assert replayed == eager
+    assert len(set(replayed)) == 3  # three different models, not one thrice
+
+
+def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeypatch):
+    """Groups of different shapes in one CUDA graph (each on its own stream) equal the
+    same groups trained one after another, and each member its own run alone."""
+    data = load_data(str(synthetic_dir), device="cuda")
+    members = [(0, cfg(synthetic_dir, hidden=(32, 16), seed=1, momentum=0.9)),
+               (1, cfg(synthetic_dir, hidden=(64,), seed=2, dropout=0.3)),
+               (2, cfg(synthetic_dir, hidden=(16, 16, 16), seed=3)),
+               (3, cfg(synthetic_dir, hidden=(32, 16), seed=4, l2=0.01))]
+
+    def run(concurrent: bool) -> tuple[dict[int, str], list[TrainConfig]]:
+        monkeypatch.setattr(population, "CONCURRENT_GROUPS", concurrent)
+        pop = Population(data, "cuda", order_seed=5)
+        joined = pop.add(members)
+        assert pop.side_by_side is concurrent
+        out: dict[int, str] = {}
+        while len(pop):
+            out.update({k: digests([o])[0] for k, o in pop.run_epoch()})
+        return out, joined
+
+    side_by_side, joined = run(True)
+    one_by_one, _ = run(False)
+    assert side_by_side == one_by_one
+    for (key, _), config in zip(members, joined, strict=True):
+        assert train(config, data).weights_digest() == side_by_side[key]
