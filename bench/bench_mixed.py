@@ -1,12 +1,15 @@
-"""Mixed-shape populations: K trials of search-like shapes trained side by side.
+"""Mixed-shape populations: K trials of search-like shapes, three ways.
 
 Draws K shapes as studies/search.toml's space does (depth 1-4, widths 16-512 log-uniform;
-momentum 0-0.99; dropout 0-0.6 after the first layer), trains them as one Population for
---epochs epochs, and, on a GPU, once more with the groups one after another instead of
-side by side in one CUDA graph, comparing walls and every member's weights digest. Prints
-trials/min and the arithmetic rate (6 x parameters x images x epochs).
+momentum 0-0.99; dropout 0-0.6 after the first layer) and trains them as one Population
+for --epochs epochs: each shape its own group, one after another ("apart"); on a GPU, the
+same groups side by side in one CUDA graph ("side by side"); and padded into one bucket per
+depth ("buckets", Population(bucket=True)), which trains up to 4 stacks whatever K is.
+Prints each way's wall, trials/min and the useful arithmetic rate (6 x the members' own
+parameters x images x epochs), the padded FLOPs against the useful ones, and, where both
+ran, whether side by side is bit-identical to apart.
 
-Run: python bench/bench_mixed.py --device cuda --k 1 8 16 64 [--epochs 5]
+Run: python bench/bench_mixed.py --device cuda --k 1 8 16 64 256 [--epochs 5]
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import time
 
 import torch
 
-from mnist_search.config import TrainConfig
+from mnist_search.config import TrainConfig, mlp_parameters
 from mnist_search.training import population as population_module
-from mnist_search.training.population import Population
+from mnist_search.training.population import Population, buckets
 from mnist_search.training.train import TrainResult, load_for, resolve_device
 
 
@@ -36,9 +39,10 @@ def shapes(k: int, seed: int = 0) -> list[TrainConfig]:
     return out
 
 
-def run(configs: list[TrainConfig], data, device: str, concurrent: bool) -> tuple[float, dict]:
+def run(configs: list[TrainConfig], data, device: str, concurrent: bool, bucket: bool = False
+        ) -> tuple[float, dict]:
     population_module.CONCURRENT_GROUPS = concurrent
-    pop = Population[int](data, device, order_seed=0)
+    pop = Population[int](data, device, order_seed=0, bucket=bucket)
     pop.add(list(enumerate(configs)))
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -51,6 +55,12 @@ def run(configs: list[TrainConfig], data, device: str, concurrent: bool) -> tupl
     return time.perf_counter() - start, results
 
 
+def flops(configs: list[TrainConfig], padded: bool = False) -> float:
+    """6 x parameters x 50,000 images x epochs, of each model or of its bucket."""
+    return sum(6 * mlp_parameters(c.trained_hidden if padded else c.hidden) * 50_000 * c.epochs
+               for c in configs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="auto")
@@ -59,27 +69,29 @@ def main() -> None:
     args = ap.parse_args()
     device = resolve_device(args.device)
     data = load_for(TrainConfig(val_size=10000), device)
-    modes = [True, False] if device.startswith("cuda") else [False]
+    cuda = device.startswith("cuda")
+    modes = {"apart": (False, False), "buckets": (cuda, True)}
+    if cuda:
+        modes["side by side"] = (True, False)
     for k in args.k:
         configs = [TrainConfig(**{**c.to_dict(), "epochs": args.epochs, "device": device,
                                   "val_size": 10000}) for c in shapes(k)]
-        flops = sum(6 * sum(a * b + b for a, b in zip((784, *c.hidden), (*c.hidden, 10),
-                                                       strict=True)) * 50_000 * c.epochs
-                    for c in configs)
-        walls, digests = {}, {}
-        for concurrent in modes:
-            wall, results = run(configs, data, device, concurrent)
-            walls[concurrent] = wall
-            digests[concurrent] = {key: r.weights_digest() for key, r in results.items()
-                                   if isinstance(r, TrainResult)}
-        line = (f"K={k:4d} mixed shapes, {args.epochs} epochs: {walls[modes[0]]:.2f} s, "
-                f"{60 * k / walls[modes[0]]:.0f} trials/min, "
-                f"{flops / walls[modes[0]] / 1e9:.0f} GFLOP/s")
-        if len(modes) == 2:
-            same = sum(digests[True][key] == digests[False].get(key) for key in digests[True])
-            line += (f"; groups one after another {walls[False]:.2f} s: side by side is "
-                     f"{walls[False] / walls[True]:.2f}x; bit-identical {same}/{k}")
-        print(line + f" on {device}")
+        useful = flops(configs)
+        parts, digests = [], {}
+        for name, (concurrent, bucket) in modes.items():
+            wall, results = run(configs, data, device, concurrent, bucket)
+            digests[name] = {key: r.weights_digest() for key, r in results.items()
+                             if isinstance(r, TrainResult)}
+            parts.append(f"{name} {wall:.2f} s ({60 * k / wall:.0f} trials/min, "
+                         f"{useful / wall / 1e9:.0f} GFLOP/s)")
+        padded = flops(buckets(configs), padded=True) / useful
+        line = f"K={k:4d}, {args.epochs} epochs on {device}: " + "; ".join(parts)
+        line += f"; buckets pad the FLOPs {padded:.2f}x"
+        if cuda:
+            same = sum(digests["side by side"][key] == digests["apart"].get(key)
+                       for key in digests["apart"])
+            line += f"; side by side bit-identical to apart {same}/{k}"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

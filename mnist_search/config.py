@@ -72,6 +72,11 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
     "order_seed": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or none"),
     "order_skip": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "pad_hidden": (
+        lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) >= 1
+                                and all(is_int(w) and w >= 1 for w in v)),
+        "none, or a list of layer widths as long as hidden, each at least its width",
+    ),
 }
 
 
@@ -108,11 +113,17 @@ class TrainConfig:
     # Epochs of that order drawn before this run's first: a trial that joined a running
     # population at its epoch J trains on the order's epochs J, J+1, ...
     order_skip: int = 0
+    # The bucket this member trained in: its layers padded to these widths with units held
+    # at exactly zero, so that trials of different widths stack (None: its own widths).
+    # The model is still `hidden`; the padding changes only the summation shapes, so a
+    # re-run trains in the same bucket to be bit for bit.
+    pad_hidden: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        hidden: Any = self.hidden  # study files and JSON give lists
-        if isinstance(hidden, list):
-            object.__setattr__(self, "hidden", tuple(hidden))
+        for name in ("hidden", "pad_hidden"):  # study files and JSON give lists
+            value: Any = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("dropout", "l1", "l2", "lr", "momentum", "weight_decay") and \
@@ -122,6 +133,10 @@ class TrainConfig:
             check, allowed = RULES[f.name]
             if not check(value):
                 raise ConfigError(f.name, value, allowed)
+        pad = self.pad_hidden
+        if pad is not None and (len(pad) != len(self.hidden) or
+                                any(p < w for p, w in zip(pad, self.hidden, strict=True))):
+            raise ConfigError("pad_hidden", list(pad), RULES["pad_hidden"][1])
         if self.penalty_layer > len(self.hidden) + 1:
             raise ConfigError(
                 "penalty_layer", self.penalty_layer,
@@ -133,13 +148,23 @@ class TrainConfig:
         """'784-128-64-10' style string (input and output sizes of MNIST)."""
         return hidden_str((IN_FEATURES, *self.hidden, N_CLASSES))
 
+    @property
+    def trained_hidden(self) -> tuple[int, ...]:
+        """The layer widths the engine trains: the bucket's if padded, else `hidden`."""
+        return self.pad_hidden or self.hidden
+
     def stack_key(self) -> tuple[Any, ...]:
-        """Configs with equal keys can be trained together as one stacked population."""
-        return tuple(getattr(self, f) for f in STACK_FIELDS)
+        """Configs with equal keys can be trained together as one stacked population
+        (padded members stack by their bucket, not their own widths)."""
+        values = {f: getattr(self, f) for f in STACK_FIELDS}
+        values["hidden"] = self.trained_hidden
+        return tuple(values.values())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        if self.pad_hidden is not None:
+            d["pad_hidden"] = list(self.pad_hidden)
         return d
 
 

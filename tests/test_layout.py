@@ -77,6 +77,24 @@ def test_no_module_imports_another_modules_private_names():
     assert not private, private
 
 
+def public_names(module: str) -> set[str] | None:
+    """The module's __all__, or None when it has none."""
+    for node in ast.parse(MODULES[module].read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    return None
+
+
+def test_the_training_layer_imports_only_what_its_modules_export():
+    """Within training/, a name one module takes from another is in that one's __all__."""
+    prefix = "mnist_search.training."
+    hidden = [f"{m} imports {t}.{n}" for m in MODULES if m.startswith(prefix)
+              for t, n in imports(m) if n is not None and t.startswith(prefix) and t != m
+              and n not in (public_names(t) or set())]
+    assert not hidden, hidden
+
+
 def test_only_space_compares_parameter_names_to_literals():
     found = []
     for m, path in MODULES.items():

@@ -14,6 +14,7 @@ first), so each batch uses only the prefix of rows up to its last nonzero pixel.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
 
@@ -21,10 +22,12 @@ import torch
 
 from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
-from .graphs import GraphedStep, graphable
+from .graphs import GraphedGroups, graphable
 from .model import build_mlp, linear_layers, sparsity
 from .optim import FlatOptimizer, add_scaled, lr_factor
 from .pixels import PixelOrder
+
+__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "Stack"]
 
 EVAL_CHUNK = 10_000
 # From this fused first-layer width on (a CPU stack), the prefix's zero pixels are gathered
@@ -37,6 +40,12 @@ DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart fr
 
 def _col(values: Sequence[float], device: str) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def _shapes(hidden: Sequence[int]) -> list[tuple[int, int]]:
+    """(out, in) of each Linear layer of the MLP 784 -> hidden... -> 10."""
+    widths = [IN_FEATURES, *hidden, N_CLASSES]
+    return list(zip(widths[1:], widths[:-1], strict=True))
 
 
 class Stack:
@@ -57,8 +66,10 @@ class Stack:
             raise ValueError(f"schedule {self.schedule!r} needs the run's total_steps")
         self.dropout_first_only = c0.dropout_after == "first"
         self.penalty_index = c0.penalty_layer - 1
-        widths = [IN_FEATURES, *c0.hidden, N_CLASSES]
-        self.shapes = list(zip(widths[1:], widths[:-1], strict=True))  # (out, in) per layer
+        self.shapes = _shapes(c0.trained_hidden)  # (out, in) per layer, a bucket's if padded
+        # Each member's own (out, in) per layer: a padded member's model is the top-left
+        # block of each layer; the rest stays exactly zero (see _init_layers).
+        self.own = [_shapes(c.hidden) for c in configs]
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
         layers = [self._init_layers(c) for c in configs]
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
@@ -84,7 +95,7 @@ class Stack:
         gradient, and their state lives in self.opt, laid out like `flat`.
         """
         n = len(self.members)
-        self._graph: GraphedStep | None = None  # captured for this layout; rebuilt with it
+        self._graph: GraphedGroups | None = None  # captured for this layout; rebuilt with it
         self.layout = next(_LAYOUTS)  # changes whenever the buffers are rebuilt
         self.flat = self._flatten(weights, biases)
         self.buf = self._flatten(momentum[:len(weights)], momentum[len(weights):]) \
@@ -145,14 +156,25 @@ class Stack:
         return self._flatten([v.expand(n, out, inp) for out, inp in self.shapes],
                              [v.expand(n, 1, out) for out, _ in self.shapes])
 
-    @staticmethod
-    def _init_layers(config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        # nn.Linear's own init under the member's seed, without touching the global RNG.
+    def _init_layers(self, config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """nn.Linear's own init of the member's model under its seed (without touching the
+        global RNG), zero-padded to the stack's shapes.
+
+        Padded units then stay exactly zero under every update: with zero weights in and
+        out, a padded unit's output, its gradient and every gradient through it are 0, and
+        so are its penalty, decay and optimizer state. A padded member computes its own
+        model's function; only the shapes of the sums around it change.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model = build_mlp(config.hidden)
-        return [(lin.weight.detach().clone(), lin.bias.detach().clone())
-                for lin in linear_layers(model)]
+        layers = []
+        for (out, inp), lin in zip(self.shapes, linear_layers(model), strict=True):
+            w, b = torch.zeros(out, inp), torch.zeros(out)
+            w[:lin.out_features, :lin.in_features] = lin.weight.detach()
+            b[:lin.out_features] = lin.bias.detach()
+            layers.append((w, b))
+        return layers
 
     def run_epoch(self, split: Split, perms: list[torch.Tensor], batch_size: int,
                   between_batches: Callable[[], None] | None = None,
@@ -174,21 +196,18 @@ class Stack:
             prefixes = self.pixels.prefixes(order, batch_size) if shared else None
         graph = self._graphed(images, split.y, batch_size) if shared else None
         loss_sum = torch.zeros(len(self.members), device=self.device)
-        loss = loss_sum
-        for b, i in enumerate(range(0, n, batch_size)):
+        loss, start = loss_sum, 0
+        if graph is not None:  # full batches replayed; the short last one, if any, eager
+            start = graph.run(order, between_batches)
+            loss_sum, loss = graph.loss_sums[0].clone(), graph.lasts[0].clone()
+        for i in range(start, n, batch_size):
             idx = order[..., i:i + batch_size]
-            if graph is not None and idx.shape[-1] == batch_size:
-                loss = graph(idx)
-                loss_sum += loss
-                if between_batches is not None:
-                    between_batches()
-                continue
             flat = idx.reshape(-1)
             x = images.index_select(0, flat).view(*idx.shape, -1)
             y = split.y.index_select(0, flat).view(idx.shape)
             if shared:
                 y = y.expand(len(self.members), -1)
-            loss = self.step(x, y, None if prefixes is None else prefixes[b])
+            loss = self.step(x, y, None if prefixes is None else prefixes[i // batch_size])
             loss_sum += loss  # stays on device: no host sync inside the batch loop
             if between_batches is not None:
                 between_batches()
@@ -210,21 +229,24 @@ class Stack:
                 masks.append(None)
                 continue
             mask = torch.ones((len(self.members), batch, width), device=self.device)
+            layer = len(masks)
             for pos, p in live:
-                gen = self.drop_gens[self.members[pos]]
-                keep = torch.rand((batch, width), generator=gen, device=self.device) >= p
-                mask[pos] = keep.to(mask.dtype) / (1.0 - p)
+                member = self.members[pos]
+                own = self.own[member][layer][0]  # a padded member draws its own width only
+                keep = torch.rand((batch, own), generator=self.drop_gens[member],
+                                  device=self.device) >= p
+                mask[pos, :, :own] = keep.to(mask.dtype) / (1.0 - p)
             masks.append(mask)
         return masks
 
     def _graphed(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int
-                 ) -> GraphedStep | None:
+                 ) -> GraphedGroups | None:
         """The captured step for these images and batch size, when steps can be graphed."""
         if not graphable(self):
             return None
         g = self._graph
         if g is None or g.images is not images or len(g.idx) != batch_size:
-            g = self._graph = GraphedStep(self, images, labels, batch_size)
+            g = self._graph = GraphedGroups([self], images, labels, batch_size)
         return g
 
     def _first_layer(self, x: torch.Tensor, w0t: torch.Tensor | None = None) -> torch.Tensor:
@@ -384,23 +406,28 @@ class Stack:
         return (100.0 * correct / len(split)).tolist()
 
     def linears(self, pos: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies."""
-        return [(self._weight(j, pos), self.b[j][pos, 0].clone())
-                for j in range(len(self.shapes))]
+        """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies of its
+        own model (a padded member's padding left out)."""
+        return [(self._weight(j, pos), self._bias(j, pos)) for j in range(len(self.shapes))]
 
     def _weight(self, j: int, pos: int) -> torch.Tensor:
         """Member `pos`'s layer-j weight [out, in] in nn.Linear's own column order, a copy."""
+        out, inp = self.own[self.members[pos]][j]
         w = self.W[j][pos]
         if j == 0 and self.pixels is not None:
-            return w.index_select(1, self.pixels.inverse)
-        return w.clone()
+            w = w.index_select(1, self.pixels.inverse)
+        return w[:out, :inp].clone()
+
+    def _bias(self, j: int, pos: int) -> torch.Tensor:
+        return self.b[j][pos, 0, :self.own[self.members[pos]][j][0]].clone()
 
     @classmethod
     def alone(cls, config: TrainConfig, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
               device: str) -> Stack:
         """A stack of one member holding these weights: how a trained model is scored by
         itself, so a model saved to a file scores the same as when it was trained."""
-        stack = cls([config], device, total_steps=1)  # scored, never trained
+        # Scored, never trained; at the model's own widths, as its file is scored.
+        stack = cls([dataclasses.replace(config, pad_hidden=None)], device, total_steps=1)
         with torch.no_grad():
             for j, (w, b) in enumerate(linears):
                 stack.W[j][0].copy_(w)
@@ -433,10 +460,10 @@ class Stack:
         with torch.no_grad():
             for j, lin in enumerate(linear_layers(model)):
                 lin.weight.copy_(self._weight(j, pos))
-                lin.bias.copy_(self.b[j][pos, 0])
+                lin.bias.copy_(self._bias(j, pos))
         return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
     def sparsity(self, pos: int, tol: float = 1e-3) -> tuple[float, float]:
         """(fraction exactly zero, fraction |w| < tol) of the penalised layer's parameters."""
         k = self.penalty_index
-        return sparsity([self.W[k][pos], self.b[k][pos]], tol)
+        return sparsity([self._weight(k, pos), self._bias(k, pos)], tol)

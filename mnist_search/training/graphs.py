@@ -12,12 +12,12 @@ Adam's bias correction and the lr schedules change from step to step as Python f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
 
-__all__ = ["USE_CUDA_GRAPHS", "GraphedStep", "graphable"]
+__all__ = ["USE_CUDA_GRAPHS", "GraphedGroups", "graphable"]
 
 USE_CUDA_GRAPHS = True  # benchmarks switch it off to time the eager step
 
@@ -50,55 +50,14 @@ def graphable(stack: Stack) -> bool:
         and stack.schedule == "constant"
 
 
-class GraphedStep:
-    """Stack.step on a full batch of shared images, captured once for this stack's layout."""
-
-    def __init__(self, stack: Stack, images: torch.Tensor, labels: torch.Tensor,
-                 batch_size: int) -> None:
-        self.stack, self.images = stack, images
-        n = len(stack.members)
-        self.idx = torch.zeros(batch_size, dtype=torch.long, device=stack.device)
-        self.masks = [torch.ones((n, batch_size, width), device=stack.device) if masked
-                      else None for masked, (width, _) in zip(stack.masked_layers(),
-                                                               stack.shapes[:-1], strict=False)]
-
-        def body() -> torch.Tensor:
-            x = images.index_select(0, self.idx)
-            y = labels.index_select(0, self.idx).expand(n, -1)
-            return stack.step(x, y, masks=self.masks)
-
-        # Warm-up steps (cuBLAS sets up its workspace) change the weights: put them back.
-        saved = stack.flat.clone(), stack.buf.clone(), stack.steps
-        side = torch.cuda.Stream(device=stack.device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(stack.device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream(stack.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = body()
-        stack.flat.copy_(saved[0])
-        stack.buf.copy_(saved[1])
-        stack.steps = saved[2]
-
-    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
-        """One step on the batch `idx`; returns the loss per member (a buffer the next
-        replay overwrites)."""
-        self.idx.copy_(idx)
-        for static, mask in zip(self.masks, self.stack.draw_masks(len(idx)), strict=True):
-            if static is not None and mask is not None:
-                static.copy_(mask)
-        self.graph.replay()
-        self.stack.steps += 1
-        return self.loss
-
-
 class GraphedGroups:
-    """The steps of several stacks (a mixed-shape population's groups) on one shared batch,
-    captured as one CUDA graph with each stack on its own stream, so the GPU runs the
-    small kernels of different shapes side by side. Each stack computes exactly what it
-    computes alone; loss sums and last losses accumulate inside the graph."""
+    """The steps of one or more stacks on one shared batch, captured as one CUDA graph.
+
+    One stack is a lone stack's step; several are a mixed-shape population's groups, each
+    on its own stream, so the GPU runs the small kernels of different shapes side by side.
+    Each stack computes exactly what it computes alone; loss sums and last losses
+    accumulate inside the graph.
+    """
 
     def __init__(self, stacks: Sequence[Stack], images: torch.Tensor, labels: torch.Tensor,
                  batch_size: int) -> None:
@@ -146,6 +105,18 @@ class GraphedGroups:
     def start_epoch(self) -> None:
         for t in self.loss_sums:
             t.zero_()
+
+    def run(self, order: torch.Tensor, between_batches: Callable[[], None] | None) -> int:
+        """Start an epoch and replay every full batch of `order` (on the device); returns
+        how many of its indices were used. The short last batch is the caller's, eager."""
+        self.start_epoch()
+        batch = len(self.idx)
+        full = len(order) // batch * batch
+        for i in range(0, full, batch):
+            self(order[i:i + batch])
+            if between_batches is not None:
+                between_batches()
+        return full
 
     def __call__(self, idx: torch.Tensor) -> None:
         self.idx.copy_(idx)

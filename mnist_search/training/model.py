@@ -9,6 +9,8 @@ from torch import nn
 
 from ..config import IN_FEATURES, N_CLASSES, mlp_parameters
 
+__all__ = ["build_mlp", "linear_layer", "linear_layers", "parameter_count", "sparsity"]
+
 
 def build_mlp(hidden: Sequence[int] = (128, 64), dropout: float = 0.0,
               dropout_after: str = "first") -> nn.Sequential:

@@ -31,9 +31,7 @@ from ..config import TrainConfig
 from ..data import Data, epoch_order
 from ..errors import NonFiniteLossError
 from .engine import Stack
-from .graphs import GraphedGroups, graphable
-from .pixels import PixelOrder
-from .train import (
+from .epochs import (
     EpochReport,
     OutOfTime,
     StopTraining,
@@ -44,12 +42,35 @@ from .train import (
     pixel_order,
     reports_of,
 )
+from .graphs import GraphedGroups, graphable
+from .pixels import PixelOrder
 
-__all__ = ["Population"]
+__all__ = ["BUCKET_STEP", "Outcome", "Population", "buckets"]
 
 K = TypeVar("K", bound=Hashable)
+BUCKET_STEP = 16  # a bucket's widths are multiples of this (the search's narrowest layer)
 CONCURRENT_GROUPS = True  # benchmarks switch it off to time groups one after another
 Outcome = TrainResult | BaseException
+
+
+def buckets(configs: Sequence[TrainConfig], step: int = BUCKET_STEP) -> list[TrainConfig]:
+    """The configs, those that differ from others only in their widths padded to one
+    bucket: per depth, each layer as wide as the group's widest, rounded up to `step`.
+    A config with no other of its depth and kind is left as it is."""
+    groups: dict[tuple[object, ...], list[int]] = {}
+    for i, c in enumerate(configs):
+        kind = dataclasses.replace(c, hidden=(1,) * len(c.hidden), pad_hidden=None)
+        groups.setdefault(kind.stack_key(), []).append(i)
+    out = list(configs)
+    for idx in groups.values():
+        if len({configs[i].hidden for i in idx}) < 2:
+            continue
+        depth = len(configs[idx[0]].hidden)
+        pad = tuple(-(-max(configs[i].hidden[j] for i in idx) // step) * step
+                    for j in range(depth))
+        for i in idx:
+            out[i] = dataclasses.replace(configs[i], pad_hidden=pad)
+    return out
 
 
 def _data_key(config: TrainConfig) -> tuple[object, ...]:
@@ -64,20 +85,32 @@ class _Group(Generic[K]):
     epochs_done: int = 0
     seconds: float = 0.0  # wall time of this group's epochs so far
     history: list[list[EpochReport]] = field(default_factory=list)
-    gen: torch.Generator | None = None  # its own batch order, if not the population's
+    # Its own batch orders, if not the population's: each member's (order seed, epochs
+    # skipped), and one stream per distinct pair. Members that share a pair share the very
+    # same permutation object each epoch, which lets the stack gather each batch once.
+    orders: list[tuple[int, int]] = field(default_factory=list)
+    gens: dict[tuple[int, int], torch.Generator] = field(default_factory=dict)
+
+    def perms(self, n: int) -> list[torch.Tensor]:
+        """This epoch's order of each member (by its index in the stack)."""
+        drawn = {key: epoch_order(n, gen) for key, gen in self.gens.items()}
+        return [drawn[key] for key in self.orders]
 
 
 class Population(Generic[K]):
     """Members keyed by the caller (a trial number, say) that share data, batch size and
     device, trained over the batch order of `order_seed`.
 
-    With order_seed None, each group keeps the batch order it would have alone (its first
-    member's seed, as train_population orders a stack): results then do not depend on
-    which trials happen to share a worker, but groups cannot share one graph on a GPU.
+    With order_seed None, each group keeps the batch orders it would have alone (a stack
+    of several trials shares its first member's seed, recorded in each config): results
+    then do not depend on which trials happen to share a worker, but groups cannot share
+    one graph on a GPU. train_population is such a population of one group.
     """
 
-    def __init__(self, data: Data, device: str, order_seed: int | None) -> None:
+    def __init__(self, data: Data, device: str, order_seed: int | None, *,
+                 bucket: bool = False) -> None:
         self.data, self.device, self.order_seed = data, device, order_seed
+        self.bucket = bucket  # members that join together stack across widths (buckets)
         self.gen = None if order_seed is None else torch.Generator().manual_seed(order_seed)
         self.epoch = 0  # epochs of the order drawn so far
         self.groups: list[_Group[K]] = []
@@ -100,9 +133,14 @@ class Population(Generic[K]):
         """Whether `config` can join: same data, batch size and device as the members."""
         return self.data_key is None or _data_key(config) == self.data_key
 
-    def add(self, members: Sequence[tuple[K, TrainConfig]]) -> list[TrainConfig]:
+    def add(self, members: Sequence[tuple[K, TrainConfig]], *, as_given: bool = False
+            ) -> list[TrainConfig]:
         """Members join at the next epoch; returns their configs as trained (with the
-        order seed and the epochs of it already drawn), the ones to record."""
+        order seed and the epochs of it already drawn), the ones to record.
+
+        `as_given` keeps each config's own batch order even when it stacks with others
+        (train_population); otherwise a stack shares its first member's order.
+        """
         if not members:
             return []
         joined = [c if self.order_seed is None else
@@ -110,6 +148,8 @@ class Population(Generic[K]):
                   for _, c in members]
         if not all(self.fits(c) and _data_key(c) == _data_key(joined[0]) for c in joined):
             raise ValueError("population members need one batch size, data and device")
+        if self.bucket:
+            joined = buckets(joined)
         if self.data_key is None:
             self.data_key = _data_key(joined[0])
             self.pixels = pixel_order(self.data, self.device, joined[0].batch_size)
@@ -117,19 +157,24 @@ class Population(Generic[K]):
         for i, c in enumerate(joined):
             by_shape.setdefault(c.stack_key(), []).append(i)
         for idx in by_shape.values():
-            if self.order_seed is None and len(idx) > 1:  # a stack shares its first's order
+            if self.order_seed is None and not as_given and len(idx) > 1:
                 for i in idx:
                     joined[i] = dataclasses.replace(joined[i], order_seed=joined[idx[0]].seed)
-            configs = [joined[i] for i in idx]
-            steps = configs[0].epochs * math.ceil(len(self.data.train) / configs[0].batch_size)
-            stack = Stack(configs, self.device, steps, self.pixels)
-            lead = configs[0]
-            gen = None if self.order_seed is not None else order_stream(
-                lead.seed if lead.order_seed is None else lead.order_seed, lead.order_skip,
-                len(self.data.train))
-            self.groups.append(_Group(stack, [members[i][0] for i in idx], configs,
-                                      history=[[] for _ in idx], gen=gen))
+            self.groups.append(self._group([members[i][0] for i in idx],
+                                           [joined[i] for i in idx]))
         return joined
+
+    def _group(self, keys: list[K], configs: list[TrainConfig]) -> _Group[K]:
+        n = len(self.data.train)
+        steps = configs[0].epochs * math.ceil(n / configs[0].batch_size)
+        group = _Group(Stack(configs, self.device, steps, self.pixels), keys, configs,
+                       history=[[] for _ in keys])
+        if self.order_seed is None:
+            group.orders = [(c.seed if c.order_seed is None else c.order_seed, c.order_skip)
+                            for c in configs]
+            group.gens = {key: order_stream(key[0], key[1], n)
+                          for key in dict.fromkeys(group.orders)}
+        return group
 
     def run_epoch(self, on_epoch: Callable[[K, EpochReport], None] | None = None, *,
                   deadline: float | None = None,
@@ -140,7 +185,7 @@ class Population(Generic[K]):
         perm = None if self.gen is None else epoch_order(n, self.gen)
         self.epoch += 1
         ended: list[tuple[K, Outcome]] = []
-        if perm is not None and self._concurrent():
+        if perm is not None and self.side_by_side:
             start = time.perf_counter()
             losses = self._concurrent_epoch(perm, between_batches)
             seconds = time.perf_counter() - start
@@ -154,9 +199,8 @@ class Population(Generic[K]):
             for group in self.groups:
                 start = time.perf_counter()
                 group.epochs_done += 1
-                order = epoch_order(n, group.gen) if group.gen is not None else perm
-                assert order is not None  # a group has its own order or the population's
-                reports = epoch_reports(group.stack, self.data, [order] * len(group.keys),
+                perms = group.perms(n) if perm is None else [perm] * len(group.keys)
+                reports = epoch_reports(group.stack, self.data, perms,
                                         group.configs[0].batch_size, group.epochs_done,
                                         between_batches)
                 group.seconds += time.perf_counter() - start
@@ -164,9 +208,11 @@ class Population(Generic[K]):
         self.groups = [g for g in self.groups if g.stack.members]
         return ended
 
-    def _concurrent(self) -> bool:
-        """On a GPU, groups of several shapes train side by side in one CUDA graph."""
-        return len(self.groups) > 1 and CONCURRENT_GROUPS and \
+    @property
+    def side_by_side(self) -> bool:
+        """Whether the groups train side by side in one CUDA graph (several shapes, on a
+        GPU, one shared batch order), rather than one after another."""
+        return len(self.groups) > 1 and CONCURRENT_GROUPS and self.gen is not None and \
             all(graphable(g.stack) for g in self.groups)
 
     def _concurrent_epoch(self, perm: torch.Tensor, between_batches: Callable[[], None] | None
@@ -179,13 +225,8 @@ class Population(Generic[K]):
         if self._graph is None or self._graph_key != key:
             self._graph, self._graph_key = GraphedGroups(stacks, train.x, train.y, batch), key
         graph = self._graph
-        graph.start_epoch()
         order = perm.to(self.device)
-        full = len(order) // batch * batch
-        for i in range(0, full, batch):
-            graph(order[i:i + batch])
-            if between_batches is not None:
-                between_batches()
+        full = graph.run(order, between_batches)
         sums, lasts = [t.clone() for t in graph.loss_sums], [t.clone() for t in graph.lasts]
         if full < len(order):  # the short last batch, eagerly
             idx = order[full:]

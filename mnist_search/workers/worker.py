@@ -39,7 +39,7 @@ def work(orders: WorkerOrders) -> int:
     import torch
 
     from ..training.train import resolve_device
-    from .population import Slots
+    from .slots import Slots
 
     torch.set_num_threads(orders.threads)
     device = resolve_device(orders.device)
@@ -106,7 +106,7 @@ def _warm_up(spec_path: str, device: str, overrides: dict[str, Any]) -> None:
     try:
         from ..config import TrainConfig
         from ..training.train import load_for, resolve_device
-        from . import population  # noqa: F401 - torch, optuna, sqlalchemy
+        from . import slots  # noqa: F401 - torch, optuna, sqlalchemy
 
         fixed = load_spec(spec_path).with_fixed(**overrides).fixed
         keys = ("dataset", "val_size", "normalize")
