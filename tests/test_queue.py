@@ -36,27 +36,45 @@ def test_queue_order_puts_the_costliest_shape_first_and_keeps_file_order(tmp_pat
     assert trial_cost(spec, {"label": "big-a"}) > trial_cost(spec, {"label": "small-a"})
 
 
-def test_claim_takes_a_shape_group_whole_and_stops_at_the_target(tmp_path, synthetic_dir):
+def claims(tmp_path, synthetic_dir, **request):
+    """Successive claims of one worker on a fresh SHAPES study: labels or grid points."""
     spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
     url = f"sqlite:///{tmp_path / 's.db'}"
     open_study(spec, url)  # 5 references, then 2 grid points (default shape: 128-64)
     storage = make_storage(url, heartbeat_interval=5, grace_period=15)
     study = optuna.load_study(study_name=spec.name, storage=storage,
                               sampler=make_sampler(spec))
-    request = Claim(url=url, target=6, workers=2, population=16, heartbeat=5)
-    first = claim(study, storage, spec, request)
-    # the grid points (128-64, the costliest shape) come first: taken whole as one stack
-    assert [json.loads(t.user_attrs["grid_point"]) for t in first] == [{"momentum": 0.0},
-                                                                       {"momentum": 0.9}]
-    second = claim(study, storage, spec, request)
-    assert [t.user_attrs["label"] for t in second] == ["big-a", "big-b", "big-c"]
-    for t in first + second:  # seed and first heartbeat are recorded at claim time
-        assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["heartbeat_s"] == 5
-    assert {trial_id(t) for t in first + second} <= trials_with_heartbeat(storage)
-    third = claim(study, storage, spec, request)
-    assert [t.user_attrs["label"] for t in third] == ["small-a"]  # 6 trials: the target
-    assert claim(study, storage, spec, request) == []
-    assert counts(study)["running"] == 6 and counts(study)["waiting"] == 1
+    req = Claim(url=url, population=16, heartbeat=5, **request)
+    out = []
+    while got := claim(study, storage, spec, req):
+        for t in got:  # seed and first heartbeat are recorded at claim time
+            assert isinstance(t.user_attrs["seed"], int) and t.user_attrs["heartbeat_s"] == 5
+        assert {trial_id(t) for t in got} <= trials_with_heartbeat(storage)
+        out.append([t.user_attrs.get("label") or json.loads(t.user_attrs["grid_point"])
+                    ["momentum"] for t in got])
+    assert counts(study)["running"] == request["target"]
+    assert counts(study)["waiting"] == 7 - request["target"]
+    return out
+
+
+@pytest.mark.parametrize("request_", [dict(workers=1), dict(workers=2, mixed=True)])
+def test_a_lone_or_gpu_worker_takes_a_shape_group_whole_and_stops_at_the_target(
+        tmp_path, synthetic_dir, request_):
+    # the grid points (128-64, the costliest shape) come first, then big-*: each whole;
+    # with one worker the share is everything, so the claim takes all it may at once
+    got = claims(tmp_path, synthetic_dir, target=6, **request_)
+    if request_["workers"] == 1:
+        assert got == [[0.0, 0.9, "big-a", "big-b", "big-c", "small-a"]]
+    else:
+        assert got == [[0.0, 0.9], ["big-a", "big-b", "big-c"], ["small-a"]]
+
+
+def test_cpu_workers_split_a_shape_group_at_their_share(tmp_path, synthetic_dir):
+    """Two CPU workers: a claim stops inside a same-shape group once it holds its share of
+    the remaining cost, so the other worker takes the rest instead of idling."""
+    got = claims(tmp_path, synthetic_dir, target=6, workers=2)
+    # 3 x 32 units then small-a, a share of half their cost: big-c goes to the next claim
+    assert got == [[0.0, 0.9], ["big-a", "big-b"], ["big-c"], ["small-a"]]
 
 
 def test_claimed_trials_are_never_claimed_twice(tmp_path, synthetic_dir):

@@ -157,8 +157,10 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     """Under the study lock: fail stale trials, then ask for this worker's share of work.
 
     A worker takes trials from the queue until it holds about 1/workers of the estimated
-    remaining cost, so workers tend to finish together; but queued trials of one shape are
-    taken whole (up to `population`), since they train together as one stack. Sampled
+    remaining cost, so workers tend to finish together. Queued trials of one shape train
+    together as one stack: a GPU worker (`mixed`) or a lone one takes them whole (up to
+    `population`); CPU workers split such a group at the share, so that none idles while
+    another trains a large stack. Sampled
     trials are claimed several at once only when the search cannot change their shape (they
     stack) or the worker mixes shapes (`mixed`, it trains them side by side); otherwise one
     at a time, so the sampler sees each result before it proposes the
@@ -181,10 +183,15 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
         claimed: list[optuna.Trial] = []
         cost, seed_base = 0.0, study_seed(study, spec)
         samples_stack = not spec.search.fields & set(STACK_FIELDS)
+        # Several CPU workers split a same-shape group at the share (stacking gains little
+        # there, an idle worker loses its whole share); a GPU worker takes it whole.
+        split = request.workers > 1 and not request.mixed
         while len(claimed) < min(free, request.population):
             i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
             same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
-            if claimed and not same and (len(claimed) >= limit or cost >= share * 0.999):
+            full = cost >= share * 0.999
+            if claimed and (full if same and split else
+                            not same and (len(claimed) >= limit or full)):
                 break
             if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
                 break  # a sampled trial of its own shape: one per claim

@@ -96,8 +96,11 @@ class Slots:
                 return pop
         # Mixing shares one batch order (one graph on a GPU); otherwise each stack keeps
         # its own, so a result does not depend on which trials shared this worker.
+        # On a GPU, mixed trials of one depth also stack across widths (padded buckets);
+        # on a CPU padding costs more than stacking gains (bench/bench_mixed.py).
         pop = Population[int](load_for(config, config.device), config.device,
-                              config.seed if self.mixed else None)
+                              config.seed if self.mixed else None,
+                              bucket=self.mixed and config.device.startswith("cuda"))
         self.populations.append(pop)
         return pop
 
