@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks, as one short script for a machine with CUDA (writes figures to $OUT).
 # Expects: torch with CUDA; the wheels of optuna, optuna-dashboard, sqlalchemy, alembic,
-# colorlog, mako, bottle and greenlet in $WHEELS if they are not installed; MNIST in ./data,
-# or its four gzipped IDX files in $MNIST_GZ. Sized to finish in about 5 minutes on an H100.
+# colorlog, mako, bottle, greenlet and pytest in $WHEELS if they are not installed; MNIST in
+# ./data, or its four gzipped IDX files in $MNIST_GZ. First the `gpu` tests, then the
+# benchmarks; sized to finish in about 5 minutes on an H100.
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
@@ -10,7 +11,7 @@ PY=${PY:-python3}
 WHEELS=${WHEELS:-wheels}
 export PYTHONUNBUFFERED=1 MNIST_SEARCH_DATA=${MNIST_SEARCH_DATA:-data}
 if [ -d "$WHEELS" ]; then $PY -m pip install -q --no-index --find-links "$WHEELS" \
-  optuna optuna-dashboard sqlalchemy alembic colorlog 2>&1 | tail -1; fi
+  optuna optuna-dashboard sqlalchemy alembic colorlog pytest 2>&1 | tail -1; fi
 $PY -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -1
 if [ -n "${MNIST_GZ:-}" ]; then
   mkdir -p "$MNIST_SEARCH_DATA/MNIST/raw"
@@ -33,9 +34,13 @@ torch.cuda.synchronize(); t = time.perf_counter()
 for _ in range(10): a @ b
 torch.cuda.synchronize(); s = (time.perf_counter() - t) / 10
 print(f'fp32 sgemm 8192^3 (no TF32): {2 * 8192**3 / s / 1e12:.1f} TFLOP/s')"
+# The CUDA paths bit for bit (graph against eager, side by side, buckets) before any figure.
+step gpu-tests 120 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
 # Run 2's figures (graphs against eager, K = 1..1024, bench A) are in README; this run
-# measures mixed-shape populations and the grid and search that use them.
-step mixed 80 $PY bench/bench_mixed.py --device cuda --k 1 8 16 64 --epochs 5
+# measures mixed-shape populations (apart, side by side, in buckets) and the grid and
+# search that use them.
+step mixed 100 $PY bench/bench_mixed.py --device cuda --k 8 64 256 --epochs 5
+step same-shape 40 $PY bench/bench_population.py --device cuda --k 256 --epochs 5
 step grid 60 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
 step search 60 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none
 step search_nomix 60 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none --run-args=--no-mix

@@ -1,4 +1,5 @@
-"""The CUDA paths: graph replay against the eager step, mixed populations side by side.
+"""The CUDA paths: graph replay against the eager step, mixed populations side by side,
+bucketed members of different widths.
 
 Every test here carries the `gpu` marker and is skipped, with that reason, where no CUDA
 device is present (conftest.py); bench/gpu_check.sh runs them on a GPU before its
@@ -7,7 +8,10 @@ benchmarks. Each compares weights digests, so "equal" means bit-identical models
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 from mnist_search.config import TrainConfig
 from mnist_search.data import load_data
@@ -81,3 +85,25 @@ def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeyp
     assert side_by_side == one_by_one
     for (key, _), config in zip(members, joined, strict=True):
         assert train(config, data).weights_digest() == side_by_side[key]
+
+
+def test_bucketed_members_rerun_bit_for_bit_and_are_their_own_models(synthetic_dir):
+    """Members of different widths, padded into one bucket and replayed as one graph:
+    re-run from their recorded configs they give the same bits, and each is its own
+    model (its own shapes, its own run's weights to rounding)."""
+    data = load_data(str(synthetic_dir), device="cuda")
+    pop = Population(data, "cuda", order_seed=9, bucket=True)
+    recorded = pop.add([(0, cfg(synthetic_dir, hidden=(32, 16), seed=1, momentum=0.9)),
+                        (1, cfg(synthetic_dir, hidden=(48, 24), seed=2, dropout=0.3)),
+                        (2, cfg(synthetic_dir, hidden=(16,), seed=3))])
+    assert [c.pad_hidden for c in recorded] == [(48, 32), (48, 32), None]
+    first: dict[int, TrainResult] = {}
+    while len(pop):
+        first.update(pop.run_epoch())
+    again = train_population(recorded[:2], data)
+    assert digests(again) == [first[0].weights_digest(), first[1].weights_digest()]
+    for key in (0, 1):
+        own = train(dataclasses.replace(recorded[key], pad_hidden=None), data)
+        for name, tensor in own.state_dict.items():
+            torch.testing.assert_close(first[key].state_dict[name], tensor,
+                                       rtol=1e-4, atol=1e-5, msg=name)
