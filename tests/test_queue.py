@@ -105,3 +105,22 @@ def test_sampled_trials_are_claimed_together_only_when_they_stack(tmp_path, synt
     storage = make_storage(url)
     got = claim(study, storage, spec, Claim(url=url, target=8, workers=2, population=16))
     assert len(got) == expected
+
+
+@pytest.mark.parametrize("request_,expected", [
+    (dict(mixed=False), 1),  # shapes differ and nothing trains them side by side
+    (dict(mixed=True), 12),  # every free slot: the engine is as wide as the slots
+    (dict(mixed=True, proposals=5), 5),
+])
+def test_a_mixing_worker_asks_for_as_many_proposals_as_it_has_free_slots(
+        tmp_path, synthetic_dir, request_, expected):
+    spec = load_spec(write_study(tmp_path / "s.toml", synthetic_dir,
+                                 "[fixed]\ndataset = DATA\nepochs = 1\n[search]\n"
+                                 "depth = { low = 1, high = 2 }\n"
+                                 "width = { low = 8, high = 64 }\n"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = open_study(spec, url)
+    got = claim(study, make_storage(url), spec,
+                Claim(url=url, target=40, workers=1, population=12, **request_))
+    assert len(got) == expected
+    assert len({t.number for t in got}) == expected

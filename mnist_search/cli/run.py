@@ -42,7 +42,10 @@ log = logging.getLogger("mnist_search")
               help="Study seed for a new study [default: the file's].")
 @click.option("--population", type=click.IntRange(min=1), default=16, show_default=True,
               help="Slots: most trials a worker trains at once; same-shape ones that start "
-                   "together train stacked (the sampler is asked for at most 8 at a time).")
+                   "together train stacked.")
+@click.option("--proposals", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Most trials asked of the sampler at once, proposed before any of them "
+                   "is told [default: every free slot with --mix, else 8].")
 @click.option("--mix/--no-mix", default=None,
               help="Fill free slots at each epoch boundary with trials of any shape "
                    "[default: on a GPU only; on a CPU mixing shapes gains nothing].")
@@ -61,8 +64,9 @@ log = logging.getLogger("mnist_search")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            population: int, mix: bool | None, replicates: int | None, force: bool,
-            artifacts: Path | None, keep_models: int | None, heartbeat: int | None) -> None:
+            population: int, proposals: int | None, mix: bool | None,
+            replicates: int | None, force: bool, artifacts: Path | None,
+            keep_models: int | None, heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     Trials left RUNNING by workers elsewhere are waited for; those whose heartbeat goes stale
@@ -85,7 +89,7 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
                         storage=url, device=device, seed=seed, force=force,
                         progress=False if quiet() else None, heartbeat=heartbeat,
                         replicates=replicates, population=population, mixed=mix,
-                        artifacts=artifacts, keep_models=keep_models)
+                        artifacts=artifacts, keep_models=keep_models, proposals=proposals)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "

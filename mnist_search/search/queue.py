@@ -150,6 +150,9 @@ class Claim:
     population: int = 1  # most trials claimed (and trained together) at once
     heartbeat: int = 0  # seconds between heartbeats; 0 = none
     mixed: bool = False  # the worker trains trials of other shapes side by side
+    # Most sampled trials asked at once (None: SAMPLED_AT_ONCE, or every free slot for a
+    # worker that mixes shapes, whose engine is as wide as its slots).
+    proposals: int | None = None
 
 
 def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
@@ -177,8 +180,8 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
         costs = [trial_cost(spec, t.user_attrs) for t in waiting]
         remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
         share = remaining / max(1, min(request.workers, free))
-        limit = min(request.population, SAMPLED_AT_ONCE,
-                    math.ceil(free / max(1, request.workers)))
+        asks = request.proposals or (request.population if request.mixed else SAMPLED_AT_ONCE)
+        limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
         shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
         claimed: list[optuna.Trial] = []
         cost, seed_base = 0.0, study_seed(study, spec)

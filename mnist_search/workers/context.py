@@ -42,11 +42,12 @@ class WorkerOrders:
     overrides: dict[str, Any] = field(default_factory=dict)  # [fixed] values set in code
     artifacts: str | None = None  # the folder models are saved in (None: no models)
     keep_models: int | None = None  # keep only the best K trials' model files (None: all)
+    proposals: int | None = None  # most sampled trials asked at once (None: Claim's default)
 
     def claim_request(self) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,
                      population=self.population, heartbeat=self.heartbeat,
-                     mixed=bool(self.mixed))
+                     mixed=bool(self.mixed), proposals=self.proposals)
 
 
 @dataclass(frozen=True)

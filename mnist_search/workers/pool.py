@@ -69,8 +69,8 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               seed: int | None = None, force: bool = False, progress: bool | None = None,
               heartbeat: int | None = None, replicates: int | None = None,
               population: int = DEFAULT_POPULATION, mixed: bool | None = None,
-              artifacts: str | Path | None = None, keep_models: int | None = None
-              ) -> RunSummary:
+              artifacts: str | Path | None = None, keep_models: int | None = None,
+              proposals: int | None = None) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes.
 
     Everything it depends on (the file, the dataset and its data, the device, the storage
@@ -78,7 +78,9 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     no trial starts after it, and running ones stop at their next epoch boundary. Every
     COMPLETE trial's model is saved as an artifact (search.models) unless keep_models is 0.
     Each worker trains up to `population` trials at once; with `mixed` (default: on a GPU)
-    it fills a free slot at every epoch boundary with a trial of any shape.
+    it fills a free slot at every epoch boundary with a trial of any shape, asking the
+    sampler for up to `proposals` trials at once (default: every free slot when mixing,
+    else 8).
     """
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
@@ -98,7 +100,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
             overrides=dict(spec.overrides),
-            artifacts=models, keep_models=keep_models)
+            artifacts=models, keep_models=keep_models, proposals=proposals)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)
     finally:
