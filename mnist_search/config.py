@@ -47,6 +47,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a non-empty list of layer widths, each an integer >= 1",
     ),
     "dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
+    "input_dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
+    "max_norm": (lambda v: is_num(v) and v >= 0, "a number >= 0 (0: no constraint)"),
     "dropout_after": (lambda v: v in ("first", "all"), "'first' or 'all'"),
     "l1": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
     "l2": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
@@ -91,6 +93,12 @@ class TrainConfig:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.0
     dropout_after: DropoutPlacement = "first"  # notebook: after the first hidden ReLU only
+    # Dropout on the 784 input pixels (Srivastava et al. 2014 used 0.2), drawn before the
+    # hidden layers' masks from the same stream.
+    input_dropout: float = 0.0
+    # Max-norm: after every update, each hidden unit's incoming weight vector is rescaled to
+    # L2 norm at most this, as torch.renorm does (0: no constraint).
+    max_norm: float = 0.0
     l1: float = 0.0  # lambda * sum|p| over weight and bias of `penalty_layer`
     l2: float = 0.0  # lambda * sum p^2 over weight and bias of `penalty_layer`
     penalty_layer: int = 2  # 1-based index of the Linear layer; 2 is the notebook's fc2
@@ -126,7 +134,8 @@ class TrainConfig:
                 object.__setattr__(self, name, tuple(value))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("dropout", "l1", "l2", "lr", "momentum", "weight_decay") and \
+            if f.name in ("dropout", "input_dropout", "max_norm", "l1", "l2", "lr", "momentum",
+                          "weight_decay") and \
                     is_int(value):
                 object.__setattr__(self, f.name, float(value))
                 value = float(value)

@@ -44,19 +44,22 @@ def digests(outcomes) -> list[str]:
     return [o.weights_digest() for o in outcomes]
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.4])
-def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, dropout):
+@pytest.mark.parametrize("extra,graphed", [
+    (dict(), True), (dict(dropout=0.4), True), (dict(max_norm=0.5, dropout=0.2), True),
+    (dict(input_dropout=0.2), False),  # its masks are drawn inside the step: eager
+])
+def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, extra, graphed):
     """A stack sharing one batch order replays its captured step; switching graphs off
     runs the same stack eagerly: every member's weights must be the same bits."""
     data = load_data(str(synthetic_dir), device="cuda")
-    configs = [cfg(synthetic_dir, seed=s, order_seed=7, momentum=0.9, dropout=dropout)
+    configs = [cfg(synthetic_dir, seed=s, order_seed=7, momentum=0.9, **extra)
                for s in (1, 2, 3)]
     captured = count_captures(monkeypatch)
     replayed = digests(train_population(configs, data))
-    assert captured == [1]  # one capture for the stack, replayed every full batch
+    assert captured == [int(graphed)]  # one capture for the stack, replayed every batch
     monkeypatch.setattr(graphs, "USE_CUDA_GRAPHS", False)
     eager = digests(train_population(configs, data))
-    assert captured == [1]
+    assert captured == [int(graphed)]
     assert replayed == eager
     assert len(set(replayed)) == 3  # three different models, not one thrice
 

@@ -68,6 +68,9 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         h = x
+        if config.input_dropout > 0:  # on the pixels, drawn before the hidden masks
+            keep = torch.rand(h.shape, generator=drop_gen) >= config.input_dropout
+            h = h * (keep.to(h.dtype) / (1.0 - config.input_dropout))
         for j, lin in enumerate(linears[:-1]):
             h = torch.relu(lin(h))
             if config.dropout > 0 and (config.dropout_after == "all" or j == 0):
@@ -91,6 +94,10 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
                 loss = loss + config.l2 * sum(torch.sum(p ** 2) for p in target.parameters())
             loss.backward()
             opt.step()
+            if config.max_norm:  # each hidden unit's incoming weights, after the update
+                with torch.no_grad():
+                    for lin in linears[:-1]:
+                        lin.weight.copy_(torch.renorm(lin.weight, 2, 0, config.max_norm))
             if scheduler is not None:  # stepped once per batch
                 scheduler.step()
             losses.append(float(loss.detach()))
@@ -117,6 +124,10 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
     dict(optimizer="adamw", lr=0.001, weight_decay=0.05, schedule="cosine", dropout=0.2),
     dict(optimizer="rmsprop", lr=0.001),
     dict(optimizer="rmsprop", lr=0.0005, momentum=0.5, weight_decay=0.001, schedule="onecycle"),
+    dict(input_dropout=0.2, momentum=0.9),  # the dropout paper's regularizers
+    dict(input_dropout=0.2, dropout=0.5, dropout_after="all", max_norm=0.5, momentum=0.9,
+         lr=0.1),
+    dict(hidden=(64, 32), max_norm=0.3, optimizer="adam", lr=0.01),
 ])
 def test_weights_equal_plain_torch_loop(synthetic_dir, synth, kw):
     config = cfg(synthetic_dir, **kw)
@@ -264,6 +275,24 @@ def test_populations_leaving_out_blank_pixels_match_single_runs(tmp_path, moment
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kw", [dict(input_dropout=0.2), dict(input_dropout=0.3, max_norm=0.4)])
+def test_input_dropout_masks_follow_the_pixel_order(tmp_path, kw):
+    """On data with blank margins the stored columns are in pixel order: a member's input
+    mask, drawn over the pixels in their own order, must be reordered with them."""
+    from mnist_search.data.synthetic import write_synthetic
+    from mnist_search.training.pixels import PixelOrder
+
+    root = write_synthetic(tmp_path / "blank", n_train=512, n_test=128, seed=4, margin=6)
+    data = load_data(str(root))
+    assert PixelOrder.of(data.train).pays(64)  # the path under test is taken
+    config = cfg(root, hidden=(64, 32), momentum=0.9, **kw)
+    model, means, _ = reference_run(config, data)
+    result = train(config, data)
+    for a, b in zip(linear_layers(result.model()), linear_layers(model), strict=True):
+        torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-5)
+    assert result.train_loss == pytest.approx(means, rel=1e-4)
+
+
 def test_pixel_order_is_per_split_and_refuses_another_split(tmp_path):
     from mnist_search.data.synthetic import write_synthetic
     from mnist_search.training.engine import Stack
@@ -314,3 +343,14 @@ def test_optimizer_and_schedule_are_part_of_the_stack_key():
     assert TrainConfig(optimizer="adam").stack_key() != TrainConfig().stack_key()
     assert TrainConfig(schedule="cosine").stack_key() != TrainConfig().stack_key()
     assert TrainConfig(lr=0.1, weight_decay=0.1).stack_key() == TrainConfig().stack_key()
+
+
+def test_stacked_members_with_input_dropout_and_max_norm_match_single_runs(synthetic_dir,
+                                                                          synth):
+    """Members differ in input dropout (0 included) and max-norm (none included) and share
+    one batch order, the fused path's; each equals its own run alone."""
+    configs = [cfg(synthetic_dir, seed=s, momentum=0.9, order_seed=3, input_dropout=p,
+                   max_norm=c, dropout=0.5) for s, p, c in
+               [(0, 0.0, 0.0), (1, 0.2, 0.5), (2, 0.4, 0.0), (3, 0.0, 0.3)]]
+    together = train_population(configs, synth)
+    assert_each_equals_its_own_run(configs, together, synth)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -119,6 +120,11 @@ class Stack:
         self.l1 = _col([c.l1 for c in live], self.device)
         self.l2 = _col([c.l2 for c in live], self.device)
         self.p_drop = [c.dropout for c in live]
+        self.p_input = [c.input_dropout for c in live]
+        self.input_dropout = any(p > 0 for p in self.p_input)
+        # each member's max-norm per hidden unit (inf: none), when any member has one
+        self.max_norm = None if not any(c.max_norm for c in live) else \
+            _col([c.max_norm or math.inf for c in live], self.device)
         self._penalised = any(c.l1 > 0 or c.l2 > 0 for c in live)
         self._any_l1 = any(c.l1 > 0 for c in live)
         self._any_l2 = any(c.l2 > 0 for c in live)
@@ -271,7 +277,9 @@ class Stack:
         `masks` are the dropout masks (draw_masks), drawn here unless given.
         """
         n_layers = len(self.W)
-        x0 = x if rows is None or x.dim() == 3 else x[:, :rows]
+        x0 = x if rows is None or x.dim() == 3 or self.input_dropout else x[:, :rows]
+        if self.input_dropout:  # each member its own pixels: [P, B, 784]
+            x0 = self._drop_inputs(x0)
         active = self._active(x0)
         if active is not None:
             x0 = x0.index_select(1, active)
@@ -303,7 +311,33 @@ class Stack:
         if self._penalised:
             loss = loss + self._penalty()
         self._update()
+        if self.max_norm is not None:
+            self._renorm()
         return loss
+
+    def _drop_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, k] or [P, B, k] with each member's input-dropout mask applied: [P, B, k].
+
+        A member's mask is drawn over all 784 pixels in their natural order (as a plain
+        loop draws it), then put in the stored column order and cut to the batch's k."""
+        batch, k = x.shape[-2], x.shape[-1]
+        mask = torch.ones((len(self.members), batch, k), device=self.device)
+        for pos, p in enumerate(self.p_input):
+            if p > 0:
+                gen = self.drop_gens[self.members[pos]]
+                keep = torch.rand((batch, IN_FEATURES), generator=gen, device=self.device) >= p
+                if self.pixels is not None:
+                    keep = keep.index_select(1, self.pixels.order)
+                mask[pos] = keep[:, :k].to(mask.dtype) / (1.0 - p)
+        return x * mask
+
+    def _renorm(self) -> None:
+        """Max-norm: rescale each hidden unit's incoming weights to norm <= its member's
+        limit, with torch.renorm's factor limit / (norm + 1e-7)."""
+        assert self.max_norm is not None
+        for w in self.W[:-1]:  # [P, out, in] views (the first layer's is strided)
+            norm = torch.linalg.vector_norm(w, dim=2, keepdim=True)
+            w.mul_(torch.where(norm > self.max_norm, self.max_norm / (norm + 1e-7), 1.0))
 
     def _update(self) -> None:
         """The optimizer step at this step's lr (the schedule's factor times each lr)."""

@@ -6,7 +6,8 @@ H100, with bit-identical weights). The captured step gathers its batch from a st
 buffer, and reads dropout masks from static buffers that each member's own generator fills
 before every replay, exactly as the eager step draws them, so replaying changes no number.
 
-Only the steps whose every value is fixed at capture are graphed: SGD with a constant lr.
+Only the steps whose every value is fixed at capture are graphed: SGD with a constant lr
+(max-norm included; input dropout not).
 Adam's bias correction and the lr schedules change from step to step as Python floats.
 """
 
@@ -27,6 +28,7 @@ class Stack(Protocol):
 
     device: str
     opt: Any
+    input_dropout: bool
 
     @property
     def schedule(self) -> str: ...
@@ -46,8 +48,10 @@ class Stack(Protocol):
 
 
 def graphable(stack: Stack) -> bool:
+    """SGD at a constant lr on a GPU, without input dropout (whose [P, B, 784] masks are
+    drawn inside the step, where a replay would freeze them)."""
     return USE_CUDA_GRAPHS and stack.device.startswith("cuda") and stack.opt is None \
-        and stack.schedule == "constant"
+        and stack.schedule == "constant" and not stack.input_dropout
 
 
 class GraphedGroups:
