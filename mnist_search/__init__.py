@@ -31,15 +31,17 @@ _EXPORTS = {
     "load_results": "mnist_search.results.rows",
     "load_model": "mnist_search.training.model_file",
     "rerun_trial": "mnist_search.search.rerun",
+    "confirm": "mnist_search.search.confirm",
 }
-__all__ = ["Objective", "StudySpec", "TrainConfig", "TrainResult", "__version__", "load_data",
-           "load_model", "load_results", "load_spec", "open_study", "rerun_trial", "run_study",
-           "train"]
+__all__ = ["Objective", "StudySpec", "TrainConfig", "TrainResult", "__version__", "confirm",
+           "load_data", "load_model", "load_results", "load_spec", "open_study", "rerun_trial",
+           "run_study", "train"]
 
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import load_data
     from .results.rows import load_results
+    from .search.confirm import confirm
     from .search.objective import Objective
     from .search.rerun import rerun_trial
     from .search.study import open_study

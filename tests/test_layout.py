@@ -142,6 +142,7 @@ def test_public_api_is_lazy_and_complete():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "Objective", "StudySpec", "TrainConfig",
-                                  "TrainResult", "__version__", "load_data", "load_model",
+                                  "TrainResult", "__version__", "confirm", "load_data",
+                                  "load_model",
                                   "load_results", "load_spec", "open_study", "rerun_trial",
                                   "run_study", "train"]

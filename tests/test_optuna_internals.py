@@ -12,6 +12,7 @@ import pytest
 from mnist_search.search.internals import (
     retried_from,
     stale_trial_ids,
+    storage_of,
     study_id,
     trial_id,
     trials_with_heartbeat,
@@ -29,6 +30,7 @@ def test_heartbeat_internals_and_the_retry_record(tmp_path):
     study = optuna.create_study(storage=storage)
     live, dead = study.ask(), study.ask()
     assert isinstance(study_id(study), int)
+    assert storage_of(study) is storage
     assert {trial_id(live), trial_id(dead)} == {t._trial_id for t in study.trials}
     assert trials_with_heartbeat(storage) == set()  # no beat yet: no record at all
     storage.record_heartbeat(trial_id(dead))

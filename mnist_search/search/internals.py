@@ -3,7 +3,8 @@
 Optuna 5 offers no public way to ask which RUNNING trials have a stale heartbeat without
 failing them (`fail_stale_trials` does both, and only for a study with a live sampler), nor
 which trials have a heartbeat record at all; `reap` needs both to tell a dead worker from a
-live one. Trial and study ids (as opposed to numbers) are what the storage methods take.
+live one. Trial and study ids (as opposed to numbers) are what the storage methods take, and
+a loaded study does not say which storage it came from (confirm puts a study beside it).
 tests/test_optuna_internals.py fails loudly if a new Optuna changes any of this; pyproject
 caps optuna below 6 for the same reason.
 """
@@ -15,7 +16,8 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 
-__all__ = ["retried_from", "stale_trial_ids", "study_id", "trial_id", "trials_with_heartbeat"]
+__all__ = ["retried_from", "stale_trial_ids", "storage_of", "study_id", "trial_id",
+           "trials_with_heartbeat"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -25,6 +27,12 @@ def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
 
 def study_id(study: optuna.Study) -> int:
     return int(study._study_id)
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a loaded study reads and writes (a study beside it goes there too)."""
+    storage: optuna.storages.BaseStorage = study._storage
+    return storage
 
 
 def stale_trial_ids(storage: RDBStorage, study: optuna.Study) -> set[int]:

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,10 +90,16 @@ def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float |
 
 def objective_values(spec: StudySpec, result: TrainResult) -> tuple[float, ...]:
     """Every objective of a finished trial, in the study file's order."""
+    return metric_values(spec.objectives, result)
+
+
+def metric_values(names: Sequence[str], result: TrainResult) -> tuple[float, ...]:
+    """The named objectives (test_accuracy, val_accuracy, parameters, train_seconds) of a
+    finished run, in that order."""
     metric = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
               "parameters": float(result.parameter_count),
               "train_seconds": result.member_seconds}
-    values = tuple(metric[name] for name in spec.objectives)
+    values = tuple(metric[name] for name in names)
     assert all(v is not None for v in values), "a val_accuracy study always holds out images"
     return tuple(float(v) for v in values if v is not None)
 

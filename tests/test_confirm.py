@@ -1,0 +1,125 @@
+"""`confirm`: a search's best configs retrained with fresh seeds, stored apart from it."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from optuna.trial import TrialState
+from scipy import stats
+
+import mnist_search as ms
+from mnist_search.cli import cli
+from mnist_search.config import TrainConfig
+from mnist_search.data import load_data
+from mnist_search.search.confirm import Confirmed, verdict
+from mnist_search.stats import summarize
+from mnist_search.training.train import train_population
+
+from helpers import write_study
+
+STUDY = """
+trials = 4
+objective = "val_accuracy"
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 2
+val_size = 96
+[search]
+momentum = { low = 0.0, high = 0.9 }
+lr = { low = 0.005, high = 0.05, log = true }
+"""
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), obj={})
+
+
+@pytest.fixture()
+def searched(tmp_path, synthetic_dir):
+    spec = write_study(tmp_path / "c.toml", synthetic_dir, STUDY, name="c")
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    res = run("-q", "run", str(spec), "--storage", url, "--workers", "1")
+    assert res.exit_code == 0, res.output
+    return url
+
+
+def snapshot(study: optuna.Study) -> tuple:
+    return (len(study.trials), study.best_trial.number, study.best_value)
+
+
+def test_confirm_retrains_the_best_configs_with_fresh_seeds_apart_from_the_study(searched,
+                                                                                synthetic_dir):
+    study = optuna.load_study(study_name="c", storage=searched)
+    before = snapshot(study)
+    res = run("confirm", "c", "--top", "2", "--seeds", "3", "--storage", searched, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    ranked = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)
+    assert [c["trial"] for c in out["configs"]] == [t.number for t in ranked[:2]]
+    assert out["seeds"] == 3 and out["objective"] == "val_accuracy"
+    for c, trial in zip(out["configs"], ranked, strict=False):
+        assert c["recorded"] == trial.value and len(c["values"]) == 3
+        mean, sd = statistics.fmean(c["values"]), statistics.stdev(c["values"])
+        half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+        assert c["mean"] == pytest.approx(mean)
+        assert c["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-3, abs=1e-3)
+    top = out["configs"][0]
+    assert out["winners_curse_pp"] == pytest.approx(top["recorded"] - top["mean"])
+    assert "Welch's t-test" in out["verdict"]
+    # the searched study is untouched: same trials, same best
+    assert snapshot(optuna.load_study(study_name="c", storage=searched)) == before
+    # the replicates: their own study, labelled, fresh seeds, and each re-runs bit for bit
+    store = optuna.load_study(study_name="c-confirm", storage=searched)
+    reps = [t for t in store.trials if t.user_attrs["confirms"] == top["trial"]]
+    assert sorted(t.user_attrs["replicate"] for t in reps) == [0, 1, 2]
+    assert {t.user_attrs["label"] for t in reps} == {f"trial-{top['trial']}"}
+    seeds = {t.user_attrs["seed"] for t in reps}
+    assert len(seeds) == 3 and ranked[0].user_attrs["seed"] not in seeds
+    assert sorted(t.value for t in reps) == sorted(top["values"])
+    configs = [TrainConfig(**t.user_attrs["config"]) for t in reps]
+    again = train_population(configs, load_data(str(synthetic_dir), val_size=96))
+    assert [o.weights_digest() for o in again] == [t.user_attrs["weights_digest"] for t in reps]
+
+
+def test_confirm_again_reuses_stored_replicates_and_trains_only_new_seeds(searched):
+    study = optuna.load_study(study_name="c", storage=searched)
+    first = ms.confirm(study, seeds=2)
+    more = ms.confirm(study, seeds=3)
+    assert more.configs[0].values[:2] == first.configs[0].values
+    store = optuna.load_study(study_name="c-confirm", storage=searched)
+    assert len(store.trials) == 3  # 2, then 1 more
+    assert first.verdict.startswith("one config confirmed")
+
+
+def test_confirm_refuses_a_missing_study_and_too_few_trials_in_one_line(searched):
+    res = run("confirm", "nope", "--storage", searched)
+    assert res.exit_code == 2 and "no study named 'nope'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = run("confirm", "c", "--top", "9", "--storage", searched)
+    assert res.exit_code == 2 and "4 complete trials" in res.stderr and "--top 9" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def confirmed(trial: int, values: list[float]) -> Confirmed:
+    return Confirmed(trial, values[0], tuple(values), summarize(values))
+
+
+def test_verdict_names_the_test_and_sides_with_the_data():
+    a, b = confirmed(1, [98.0, 98.1, 98.2]), confirmed(2, [97.0, 97.1, 97.2])
+    # equal spreads: t = 1.0 / sqrt(2 * 0.01 / 3) = 12.25 on 4 degrees of freedom
+    line = verdict([a, b], maximize=True)
+    assert line.startswith("trial 1 beats trial 2 beyond seed noise (Welch's t-test, p = ")
+    p = float(line.rsplit("= ", 1)[1].rstrip(")"))
+    assert p == pytest.approx(2 * stats.t.sf(1.0 / math.sqrt(0.02 / 3), 4), rel=1e-2)
+    assert "the runner-up, does better" in verdict([b, a], maximize=True)
+    close = confirmed(3, [98.05, 97.2, 98.0])
+    assert verdict([a, close], maximize=True).startswith("trial 1 does not beat trial 3")
+    assert verdict([a, b], maximize=False).startswith("trial 2, the runner-up")
+    assert "one seed each" in verdict([confirmed(1, [98.0]), confirmed(2, [97.0])], True)
