@@ -196,3 +196,65 @@ def test_a_figure_that_fails_costs_only_itself(report_db, tmp_path, monkeypatch)
     assert not (tmp_path / "o" / "momentum.png").exists()
     assert (tmp_path / "o" / "contour.png").exists() and "loss_curves.png" in report
     assert "figure 'Momentum vs accuracy' skipped" in res.stderr
+
+
+def test_importances_say_how_many_trials_they_rest_on(report_db, tmp_path):
+    import optuna
+
+    out = tmp_path / "md"
+    res = CliRunner().invoke(cli, ["report", "rep", "--storage", report_db, "-o", str(out),
+                                   "--format", "md"], obj={})
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="rep", storage=report_db)
+    n = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    assert n < 20
+    report = (out / "report.md").read_text()
+    assert f"From {n} complete trials, the most important: " in report
+    assert f"{n} trials are too few to rank parameters (fewer than 20)" in report
+
+
+ONE_LABEL = """
+trials = 5
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+momentum = { low = 0.0, high = 0.9 }
+[[reference]]
+label = "only"
+momentum = 0.5
+"""
+
+
+def test_a_confirmed_search_with_one_label_says_so(tmp_path, synthetic_dir):
+    """One label: its figures say there is nothing to compare. After `confirm`, the report
+    shows the search's single runs beside their replicates, with the winner's curse."""
+    import statistics
+
+    import optuna
+
+    spec = write_study(tmp_path / "one.toml", synthetic_dir, ONE_LABEL, name="one")
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    assert CliRunner().invoke(cli, ["-q", "run", str(spec), "--storage", url],
+                              obj={}).exit_code == 0
+    res = CliRunner().invoke(cli, ["confirm", "one", "--top", "2", "--seeds", "2",
+                                   "--storage", url], obj={})
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "md"
+    res = CliRunner().invoke(cli, ["report", "one", "--storage", url, "-o", str(out),
+                                   "--format", "md"], obj={})
+    assert res.exit_code == 0, res.output
+    report = (out / "report.md").read_text()
+    assert "there is no other label to compare it with" in report
+    assert "confirmed.png" in report and png_size(out / "confirmed.png")[0] >= 300
+    study = optuna.load_study(study_name="one", storage=url)
+    top = max(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
+              key=lambda t: (t.value, -t.number))
+    reps = [t.value for t in optuna.load_study(study_name="one-confirm", storage=url).trials
+            if t.user_attrs["confirms"] == top.number]
+    mean = statistics.fmean(reps)
+    assert (f"Trial {top.number}, the search's best, recorded {top.value:.2f} test_accuracy in "
+            f"its single run; 2 fresh seeds give {mean:.2f}") in report
+    assert f"a winner's curse of {top.value - mean:+.2f}." in report

@@ -26,7 +26,8 @@ from ..stats import compare, summarize
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["ReportFigure", "optuna_figures", "trial_figures"]
+__all__ = ["ReportFigure", "new_figure", "optuna_figures", "save_figure", "style",
+           "trial_figures"]
 
 GROUP_ORDER = ("baseline", "regularization", "dropout", "layers", "width", "momentum",
                "momentum-sweep")
@@ -55,13 +56,13 @@ def style() -> Iterator[None]:
         yield
 
 
-def _new(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[Figure, Any]:
+def new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1) -> tuple[Figure, Any]:
     """A Figure of its own (no pyplot, no global state) and its axes."""
     fig = Figure(figsize=figsize)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _save(fig: Figure, out: Path, name: str) -> None:
+def save_figure(fig: Figure, out: Path, name: str) -> None:
     with warnings.catch_warnings():  # Optuna's contour has a colorbar tight_layout warns of
         warnings.filterwarnings("ignore", message="This figure includes Axes")
         fig.tight_layout()
@@ -83,7 +84,7 @@ def loss_curves(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
         return None
     ncols = min(4, len(groups))
     nrows = -(-len(groups) // ncols)
-    fig, axes = _new((4.2 * ncols, 3.4 * nrows), nrows, ncols)
+    fig, axes = new_figure((4.2 * ncols, 3.4 * nrows), nrows, ncols)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     finals = []
@@ -105,12 +106,16 @@ def loss_curves(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
             finals.append((mean[-1], label))
         ax.set(title=group, xlabel="epoch", ylabel="mean train loss")
         ax.legend(fontsize=7)
-    _save(fig, out, "loss_curves.png")
+    save_figure(fig, out, "loss_curves.png")
     finals.sort()
-    text = (f"Lowest final mean train loss: {finals[0][1]} ({finals[0][0]:.3f}); highest: "
-            f"{finals[-1][1]} ({finals[-1][0]:.3f}). Crosses are the notebook's printed "
-            "last-batch losses, which swing widely from batch to batch; the lines are means "
-            "over each whole epoch.") if finals else "No loss curves recorded."
+    if len(finals) == 1:
+        text = (f"One labelled run, {finals[0][1]}, ended at a mean train loss of "
+                f"{finals[0][0]:.3f}; there is no other label to compare it with.")
+    else:
+        text = (f"Lowest final mean train loss: {finals[0][1]} ({finals[0][0]:.3f}); highest: "
+                f"{finals[-1][1]} ({finals[-1][0]:.3f}). Crosses are the notebook's printed "
+                "last-batch losses, which swing widely from batch to batch; the lines are "
+                "means over each whole epoch.") if finals else "No loss curves recorded."
     return _figure("loss_curves.png", "Training loss per epoch", text)
 
 
@@ -121,7 +126,7 @@ def accuracy_by_label(runs: list[FinishedTrial], out: Path) -> ReportFigure | No
         return None
     stats = {k: summarize([r.test_accuracy for r in v]) for k, v in labels.items()}
     order = sorted(stats, key=lambda k: stats[k].mean)
-    fig, axes = _new((8, 0.35 * len(order) + 1.5))
+    fig, axes = new_figure((8, 0.35 * len(order) + 1.5))
     ax = axes[0, 0]
     for y, label in enumerate(order):
         s = stats[label]
@@ -134,9 +139,11 @@ def accuracy_by_label(runs: list[FinishedTrial], out: Path) -> ReportFigure | No
     if any(labels[k][0].notebook_accuracy is not None for k in order):
         ax.plot([], [], "D", color="C3", label="notebook")
         ax.legend(loc="lower right")
-    _save(fig, out, "accuracy_by_label.png")
+    save_figure(fig, out, "accuracy_by_label.png")
     best, second = order[-1], order[-2] if len(order) > 1 else None
-    text = f"Highest: {best} at {stats[best].mean:.2f}% (n={stats[best].n})."
+    text = f"Highest: {best} at {stats[best].mean:.2f}% (n={stats[best].n})." if second else \
+        (f"One label, {best}, at {stats[best].mean:.2f}% (n={stats[best].n}); there is no "
+         "other label to compare it with.")
     if second:
         verdict = compare(stats[best], stats[second])
         gap = stats[best].mean - stats[second].mean
@@ -161,7 +168,7 @@ def momentum(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     points = sorted((r.config["momentum"], r.test_accuracy) for r in base)
     if len({m for m, _ in points}) < 2:
         return None
-    fig, axes = _new((7, 4))
+    fig, axes = new_figure((7, 4))
     ax = axes[0, 0]
     ax.scatter([m for m, _ in points], [a for _, a in points], s=18, label="trials")
     nb = sorted({(r.config["momentum"], r.notebook_accuracy) for r in base
@@ -171,7 +178,7 @@ def momentum(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     ax.set(xlabel="SGD momentum", ylabel="test accuracy (%)",
            title="784-128-64-10, lr 0.01, batch 64")
     ax.legend()
-    _save(fig, out, "momentum.png")
+    save_figure(fig, out, "momentum.png")
     best_m, best_a = max(points, key=lambda p: p[1])
     text = (f"Best: momentum {best_m:.2f} at {best_a:.2f}%; lowest momentum tried "
             f"({points[0][0]:.2f}) reached {points[0][1]:.2f}%.")
@@ -196,7 +203,7 @@ def regularization(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
            for r in runs if r.config["l1"] or r.config["l2"]]
     if not pen:
         return None
-    fig, axes = _new((10, 4), 1, 2)
+    fig, axes = new_figure((10, 4), 1, 2)
     a1, a2 = axes[0]
     for kind, color in (("l1", "C0"), ("l2", "C1")):
         pts = sorted(((lam, r) for k, lam, r in pen if k == kind), key=lambda p: p[0])
@@ -210,7 +217,7 @@ def regularization(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     a2.set(xscale="log", xlabel="lambda", ylabel="fc weights with |w| < 1e-3 (%)")
     a1.legend()
     a2.legend()
-    _save(fig, out, "regularization.png")
+    save_figure(fig, out, "regularization.png")
     text = []
     for kind in ("l1", "l2"):
         pts = [(lam, r) for k, lam, r in pen if k == kind]
@@ -230,7 +237,7 @@ def capacity(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
     archs = {tuple(r.config["hidden"]) for r in runs}
     if len(archs) < 2:
         return None
-    fig, axes = _new((7, 4))
+    fig, axes = new_figure((7, 4))
     ax = axes[0, 0]
     pts = [(r.parameters or 0, r.test_accuracy, hidden_str(r.config["hidden"]))
            for r in runs]
@@ -240,7 +247,7 @@ def capacity(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
         best = max(mine, key=lambda p: p[1])
         ax.annotate(arch, best[:2], fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xscale="log", xlabel="parameters", ylabel="test accuracy (%)")
-    _save(fig, out, "capacity.png")
+    save_figure(fig, out, "capacity.png")
     best = max(pts, key=lambda p: p[1])
     small = min(pts, key=lambda p: p[0])
     return _figure("capacity.png", "Depth and width: accuracy vs parameters",
@@ -296,7 +303,7 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
                 fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
                 try:
                     fig.set_size_inches(8, 5)
-                    _save(fig, out, name)
+                    save_figure(fig, out, name)
                 finally:
                     plt.close(fig)
             return _figure(name, title, text())
@@ -312,13 +319,17 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
         plot("importances.png", "Parameter importances",
              lambda: ovm.plot_param_importances(study), lambda: _importance_text(study)),
         plot("slice.png", "Slice plot", lambda: ovm.plot_slice(study, params=top),
-             lambda: "Each point is a trial; its x is the value of one searched parameter."),
+             lambda: f"Each of the {len(complete)} complete trials is a point per parameter; "
+                     f"the best (trial {best.number}, {best.value:.2f}) has "
+                     + ", ".join(f"{p} = {_fmt(best.params[p])}" for p in top
+                                 if p in best.params) + "."),
     ]
     if len(params) >= 2:
         makers.append(plot("contour.png", "Contour of the two most important parameters",
                            lambda: ovm.plot_contour(study, params=_top2(study)),
-                           lambda: "Interpolated objective over the two most important "
-                                   "parameters."))
+                           lambda: f"The objective interpolated over {' and '.join(_top2(study))}"
+                                   f" from {len(complete)} complete trials; between them the "
+                                   "surface is a guess."))
     return makers
 
 
@@ -329,16 +340,29 @@ def _top2(study: optuna.Study) -> list[str]:
     return list(imp)[:2]
 
 
+MIN_RANKED = 20  # complete trials below which importances are a hint, not a ranking
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _importance_text(study: optuna.Study) -> str:
     import optuna
 
+    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
     try:
         imp = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError):
-        return "Importances could not be computed."
+        return f"Importances could not be computed from {n} complete trials."
     items = list(imp.items())
-    return (f"Most important: {items[0][0]} ({items[0][1]:.0%} of the explained variance)"
+    text = (f"From {n} complete trials, the most important: {items[0][0]} ({items[0][1]:.0%} "
+            "of the explained variance)"
             + (f", then {items[1][0]} ({items[1][1]:.0%})." if len(items) > 1 else "."))
+    if n < MIN_RANKED:
+        text += (f" {n} trials are too few to rank parameters (fewer than {MIN_RANKED}): "
+                 "read the order as a hint, not a finding.")
+    return text
 
 
 def pareto_front(study: optuna.Study, out: Path) -> ReportFigure | None:
@@ -350,7 +374,7 @@ def pareto_front(study: optuna.Study, out: Path) -> ReportFigure | None:
         return None
     front = sorted(study.best_trials, key=lambda t: t.values[1])
     with style():
-        fig, axes = _new((7, 4.5))
+        fig, axes = new_figure((7, 4.5))
         ax = axes[0, 0]
         ax.scatter([t.values[1] for t in done], [t.values[0] for t in done], s=14,
                    color="0.6", label="trials")
@@ -360,7 +384,7 @@ def pareto_front(study: optuna.Study, out: Path) -> ReportFigure | None:
             ax.set_xscale("log")
         ax.set(xlabel=names[1], ylabel=names[0])
         ax.legend()
-        _save(fig, out, "pareto_front.png")
+        save_figure(fig, out, "pareto_front.png")
     return _figure("pareto_front.png", "Pareto front", _pareto_text(front, names, len(done)))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 
 from ..search.summary import finished_trials
+from .confirmed import confirmed_figure
 from .figures import ReportFigure, optuna_figures, trial_figures
 
 __all__ = ["Built", "build", "write_report"]
@@ -38,7 +39,8 @@ def build(study: optuna.Study, out_dir: Path,
     fails to draw costs only itself: it is listed with the reason, and the rest go on."""
     made: list[ReportFigure] = []
     skipped: list[str] = []
-    makers = trial_figures(finished_trials(study), out_dir) + optuna_figures(study, out_dir)
+    makers = trial_figures(finished_trials(study), out_dir) + optuna_figures(study, out_dir) + \
+        [("The search's best, confirmed", lambda: confirmed_figure(study, out_dir))]
     for title, make in makers:
         try:
             fig = make()
