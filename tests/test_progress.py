@@ -6,6 +6,7 @@ import datetime as dt
 import time
 
 import optuna
+import pytest
 from click.testing import CliRunner
 from optuna.trial import TrialState
 
@@ -15,10 +16,12 @@ from mnist_search.workers.progress import clock, snapshot
 from helpers import write_study
 
 
-def finished(start: float, seconds: float, stack: int = 1) -> optuna.trial.FrozenTrial:
+def finished(start: float, seconds: float, stack: int = 1,
+             state: TrialState = TrialState.COMPLETE) -> optuna.trial.FrozenTrial:
     t0 = dt.datetime.fromtimestamp(start)
     return optuna.trial.FrozenTrial(
-        number=0, state=TrialState.COMPLETE, value=90.0, values=None, datetime_start=t0,
+        number=0, state=state, value=90.0 if state == TrialState.COMPLETE else None,
+        values=None, datetime_start=t0,
         datetime_complete=t0 + dt.timedelta(seconds=seconds), params={}, distributions={},
         user_attrs={"population_size": stack}, system_attrs={}, intermediate_values={},
         trial_id=0)
@@ -37,6 +40,22 @@ def test_eta_is_the_remaining_trials_times_their_share_over_the_workers():
     assert line.startswith("3/10 trials finished, 0 running, best 97.50, 2.0 trials/min")
     assert "elapsed 1:00" in line and "ETA 0:35" in line
     assert clock(3725) == "1:02:05"
+
+
+def test_an_eta_says_when_it_is_a_floor_or_past_the_timeout():
+    import dataclasses
+
+    now = time.time()
+    trials = [finished(now, 10.0), finished(now, 2.0, state=TrialState.PRUNED),
+              finished(now, 2.0, state=TrialState.PRUNED)]
+    snap = snapshot(trials, target=10, workers=1, started=time.monotonic() - 60,
+                    since=now - 1, own=set(), best=None)
+    assert snap.eta == pytest.approx(7 * 14 / 3)
+    assert f"ETA {clock(7 * 14 / 3)} or more (most finished trials were pruned early)" in \
+        snap.line()
+    late = dataclasses.replace(snap, budget_left=20.0)
+    assert "ETA past the timeout, which will end the run first" in late.line()
+    assert "ETA 0:" not in late.line()
 
 
 def test_a_run_logs_progress_lines_when_not_on_a_terminal(tmp_path, synthetic_dir):

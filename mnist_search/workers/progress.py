@@ -44,6 +44,7 @@ class Snapshot:
     eta: float | None  # seconds until the target, from the trials' times
     best: float | None
     budget_left: float | None = None  # seconds until --timeout, when one is set
+    pruned_share: float = 0.0  # of this run's finished trials, the part pruned early
 
     def line(self) -> str:
         parts = [f"{self.done}/{self.target} trials finished", f"{self.running} running"]
@@ -52,8 +53,14 @@ class Snapshot:
         if self.per_minute is not None:
             parts.append(f"{self.per_minute:.1f} trials/min")
         parts.append(f"elapsed {clock(self.elapsed)}")
-        if self.eta is not None:
-            parts.append(f"ETA {clock(self.eta)}")
+        if self.eta is not None and self.budget_left is not None and \
+                self.eta > self.budget_left:
+            parts.append("ETA past the timeout, which will end the run first")
+        elif self.eta is not None:
+            # An estimate from mostly pruned trials is a floor: whole trials take longer.
+            parts.append(f"ETA {clock(self.eta)}" + (
+                " or more (most finished trials were pruned early)"
+                if self.pruned_share > 0.5 else ""))
         if self.budget_left is not None:
             parts.append(f"timeout in {clock(max(0.0, self.budget_left))}")
         return ", ".join(parts)
@@ -85,9 +92,11 @@ def snapshot(trials: Sequence[FrozenTrial], target: int, workers: int, started: 
     eta = None
     if shares and done < target:
         eta = (target - done) * (sum(shares) / len(shares)) / max(1, workers)
+    pruned = sum(t.state == TrialState.PRUNED for t in mine) / len(mine) if mine else 0.0
     return Snapshot(done, len(running), sum(t.user_attrs.get("worker") not in own
                                             for t in running), target, elapsed,
-                    60 * len(mine) / elapsed if mine and elapsed > 0 else None, eta, best)
+                    60 * len(mine) / elapsed if mine and elapsed > 0 else None, eta, best,
+                    pruned_share=pruned)
 
 
 def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
