@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .bundled import resolve_study
 from .config import CONFIG_FIELDS, ConfigError, TrainConfig, is_int, is_num
 from .errors import SpecError
 from .space import NOT_SEARCHABLE, Space, SpaceBuilder, categorical
@@ -133,10 +134,9 @@ def reference_params(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file; raise SpecError (one line) on any problem."""
-    path = Path(path)
-    if not path.exists():
-        raise SpecError(f"{path}: no such study file")
+    """Read and validate a study file (a path, or the name of a bundled study such as
+    "notebook"); raise SpecError (one line) on any problem."""
+    path = resolve_study(path)
     if path.is_dir():
         raise SpecError(f"{path}: is a directory, expected a .toml study file")
     try:

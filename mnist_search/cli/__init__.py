@@ -14,6 +14,7 @@ from .check import check_cmd
 from .common import OneLineGroup, setup_logging
 from .confirm import confirm_cmd
 from .data import data
+from .init import init_cmd
 from .models import evaluate_cmd, model_cmd, rerun_cmd
 from .results import best_cmd, export_cmd, report_cmd, show_cmd, studies_cmd
 from .run import dashboard_cmd, reap_cmd, run_cmd
@@ -37,7 +38,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 for command in (data, train_cmd, check_cmd, run_cmd, studies_cmd, show_cmd, best_cmd, export_cmd,
                 report_cmd, reap_cmd, dashboard_cmd, model_cmd, evaluate_cmd, rerun_cmd,
-                confirm_cmd):
+                confirm_cmd, init_cmd):
     cli.add_command(command)
 
 
