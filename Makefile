@@ -6,12 +6,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: run test lint bench data install clean
+.PHONY: run test lint docs bench data install clean
 
 # pip (not uv/poetry) so torch/torchvision resolve from what the machine's pip config offers.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,postgres,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,7 +31,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
-test: data lint
+# The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken link.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
+test: data lint docs
 	$(BIN)/python -m pytest
 
 bench: data
@@ -40,4 +44,4 @@ bench: data
 	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 8626994
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

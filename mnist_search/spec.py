@@ -27,7 +27,7 @@ from .space import NOT_SEARCHABLE, Space, SpaceBuilder, categorical
 __all__ = ["OBJECTIVES", "PRUNERS", "SAMPLERS", "Reference", "SpecError", "StudySpec",
            "load_spec", "reference_params"]
 
-SAMPLERS = ("grid", "tpe", "random", "cmaes")
+SAMPLERS = ("grid", "tpe", "random", "cmaes", "gp")
 PRUNERS = ("none", "median", "hyperband")
 # What a trial can be judged by: accuracies in percent, the parameter count, and its share
 # of training wall time (member_seconds). A list of them makes a multi-objective study.

@@ -123,3 +123,42 @@ def test_verdict_names_the_test_and_sides_with_the_data():
     assert verdict([a, close], maximize=True).startswith("trial 1 does not beat trial 3")
     assert verdict([a, b], maximize=False).startswith("trial 2, the runner-up")
     assert "one seed each" in verdict([confirmed(1, [98.0]), confirmed(2, [97.0])], True)
+
+
+def test_a_stopped_confirm_leaves_no_replicate_running(tmp_path, slow_synthetic_dir):
+    """SIGTERM mid-training: the replicates in training are told FAIL and the command
+    exits 130; the next confirm trains them again."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import exe
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.set_user_attr("objectives", ["test_accuracy"])
+    trial = study.ask()  # a finished trial whose config is slow to train: 200 epochs
+    config = TrainConfig(dataset=str(slow_synthetic_dir), device="cpu", epochs=200, seed=3)
+    trial.set_user_attr("config", config.to_dict())
+    study.tell(trial, 50.0)
+    proc = subprocess.Popen([exe("mnist-search"), "-q", "confirm", "s", "--seeds", "2",
+                             "--storage", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def running() -> int:
+        try:
+            store = optuna.load_study(study_name="s-confirm", storage=url)
+        except KeyError:
+            return 0
+        return sum(t.state == TrialState.RUNNING for t in store.trials)
+
+    deadline = time.monotonic() + 120
+    while running() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # into training
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    store = optuna.load_study(study_name="s-confirm", storage=url)
+    assert [t.state for t in store.trials] == [TrialState.FAIL, TrialState.FAIL]

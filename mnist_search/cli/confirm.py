@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import signal
+from types import FrameType
 
 import click
 
 from .common import friendly, storage_option, use_storage
 
 __all__ = ["confirm_cmd"]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command("confirm")
@@ -40,6 +46,9 @@ def confirm_cmd(study: str, top: int, seeds: int, storage: str | None, device: s
     from ..search.confirm import confirm
 
     url = use_storage(storage)
+    # SIGTERM ends it as Ctrl-C does: the replicates in training are told FAIL, not left
+    # RUNNING (a later confirm also fails any it finds, then trains them again).
+    signal.signal(signal.SIGTERM, _interrupt)
     report = confirm(load_study(study, url), top=top, seeds=seeds, device=device)
     if as_json:
         click.echo(json.dumps(report.to_json()))

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import TrainConfig
 from ..errors import UsageError
 from ..stats import Summary, summarize
-from .internals import storage_of
+from .internals import storage_of, trial_id
 from .objective import metric_values, record_result
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
@@ -144,9 +144,14 @@ def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, se
     from ..training.train import TrainResult, train_population
 
     have: dict[int, float] = {}
-    for old in store.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if old.user_attrs.get("confirms") == trial.number and old.values:
+    for old in store.get_trials(deepcopy=False):
+        if old.user_attrs.get("confirms") != trial.number:
+            continue
+        if old.state == TrialState.COMPLETE and old.values:
             have.setdefault(int(old.user_attrs["replicate"]), float(old.values[0]))
+        elif old.state == TrialState.RUNNING:  # left by a confirm that was killed
+            storage_of(store).set_trial_user_attr(trial_id(old), "fail_reason", "interrupted")
+            store.tell(old.number, state=TrialState.FAIL)
     todo = [r for r in range(seeds) if r not in have]
     configs = [dataclasses.replace(config, seed=replicate_seed(config.seed, r), order_seed=None,
                                    order_skip=0, pad_hidden=None) for r in todo]

@@ -44,6 +44,9 @@ def make_sampler(spec: StudySpec, worker: int = 0, salt: int = 0) -> optuna.samp
     if kind == "tpe":
         return optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=spec.sampler.get("n_startup_trials", 10))
+    if kind == "gp":  # Optuna's Gaussian-process sampler (torch and scipy, both here)
+        return optuna.samplers.GPSampler(
+            seed=seed, n_startup_trials=spec.sampler.get("n_startup_trials", 10))
     if kind == "cmaes":
         return optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=spec.sampler.get("n_startup_trials", 1))

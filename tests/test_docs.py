@@ -1,0 +1,77 @@
+"""The documentation cannot drift from the code: the study-file page lists every key and
+every training-config field with the validator's own rule, and the site builds strictly."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mnist_search.config import CONFIG_FIELDS, RULES, TrainConfig
+from mnist_search.space import NOT_SEARCHABLE
+from mnist_search.spec import TOP_KEYS
+
+from conftest import REPO
+
+PAGE = (REPO / "docs" / "study-files.md").read_text()
+
+
+def table_rows(section: str) -> list[list[str]]:
+    """The rows of the first table under a `## section` heading, as cells."""
+    body = PAGE.split(f"## {section}\n", 1)[1].splitlines()
+    start = next(i for i, ln in enumerate(body) if ln.startswith("| "))
+    end = next((i for i in range(start, len(body)) if not body[i].startswith("| ")), len(body))
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in body[start + 2:end]]
+
+
+def test_every_top_level_key_is_documented():
+    keys = [row[0].strip("`") for row in table_rows("Top-level keys")]
+    assert keys == list(TOP_KEYS)
+
+
+def test_every_training_field_is_documented_with_its_rule_and_default():
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    rows = table_rows("Training-config fields")
+    assert [r[0].strip("`") for r in rows] == list(CONFIG_FIELDS)
+    for field, default, allowed, searchable in rows:
+        name = field.strip("`")
+        assert allowed == RULES[name][1], name
+        assert searchable == ("no" if name in NOT_SEARCHABLE else "yes"), name
+        value = defaults[name]
+        shown = ("none" if value is None else str(value).lower() if isinstance(value, bool)
+                 else f'"{value}"' if isinstance(value, str)
+                 else "[" + ", ".join(map(str, value)) + "]" if isinstance(value, tuple)
+                 else repr(value))
+        assert default == f"`{shown}`", name
+
+
+def test_the_example_study_file_on_the_page_is_valid(tmp_path):
+    from mnist_search.spec import load_spec
+
+    example = re.search(r"```toml\n(.*?)```", PAGE, re.S).group(1)
+    (tmp_path / "example.toml").write_text(example)
+    spec = load_spec(tmp_path / "example.toml")
+    assert spec.objective == "val_accuracy" and [r.label for r in spec.references] == \
+        ["baseline"]
+
+
+@pytest.mark.slow
+def test_the_site_builds_strictly(tmp_path):
+    mkdocs = Path(sys.executable).with_name("mkdocs")
+    if not mkdocs.exists():
+        pytest.fail("mkdocs is not installed: pip install -e '.[docs]'")
+    res = subprocess.run([str(mkdocs), "build", "--strict", "--quiet", "--site-dir",
+                          str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    cli = (tmp_path / "site" / "cli" / "index.html").read_text()
+    for command in ("run", "confirm", "init", "rerun", "report"):
+        assert f"mnist-search {command}" in cli  # generated from the click group
+    api = (tmp_path / "site" / "python-api" / "index.html").read_text()
+    assert "Objective" in api and "winners_curse_pp" in api  # from the docstrings
+    shutil.rmtree(tmp_path / "site")
