@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from mnist_search.config import CONFIG_FIELDS, RULES, TrainConfig
 from mnist_search.space import NOT_SEARCHABLE
 from mnist_search.spec import TOP_KEYS
-
-from conftest import REPO
 
 PAGE = (REPO / "docs" / "study-files.md").read_text()
 
