@@ -24,8 +24,8 @@ from .config import CONFIG_FIELDS, ConfigError, TrainConfig, is_int, is_num
 from .errors import SpecError
 from .space import NOT_SEARCHABLE, Space, SpaceBuilder, categorical
 
-__all__ = ["OBJECTIVES", "PRUNERS", "SAMPLERS", "Reference", "SpecError", "StudySpec",
-           "load_spec", "reference_params"]
+__all__ = ["CONSTRAINTS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Reference", "SpecError",
+           "StudySpec", "load_spec", "reference_params"]
 
 SAMPLERS = ("grid", "tpe", "random", "cmaes", "gp")
 PRUNERS = ("none", "median", "hyperband")
@@ -33,7 +33,10 @@ PRUNERS = ("none", "median", "hyperband")
 # of training wall time (member_seconds). A list of them makes a multi-objective study.
 OBJECTIVES = ("test_accuracy", "val_accuracy", "parameters", "train_seconds")
 TOP_KEYS = ("name", "description", "direction", "objective", "seed", "trials", "replicates",
-            "sampler", "pruner", "fixed", "search", "reference")
+            "sampler", "pruner", "constraints", "fixed", "search", "reference")
+# [constraints]: caps on what a trial records; a trial over one is infeasible (Optuna's
+# trial.set_constraint), which the sampler learns from and best/show/report mark.
+CONSTRAINTS = {"max_parameters": "parameters", "max_train_seconds": "train_seconds"}
 REF_META = ("label", "group", "notebook_accuracy", "notebook_loss", "note")
 REPLICATE_MARK = "#"  # replicates of a reference are labelled "label#2", "label#3", ...
 
@@ -73,6 +76,7 @@ class StudySpec:
     text_hash: str = ""
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # [fixed] values set in code
+    constraints: Mapping[str, float] = field(default_factory=dict)  # CONSTRAINTS key -> cap
 
     @property
     def sampler_kind(self) -> str:
@@ -205,7 +209,16 @@ class _Validator:
             replicates=replicates, sampler=sampler, pruner=self.pruner(raw.get("pruner", {})),
             fixed=fixed, search=search, references=refs,
             text_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], raw=raw,
+            constraints=self.constraints(raw.get("constraints", {})),
         )
+
+    def constraints(self, raw: Any) -> dict[str, float]:
+        table = self.table(raw, "constraints")
+        self.known(table, tuple(CONSTRAINTS), "constraints")
+        for key, value in table.items():
+            if not (is_num(value) and value > 0):
+                raise self.fail(f"constraints.{key}", value, "a number > 0")
+        return {k: float(v) for k, v in table.items()}
 
     def grid_configs(self, fixed: dict[str, Any], search: Space) -> None:
         """Each grid point, on top of [fixed], must be a valid TrainConfig (a penalty_layer

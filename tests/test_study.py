@@ -280,3 +280,43 @@ def test_unknown_study_name_is_a_usage_error(tmp_path, synthetic_dir, args, frag
     assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
     res = run(*args, "--storage", url)
     assert res.exit_code == 2 and fragment in res.stderr and "tiny" in res.stderr
+
+
+CONSTRAINED = """
+trials = 8
+[sampler]
+kind = "random"
+[constraints]
+max_parameters = 30000
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+width = { low = 8, high = 128, log = true }
+depth = [1]
+"""
+
+
+def test_constraints_mark_trials_over_a_cap_and_best_is_feasible(tmp_path, synthetic_dir):
+    spec = study_file(tmp_path, synthetic_dir, CONSTRAINED)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    res = run("-q", "run", str(spec), "--storage", url)
+    assert res.exit_code == 0, res.output
+    trials = [t for t in trials_of(tmp_path / "c.db") if t.state.name == "COMPLETE"]
+    for t in trials:
+        width = t.params["width_1"]
+        params = 784 * width + width + width * 10 + 10  # the MLP 784 -> width -> 10
+        assert t.constraints == {"parameters": params - 30000}
+    feasible = [t for t in trials if t.constraints["parameters"] <= 0]
+    assert feasible and len(feasible) < len(trials)  # both kinds were drawn
+    best = json.loads(run("best", spec.stem, "--storage", url).stdout)
+    assert best["number"] == max(feasible, key=lambda t: t.value).number
+    shown = json.loads(run("show", spec.stem, "--storage", url, "--format", "json").stdout)
+    assert {r["number"]: r["feasible"] for r in shown} == \
+        {t.number: t.constraints["parameters"] <= 0 for t in trials}
+    out = tmp_path / "rep"
+    assert run("report", spec.stem, "--storage", url, "-o", str(out), "--format",
+               "md").exit_code == 0
+    n_bad = len(trials) - len(feasible)
+    assert f"{n_bad} of {len(trials)} complete trials are over the study's [constraints]" in \
+        (out / "report.md").read_text()

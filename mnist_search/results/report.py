@@ -82,6 +82,13 @@ def _summary_lines(study: optuna.Study, built: Built) -> list[str]:
         states[t.state.name] = states.get(t.state.name, 0) + 1
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
     lines = [f"{len(trials)} trials: {counts}."]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    infeasible = [t.number for t in complete if any(v > 0 for v in t.constraints.values())]
+    if any(t.constraints for t in complete):
+        lines.append(f"{len(infeasible)} of {len(complete)} complete trials are over the "
+                     "study's [constraints] (infeasible); the best value is the best "
+                     "feasible one" + (f"; infeasible: {', '.join(map(str, infeasible[:20]))}."
+                                       if infeasible else "."))
     if study.user_attrs.get("selection_on_test"):
         lines.append("This study selected on test accuracy, so its best value is optimistic.")
     lines += [f"Figure skipped ({reason})." for reason in built.skipped]

@@ -57,6 +57,9 @@ def trial_row(trial: FrozenTrial, notebook: dict[str, Any],
         "test_accuracy": attrs.get("test_accuracy"),
         "val_accuracy": attrs.get("val_accuracy"),
         "notebook_accuracy": ref.get("notebook_accuracy"),
+        # under the study's [constraints]: every constraint value <= 0 (None: no constraint)
+        "feasible": all(v <= 0 for v in trial.constraints.values())
+        if trial.constraints else None,
     }
     if objectives and len(objectives) > 1:
         for name, value in zip(objectives, trial.values if done else [None] * len(objectives),
@@ -110,7 +113,8 @@ def top_rows(study: optuna.Study, top: int | None) -> list[dict[str, Any]]:
         return all_rows
     sign = -1 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1
     done = [r for r in all_rows if r["value"] is not None and math.isfinite(r["value"])]
-    return sorted(done, key=lambda r: sign * r["value"])[:top]
+    # an infeasible trial (over a [constraints] cap) ranks after every feasible one
+    return sorted(done, key=lambda r: (r["feasible"] is False, sign * r["value"]))[:top]
 
 
 SHOW_COLUMNS = ("number", "label", "params", "value", "test_accuracy", "notebook_accuracy",
@@ -123,6 +127,8 @@ def compact(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: row.get(k) for k in SHOW_COLUMNS if k != "params"}
     out["params"] = params
     extra = {k: v for k, v in row.items() if k.startswith("value_") and "epoch" not in k}
+    if row.get("feasible") is not None:
+        extra["feasible"] = row["feasible"]
     return {**{k: out.get(k) for k in SHOW_COLUMNS}, **extra}
 
 

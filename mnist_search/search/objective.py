@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import BaseTrial, TrialState
 
-from ..config import TrainConfig
+from ..config import TrainConfig, mlp_parameters
 from ..errors import NonFiniteLossError
 from ..spec import StudySpec, load_spec
 from .models import ModelSaver
@@ -75,6 +75,9 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
     """Everything before training: the config, what ran it, and a dashboard note."""
     config = config_for_trial(trial, spec, device, seed_base)
     trial.set_user_attr("worker", worker_name())
+    cap = spec.constraints.get("max_parameters")
+    if cap is not None:  # known before training: pruned and failed trials carry it too
+        trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
     if isinstance(trial, optuna.Trial):  # a FixedTrial has no study to hold a note
         write_trial_note(trial, config)
     return config
@@ -205,6 +208,9 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
 
     if isinstance(outcome, TrainResult):
         record_result(trial, outcome)
+        cap = spec.constraints.get("max_train_seconds")
+        if cap is not None:
+            trial.set_constraint("train_seconds", outcome.member_seconds - cap)
         values = objective_values(spec, outcome)
         if saver is not None and isinstance(trial, optuna.Trial):
             if saver.admits(trial, values[0]):
