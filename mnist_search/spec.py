@@ -33,7 +33,7 @@ PRUNERS = ("none", "median", "hyperband")
 # of training wall time (member_seconds). A list of them makes a multi-objective study.
 OBJECTIVES = ("test_accuracy", "val_accuracy", "parameters", "train_seconds")
 TOP_KEYS = ("name", "description", "direction", "objective", "seed", "trials", "replicates",
-            "sampler", "pruner", "constraints", "fixed", "search", "reference")
+            "sampler", "pruner", "constraints", "warm_start", "fixed", "search", "reference")
 # [constraints]: caps on what a trial records; a trial over one is infeasible (Optuna's
 # trial.set_constraint), which the sampler learns from and best/show/report mark.
 CONSTRAINTS = {"max_parameters": "parameters", "max_train_seconds": "train_seconds"}
@@ -77,6 +77,7 @@ class StudySpec:
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # [fixed] values set in code
     constraints: Mapping[str, float] = field(default_factory=dict)  # CONSTRAINTS key -> cap
+    warm_start: str | None = None  # "OTHER" or "OTHER:K": begin with OTHER's K best configs
 
     @property
     def sampler_kind(self) -> str:
@@ -210,7 +211,16 @@ class _Validator:
             fixed=fixed, search=search, references=refs,
             text_hash=hashlib.sha256(canonical.encode()).hexdigest()[:16], raw=raw,
             constraints=self.constraints(raw.get("constraints", {})),
+            warm_start=self.warm_start(raw.get("warm_start")),
         )
+
+    def warm_start(self, raw: Any) -> str | None:
+        ok = raw is None or (isinstance(raw, str) and raw.strip() and
+                             (":" not in raw or raw.rpartition(":")[2].isdigit()
+                              and int(raw.rpartition(":")[2]) >= 1))
+        if not ok:
+            raise self.fail("warm_start", raw, "a stored study's name, or NAME:K with K >= 1")
+        return None if raw is None else str(raw)
 
     def constraints(self, raw: Any) -> dict[str, float]:
         table = self.table(raw, "constraints")

@@ -320,3 +320,61 @@ def test_constraints_mark_trials_over_a_cap_and_best_is_feasible(tmp_path, synth
     n_bad = len(trials) - len(feasible)
     assert f"{n_bad} of {len(trials)} complete trials are over the study's [constraints]" in \
         (out / "report.md").read_text()
+
+
+WARM_A = """
+trials = 6
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+momentum = { low = 0.0, high = 0.9 }
+"""
+
+
+def test_a_warm_start_enqueues_the_best_fitting_configs_of_another_study_once(
+        tmp_path, synthetic_dir):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    a = study_file(tmp_path, synthetic_dir, WARM_A, name="a")
+    assert run("-q", "run", str(a), "--storage", url).exit_code == 0
+    source = optuna.load_study(study_name="a", storage=url)
+    best4 = sorted(source.trials, key=lambda t: (-t.value, t.number))[:4]
+    fits = [t for t in best4 if t.params["momentum"] <= 0.5]
+    assert 0 < len(fits) < 4  # some of the 4 best fit the narrower space, some do not
+    b = study_file(tmp_path, synthetic_dir, WARM_A.replace("high = 0.9", "high = 0.5")
+                   .replace("trials = 6", "trials = 5"), name="b")
+    res = run("run", str(b), "--storage", url, "--warm-start", "a:4")
+    assert res.exit_code == 0, res.output
+    skipped = [t for t in best4 if t not in fits]
+    for t in skipped:
+        assert f"warm start: a#{t.number} skipped: momentum = {t.params['momentum']!r} is " \
+            "outside the searched range [0.0, 0.5]" in res.stderr
+    warm = [t for t in optuna.load_study(study_name="b", storage=url).trials
+            if "warm_start" in t.user_attrs]
+    assert [t.user_attrs["warm_start"] for t in warm] == [f"a#{t.number}" for t in fits]
+    assert [t.params["momentum"] for t in warm] == [t.params["momentum"] for t in fits]
+    assert all(t.state.name == "COMPLETE" for t in warm)
+    # again: nothing enqueued twice
+    assert run("-q", "run", str(b), "--storage", url, "--warm-start", "a:4",
+               "--trials", "6").exit_code == 0
+    again = [t for t in optuna.load_study(study_name="b", storage=url).trials
+             if "warm_start" in t.user_attrs]
+    assert len(again) == len(warm)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("nosuch", "--warm-start: no study named 'nosuch'"),
+    ("c:0", "expected STUDY or STUDY:K with K an integer >= 1"),
+    ("c", "a study cannot warm-start itself"),
+])
+def test_a_bad_warm_start_is_one_line_and_creates_nothing(tmp_path, synthetic_dir, value,
+                                                          message):
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    c = study_file(tmp_path, synthetic_dir, WARM_A, name="c")
+    res = run("run", str(c), "--storage", url, "--warm-start", value)
+    assert res.exit_code == 2 and message in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+    if (tmp_path / "w.db").exists():
+        assert "c" not in optuna.study.get_all_study_names(storage=url)

@@ -49,6 +49,9 @@ log = logging.getLogger("mnist_search")
 @click.option("--mix/--no-mix", default=None,
               help="Fill free slots at each epoch boundary with trials of any shape "
                    "[default: on a GPU only; on a CPU mixing shapes gains nothing].")
+@click.option("--warm-start", "warm_start", metavar="STUDY[:K]", default=None,
+              help="Begin with the K best configs (default 5) of another stored study that "
+                   "fit this one's space, each once [default: the file's warm_start].")
 @click.option("--replicates", type=click.IntRange(min=1), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
@@ -64,7 +67,7 @@ log = logging.getLogger("mnist_search")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            population: int, proposals: int | None, mix: bool | None,
+            population: int, proposals: int | None, mix: bool | None, warm_start: str | None,
             replicates: int | None, force: bool, artifacts: Path | None,
             keep_models: int | None, heartbeat: int | None) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
@@ -89,7 +92,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
                         storage=url, device=device, seed=seed, force=force,
                         progress=False if quiet() else None, heartbeat=heartbeat,
                         replicates=replicates, population=population, mixed=mix,
-                        artifacts=artifacts, keep_models=keep_models, proposals=proposals)
+                        artifacts=artifacts, keep_models=keep_models, proposals=proposals,
+                        warm_start=warm_start)
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "

@@ -22,6 +22,7 @@ from ..spec import REPLICATE_MARK, StudySpec, load_spec
 from .notes import write_study_note
 from .queue import is_done, queue_order
 from .storage import make_storage, resolve_url, study_lock
+from .warm_start import check_warm_start, enqueue_warm_start
 
 __all__ = ["DEFAULT_SEARCH_TRIALS", "StudyConflict", "as_spec", "create_or_resume",
            "default_trials", "directions_of", "enqueue_pending", "grid_points", "make_pruner",
@@ -97,7 +98,7 @@ def as_spec(study: str | Path | StudySpec, replicates: int | None = None) -> Stu
 
 def open_study(study: str | Path | StudySpec, storage: str | None = None, *,
                seed: int | None = None, force: bool = False, replicates: int | None = None,
-               worker: int = 0) -> optuna.Study:
+               worker: int = 0, warm_start: str | None = None) -> optuna.Study:
     """Create or resume the stored study of a study file, with its references enqueued once.
 
     Args:
@@ -108,16 +109,23 @@ def open_study(study: str | Path | StudySpec, storage: str | None = None, *,
         force: resume even if the file changed since the study was created.
         replicates: seeds per reference trial, overriding the file.
         worker: mixed into the sampler's seed, so parallel processes sample apart.
+        warm_start: "OTHER[:K]": enqueue the K best configs of the stored study OTHER that
+            fit this one's space, once (default: the file's warm_start key).
 
     Raises StudyConflict when the stored study does not match the file.
     """
     spec = as_spec(study, replicates)
     url = resolve_url(storage)
     store = make_storage(url)
+    warm = warm_start or spec.warm_start
+    if warm:  # a bad value or a missing study is refused before the study is created
+        check_warm_start(store, url, spec.name, warm)
     stored = create_or_resume(spec, url, store, seed=seed, force=force)
     added = enqueue_pending(stored, spec, url)
     if added:
         log.info("enqueued %d reference/grid trials", added)
+    if warm:
+        enqueue_warm_start(stored, spec, url, warm)
     if spec.multi_objective and spec.pruner["kind"] != "none":
         log.info("pruning is off for %s: Optuna cannot prune a trial with several objectives",
                  spec.name)

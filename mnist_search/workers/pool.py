@@ -70,7 +70,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               heartbeat: int | None = None, replicates: int | None = None,
               population: int = DEFAULT_POPULATION, mixed: bool | None = None,
               artifacts: str | Path | None = None, keep_models: int | None = None,
-              proposals: int | None = None) -> RunSummary:
+              proposals: int | None = None, warm_start: str | None = None) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes.
 
     Everything it depends on (the file, the dataset and its data, the device, the storage
@@ -92,7 +92,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     interrupted, errors = False, list[str]()
     try:
         check_data(spec, _fetch_progress)
-        opened = open_study(spec, url, seed=seed, force=force)
+        opened = open_study(spec, url, seed=seed, force=force, warm_start=warm_start)
         target = _target(spec, trials)
         orders = WorkerOrders(
             spec_path=spec.path, url=url, target=target, threads=pool.threads, device=device,
