@@ -91,12 +91,13 @@ def test_stopped_and_diverging_members_leave_and_free_their_slot(data_dir):
         if key == "pruned" and report.epoch == 1:
             raise StopTraining("pruned")
 
-    ended = dict(pop.run_epoch(prune))
+    ended = dict(pop.run_epoch(prune))  # lr 1e12 diverges in its first epoch
+    assert set(ended) == {"pruned", "nan"}
     assert isinstance(ended["pruned"], StopTraining)
-    assert isinstance(ended.get("nan", NonFiniteLossError(1, float("nan"))), NonFiniteLossError)
-    ended.update(pop.run_epoch(prune))
     assert isinstance(ended["nan"], NonFiniteLossError)
-    assert len(pop) == 1
+    assert len(pop) == 1 and pop.stack_of("ok") == ["ok"]  # both slots are free
+    ended.update(pop.run_epoch(prune))
+    assert set(ended) == {"pruned", "nan"} and len(pop) == 1
     ended.update(pop.run_epoch(prune))
     assert isinstance(ended["ok"], TrainResult) and len(ended["ok"].epochs) == 3
     assert len(pop) == 0 and pop.groups == []

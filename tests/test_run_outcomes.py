@@ -43,7 +43,8 @@ def run(*args: str):
 def test_timeout_stops_running_trials_at_an_epoch_boundary(tmp_path, slow_synthetic_dir):
     spec = write_study(tmp_path / "long.toml", slow_synthetic_dir, LONG)
     url = f"sqlite:///{tmp_path / 'l.db'}"
-    proc = start_run(spec, url, "--workers", "1", "--timeout", "3")
+    # 8 s: a loaded machine may take 3-4 s to start; 400 epochs take far longer than that
+    proc = start_run(spec, url, "--workers", "1", "--timeout", "8")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err  # work is left undone
     assert "incomplete: stopped by --timeout" in out and "incomplete: stopped by" in err

@@ -78,8 +78,11 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
                 h = h * (keep.to(h.dtype) / (1.0 - config.dropout))
         return linears[-1](h)
 
-    gen = torch.Generator().manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed if config.order_seed is None
+                                        else config.order_seed)
     n = len(data.train)
+    for _ in range(config.order_skip):  # epochs of a shared order drawn before it joined
+        torch.randperm(n, generator=gen)
     means, lasts = [], []
     for _ in range(config.epochs):
         perm = torch.randperm(n, generator=gen)
@@ -264,6 +267,10 @@ def test_populations_leaving_out_blank_pixels_match_single_runs(tmp_path, moment
     assert pixels.pays(64)  # the path under test is taken
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(1))
     assert min(pixels.prefixes(order, 64)) < max(pixels.prefixes(order, 64)) < 784
+    # each batch's prefix is exactly 1 + the last stored column nonzero in any of its images
+    for b, rows in enumerate(pixels.prefixes(order, 64)):
+        batch = pixels.x.index_select(0, order[b * 64:(b + 1) * 64])
+        assert rows == int(batch.ne(0).any(0).nonzero().max()) + 1, b
     configs = [cfg(root, hidden=(256, 32), momentum=m, seed=s, dropout=d, order_seed=5, **kw)
                for m, s, d in zip(momenta, range(5), (0.0, 0.0, 0.3, 0.0, 0.0), strict=False)]
     together = train_population(configs, data)
@@ -337,6 +344,12 @@ def test_optimizer_populations_match_single_runs_and_survive_drops(synthetic_dir
     out = train_population([configs[0], bad, *configs[1:]], synth)
     assert isinstance(out[1], NonFiniteLossError)
     assert_each_equals_its_own_run(configs, [out[0], *out[2:]], synth)
+    for config, member in zip(configs, [out[0], *out[2:]], strict=True):  # and torch.optim's
+        model, means, _ = reference_run(config, synth)
+        for a, b in zip(linear_layers(member.model()), linear_layers(model), strict=True):
+            torch.testing.assert_close(a.weight, b.weight, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(a.bias, b.bias, rtol=1e-4, atol=1e-5)
+        assert member.train_loss == pytest.approx(means, rel=1e-4)
 
 
 def test_optimizer_and_schedule_are_part_of_the_stack_key():
