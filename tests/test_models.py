@@ -20,6 +20,7 @@ from test_concurrency import free_port
 import mnist_search as ms
 from mnist_search.cli import cli
 from mnist_search.data import load_data
+from mnist_search.training.engine import NUMERICS
 
 from helpers import exe, read_only_bind, start_run, trials, wait_for, write_study
 
@@ -147,6 +148,8 @@ def test_rerun_says_what_differs_and_exits_1(study_db, tmp_path):
                 "WHERE key = 'weights_digest' AND trial_id = 1")
     con.execute("UPDATE trial_user_attributes SET value_json = '\"ffffffffffffffff\"' "
                 "WHERE key = 'data_digest' AND trial_id = 1")
+    con.execute("UPDATE trial_user_attributes SET value_json = '1' "
+                "WHERE key = 'numerics' AND trial_id = 1")  # recorded by older arithmetic
     con.commit()
     con.close()
     res = run("rerun", "m", "0", "--storage", f"sqlite:///{db}")
@@ -154,6 +157,7 @@ def test_rerun_says_what_differs_and_exits_1(study_db, tmp_path):
     line = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(line) == 1 and "did not repeat exactly" in line[0]
     assert "data_digest ffffffffffffffff ->" in line[0] and "weights differ" in res.stdout
+    assert f"numerics 1 -> {NUMERICS}" in line[0]
 
 
 def test_keep_models_keeps_the_best_k(tmp_path, synthetic_dir):

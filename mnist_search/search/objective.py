@@ -138,10 +138,13 @@ def torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, Any]:
     import torch
 
-    return {"torch_version": str(torch.__version__), "optuna_version": optuna.__version__}
+    from ..training.engine import NUMERICS
+
+    return {"torch_version": str(torch.__version__), "optuna_version": optuna.__version__,
+            "numerics": NUMERICS}
 
 
 def record_result(trial: BaseTrial, result: TrainResult) -> None:

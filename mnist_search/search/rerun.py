@@ -53,11 +53,17 @@ def _members(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
 def _environment(trial: FrozenTrial, device: str, data: Data) -> list[str]:
     import torch
 
+    from ..training.engine import NUMERICS
+
     a = trial.user_attrs
     now = {"device": device, "torch_version": str(torch.__version__),
            "optuna_version": optuna.__version__, "data_digest": data.digest,
-           "threads": torch.get_num_threads()}
-    return [f"{k} {a[k]} -> {v}" for k, v in now.items() if a.get(k) not in (None, v)]
+           "threads": torch.get_num_threads(), "numerics": NUMERICS}
+    out = [f"{k} {a[k]} -> {v}" for k, v in now.items() if a.get(k) not in (None, v)]
+    if "numerics" not in a:  # recorded before numerics were versioned
+        out.append(f"numerics not recorded (trained before version {NUMERICS}, maybe by "
+                   "other arithmetic)")
+    return out
 
 
 def rerun_trial(study: optuna.Study, number: int, device: str | None = None,

@@ -28,7 +28,12 @@ from .model import build_mlp, linear_layers, sparsity
 from .optim import FlatOptimizer, add_scaled, lr_factor
 from .pixels import PixelOrder
 
-__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "Stack"]
+__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack"]
+
+# The version of the arithmetic: bumped by any change that moves a trained weight of an
+# existing config, recorded with every trial so `rerun` can say why bits differ.
+# 1: up to 3a5fc6c; 2: the first layer's rows in CPU pixel order (3a5fc6c on).
+NUMERICS = 2
 
 EVAL_CHUNK = 10_000
 # From this fused first-layer width on (a CPU stack), the prefix's zero pixels are gathered
