@@ -40,8 +40,8 @@ test: data lint docs
 
 bench: data
 	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_notebook_grid.py --workers 2 --repeat 3
-	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 8626994
+	$(BIN)/python bench/bench_notebook_grid.py --workers 2 --repeat 3 --before 7482935
+	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 7482935
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

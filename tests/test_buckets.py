@@ -104,3 +104,4 @@ def test_a_bucket_reruns_bit_for_bit_from_its_recorded_configs(synthetic_dir, sy
         first.update({k: o.weights_digest() for k, o in pop.run_epoch()})
     again = train_population([TrainConfig(**c.to_dict()) for c in recorded], synth)
     assert [o.weights_digest() for o in again] == [first[0], first[1]]
+

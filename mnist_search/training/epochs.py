@@ -90,9 +90,9 @@ def final_accuracy(stack: Stack, pos: int, config: TrainConfig, data: Data
 
     Inside a wider stack the fused first-layer GEMM rounds differently, which can flip a
     near-tie between two classes; a member's recorded accuracy must be what `evaluate`
-    finds for its file, so it is scored by itself.
+    finds for its file, so it is scored by itself (and at its own widths, if padded).
     """
-    alone = stack if len(stack.members) == 1 else \
+    alone = stack if len(stack.members) == 1 and config.pad_hidden is None else \
         Stack.alone(config, stack.linears(pos), stack.device)
     apos = 0 if alone is not stack else pos
     test = alone.accuracy(data.test)[apos]
