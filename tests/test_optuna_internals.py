@@ -30,7 +30,10 @@ def test_heartbeat_internals_and_the_retry_record(tmp_path):
     study = optuna.create_study(storage=storage)
     live, dead = study.ask(), study.ask()
     assert isinstance(study_id(study), int)
-    assert storage_of(study) is storage
+    # the storage the study reads (Optuna wraps an RDB storage in a cache): a study made
+    # beside it lands in the same database
+    optuna.create_study(study_name="beside", storage=storage_of(study))
+    assert "beside" in optuna.study.get_all_study_names(storage=storage)
     assert {trial_id(live), trial_id(dead)} == {t._trial_id for t in study.trials}
     assert trials_with_heartbeat(storage) == set()  # no beat yet: no record at all
     storage.record_heartbeat(trial_id(dead))
