@@ -84,7 +84,8 @@ class Stack:
         biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
                   for j in range(len(self.shapes))]
         self.opt = None if self.kind == "sgd" else \
-            FlatOptimizer(self.kind, torch.zeros(sum(w.numel() for w in weights + biases)))
+            FlatOptimizer(self.kind, torch.zeros(sum(w.numel() for w in weights + biases),
+                                               device=device))
         self._load(weights, biases, [])
         self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + DROPOUT_SEED_OFFSET)
                           for c in configs]
