@@ -66,7 +66,7 @@ def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, extra, g
 
 def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeypatch):
     """Groups of different shapes in one CUDA graph (each on its own stream) equal the
-    same groups trained one after another, and each member its own run alone."""
+    same groups trained one after another, and each member its own re-run."""
     data = load_data(str(synthetic_dir), device="cuda")
     members = [(0, cfg(synthetic_dir, hidden=(32, 16), seed=1, momentum=0.9)),
                (1, cfg(synthetic_dir, hidden=(64,), seed=2, dropout=0.3)),
@@ -86,8 +86,13 @@ def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeyp
     side_by_side, joined = run(True)
     one_by_one, _ = run(False)
     assert side_by_side == one_by_one
-    for (key, _), config in zip(members, joined, strict=True):
-        assert train(config, data).weights_digest() == side_by_side[key]
+    assert len(set(side_by_side.values())) == 4
+    # as `rerun` trains them again: a lone member alone, the stack of 0 and 3 together
+    # (a stack's batched GEMMs round differently from a lone model's)
+    for key in (1, 2):
+        assert train(joined[key], data).weights_digest() == side_by_side[key]
+    assert digests(train_population([joined[0], joined[3]], data)) == \
+        [side_by_side[0], side_by_side[3]]
 
 
 def test_bucketed_members_rerun_bit_for_bit_and_are_their_own_models(synthetic_dir):
@@ -110,3 +115,28 @@ def test_bucketed_members_rerun_bit_for_bit_and_are_their_own_models(synthetic_d
         for name, tensor in own.state_dict.items():
             torch.testing.assert_close(first[key].state_dict[name], tensor,
                                        rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("adam", "cosine"), ("adamw", "onecycle"),
+                                                ("rmsprop", "constant")])
+def test_every_optimizer_trains_on_the_gpu_as_torch_optim_does(synthetic_dir, optimizer,
+                                                               schedule):
+    """The optimizers' state lives on the stack's device: two members with their own lr,
+    weight decay and momentum, trained on the GPU, equal torch.optim's loop on the CPU to
+    rounding (no dropout: CUDA and CPU draw different masks)."""
+    from test_train import reference_run
+
+    from mnist_search.training.model import linear_layers
+
+    cpu_data = load_data(str(synthetic_dir))
+    configs = [cfg(synthetic_dir, optimizer=optimizer, schedule=schedule, seed=s, lr=lr,
+                   weight_decay=wd, momentum=m, order_seed=3, epochs=2)
+               for s, lr, wd, m in [(0, 0.001, 0.0, 0.0), (1, 0.002, 0.01, 0.5)]]
+    out = train_population(configs, load_data(str(synthetic_dir), device="cuda"))
+    for config, member in zip(configs, out, strict=True):
+        assert isinstance(member, TrainResult), member
+        model, means, _ = reference_run(dataclasses.replace(config, device="cpu"), cpu_data)
+        for a, b in zip(linear_layers(member.model().cpu()), linear_layers(model), strict=True):
+            torch.testing.assert_close(a.weight, b.weight, rtol=1e-3, atol=1e-4)
+            torch.testing.assert_close(a.bias, b.bias, rtol=1e-3, atol=1e-4)
+        assert member.train_loss == pytest.approx(means, rel=1e-3)
