@@ -113,3 +113,20 @@ def test_without_mix_a_cpu_worker_trains_one_sampled_shape_at_a_time(mixed_study
     assert all(t.user_attrs["config"]["order_skip"] == 0 for t in study.get_trials())
     # each sampled trial trains on its own seed's order, whoever else this worker ran
     assert all(t.user_attrs["config"]["order_seed"] is None for t in sampled)
+
+
+def test_a_searched_batch_size_mixes_into_populations_of_its_own(tmp_path, synthetic_dir):
+    """Claims of different batch sizes cannot share a population (one batch order, one
+    graph): each batch size gets its own, and every trial still trains."""
+    text = MIXED.replace("[search]\n", "[search]\nbatch_size = [32, 64]\n")
+    spec = write_study(tmp_path / "mixed.toml", synthetic_dir, text, name="mixed")
+    study = _run(spec, f"sqlite:///{tmp_path / 'b.db'}", "--mix", "--population", "4")
+    trials = study.get_trials()
+    assert len(trials) == 10
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    sizes = [t.user_attrs["config"]["batch_size"] for t in trials]
+    assert {32, 64} <= set(sizes)
+    # both batch sizes were training at once, in populations side by side
+    assert any(a.user_attrs["config"]["batch_size"] != b.user_attrs["config"]["batch_size"]
+               and a.datetime_start < b.datetime_complete
+               and b.datetime_start < a.datetime_complete for a in trials for b in trials)

@@ -45,7 +45,7 @@ from .epochs import (
 from .graphs import GraphedGroups, graphable
 from .pixels import PixelOrder
 
-__all__ = ["BUCKET_STEP", "Outcome", "Population", "buckets"]
+__all__ = ["BUCKET_STEP", "Outcome", "Population", "buckets", "data_key"]
 
 K = TypeVar("K", bound=Hashable)
 BUCKET_STEP = 16  # a bucket's widths are multiples of this (the search's narrowest layer)
@@ -73,7 +73,8 @@ def buckets(configs: Sequence[TrainConfig], step: int = BUCKET_STEP) -> list[Tra
     return out
 
 
-def _data_key(config: TrainConfig) -> tuple[object, ...]:
+def data_key(config: TrainConfig) -> tuple[object, ...]:
+    """What members of one population share: batch size, data and device."""
     return (config.batch_size, config.dataset, config.val_size, config.normalize, config.device)
 
 
@@ -131,7 +132,7 @@ class Population(Generic[K]):
 
     def fits(self, config: TrainConfig) -> bool:
         """Whether `config` can join: same data, batch size and device as the members."""
-        return self.data_key is None or _data_key(config) == self.data_key
+        return self.data_key is None or data_key(config) == self.data_key
 
     def add(self, members: Sequence[tuple[K, TrainConfig]], *, as_given: bool = False
             ) -> list[TrainConfig]:
@@ -146,12 +147,12 @@ class Population(Generic[K]):
         joined = [c if self.order_seed is None else
                   dataclasses.replace(c, order_seed=self.order_seed, order_skip=self.epoch)
                   for _, c in members]
-        if not all(self.fits(c) and _data_key(c) == _data_key(joined[0]) for c in joined):
+        if not all(self.fits(c) and data_key(c) == data_key(joined[0]) for c in joined):
             raise ValueError("population members need one batch size, data and device")
         if self.bucket:
             joined = buckets(joined)
         if self.data_key is None:
-            self.data_key = _data_key(joined[0])
+            self.data_key = data_key(joined[0])
             self.pixels = pixel_order(self.data, self.device, joined[0].batch_size)
         by_shape: dict[tuple[object, ...], list[int]] = {}
         for i, c in enumerate(joined):

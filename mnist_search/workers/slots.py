@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from ..config import TrainConfig
 from ..search.internals import trial_id
 from ..search.objective import EpochReporter, record_partial, settle, start_trial, study_seed
-from ..training.population import Population
+from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
 from .signals import Heartbeat, hold_stop_signals, raise_if_stopped, release_stop_signals
@@ -80,9 +80,12 @@ class Slots:
         configs = [start_trial(t, spec, self.ctx.orders.device, seed_base) for t in trials]
         pending = list(zip(trials, configs, strict=True))
         while pending:
+            # A population shares one batch size and data: claims that differ in those
+            # (a searched batch_size, say) go to populations of their own.
+            key = data_key(pending[0][1])
             pop = self._population_for(pending[0][1])
-            fits = [(t, c) for t, c in pending if pop.fits(c)]
-            pending = [(t, c) for t, c in pending if not pop.fits(c)]
+            fits = [(t, c) for t, c in pending if data_key(c) == key]
+            pending = [(t, c) for t, c in pending if data_key(c) != key]
             joined = pop.add([(t.number, c) for t, c in fits])
             for (t, _), config in zip(fits, joined, strict=True):
                 t.set_user_attr("config", config.to_dict())  # what `rerun` trains again
