@@ -16,15 +16,13 @@ import time
 import torch
 
 from mnist_search.config import TrainConfig
-from mnist_search.training import graphs
 from mnist_search.training.train import TrainResult, load_for, train_population
 
 
 def _run(configs: list[TrainConfig], data, use_graphs: bool) -> tuple[float, list[str]]:
-    graphs.USE_CUDA_GRAPHS = use_graphs
     torch.cuda.synchronize()
     start = time.perf_counter()
-    results = train_population(configs, data)
+    results = train_population(configs, data, use_graphs=use_graphs)
     torch.cuda.synchronize()
     wall = time.perf_counter() - start
     return wall, [r.weights_digest() if isinstance(r, TrainResult) else repr(r)

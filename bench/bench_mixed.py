@@ -22,7 +22,6 @@ import time
 import torch
 
 from mnist_search.config import TrainConfig, mlp_parameters
-from mnist_search.training import population as population_module
 from mnist_search.training.population import Population, buckets
 from mnist_search.training.train import TrainResult, load_for, resolve_device
 
@@ -41,8 +40,7 @@ def shapes(k: int, seed: int = 0) -> list[TrainConfig]:
 
 def run(configs: list[TrainConfig], data, device: str, concurrent: bool, bucket: bool = False
         ) -> tuple[float, dict]:
-    population_module.CONCURRENT_GROUPS = concurrent
-    pop = Population[int](data, device, order_seed=0, bucket=bucket)
+    pop = Population[int](data, device, order_seed=0, bucket=bucket, concurrent=concurrent)
     pop.add(list(enumerate(configs)))
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["CONFIG_FIELDS", "OPTIMIZERS", "RULES", "SCHEDULES", "STACK_FIELDS", "ConfigError",
-           "Optimizer", "Schedule", "TrainConfig", "hidden_str", "is_int", "is_num",
-           "mlp_parameters", "parse_hidden"]
+__all__ = ["CONFIG_FIELDS", "ConfigError", "IN_FEATURES", "N_CLASSES", "OPTIMIZERS", "Optimizer",
+           "RULES", "SCHEDULES", "STACK_FIELDS", "Schedule", "TrainConfig", "hidden_str", "is_int",
+           "is_num", "mlp_parameters", "parse_hidden"]
 
 DropoutPlacement = Literal["first", "all"]
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]

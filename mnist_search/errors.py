@@ -7,7 +7,13 @@ the CLI catches MnistSearchError alone and prints its one-line message. Standard
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
+
+__all__ = ["ConfigError", "DataError", "DeviceError", "INCOMPLETE", "INTERRUPTED",
+           "MnistSearchError", "NonFiniteLossError", "RUNTIME", "SpecError", "SpecFaults",
+           "StorageError", "StorageUrlError", "StudyConflict", "StudyNotFound", "USAGE",
+           "UsageError"]
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 INCOMPLETE = 3  # a run stopped with work left (its --timeout, trials running elsewhere)
@@ -41,6 +47,26 @@ class SpecError(UsageError, ValueError):
     def bad_value(cls, source: str, key: str, value: Any, allowed: str) -> SpecError:
         shown = json.dumps(value) if isinstance(value, (str, list, dict, bool)) else repr(value)
         return cls(f"{source}: {key} = {shown} is not allowed: expected {allowed}")
+
+
+class SpecFaults:
+    """The one way everything that reads a study file fails: one-line SpecErrors naming the
+    file (`source`), the key, the value and what is allowed. The study-file validator and
+    the search-space builder both derive from it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, key: str, value: Any, allowed: str) -> SpecError:
+        """`key = value` is not allowed: expected `allowed`."""
+        return SpecError.bad_value(self.source, key, value, allowed)
+
+    def error(self, text: str) -> SpecError:
+        """Any other problem, in words."""
+        return SpecError(f"{self.source}: {text}")
+
+    def unknown(self, key: str, allowed: Sequence[str]) -> SpecError:
+        return self.error(f"unknown key {key}; expected one of {', '.join(allowed)}")
 
 
 class StudyConflict(UsageError):

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import CONFIG_FIELDS, RULES, TrainConfig, hidden_str, is_int, is_num, parse_hidden
-from .errors import SpecError
+from .errors import SpecFaults
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
 
-__all__ = ["Architecture", "Choices", "FieldParam", "Param", "Penalty", "Range", "ShapeParam",
-           "Space", "SpaceBuilder", "categorical"]
+__all__ = ["Architecture", "Choices", "FieldParam", "NOT_SEARCHABLE", "Param", "Penalty", "Range",
+           "ShapeParam", "Space", "SpaceBuilder", "categorical"]
 
 HIDDEN, DEPTH, WIDTH, PENALTY, PENALTY_LAMBDA = "hidden", "depth", "width", "penalty", \
     "penalty_lambda"
@@ -353,25 +353,15 @@ class Space:
 # ---------------------------------------------------------------- from a study file
 
 
-class SpaceBuilder:
+class SpaceBuilder(SpecFaults):
     """Validate a [search] table and build its Space; every problem is a one-line SpecError
-    naming the file, the key, the value and what is allowed."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, value: Any, allowed: str) -> SpecError:
-        return SpecError.bad_value(self.source, key, value, allowed)
-
-    def error(self, text: str) -> SpecError:
-        return SpecError(f"{self.source}: {text}")
+    naming the file, the key, the value and what is allowed (errors.SpecFaults)."""
 
     def build(self, raw: Mapping[str, Any], fixed: Mapping[str, Any], sampler: str) -> Space:
         domains: dict[str, Domain] = {}
         for name, value in raw.items():
             if name not in SEARCH_KEYS:
-                raise self.error(f"unknown key search.{name}; expected one of "
-                                 f"{', '.join(SEARCH_KEYS)}")
+                raise self.unknown(f"search.{name}", SEARCH_KEYS)
             clash = CLASHES.get(name, (name,))
             if any(c in fixed for c in clash):
                 raise self.error(f"search.{name} is also set in [fixed] "
@@ -428,7 +418,7 @@ class SpaceBuilder:
             raise self.fail(key, value, "a list of choices or a range {low, high[, log, step]}")
         for k in value:
             if k not in ("low", "high", "log", "step"):
-                raise self.error(f"unknown key {key}.{k}; expected one of low, high, log, step")
+                raise self.unknown(f"{key}.{k}", ("low", "high", "log", "step"))
         if name in CATEGORICAL_ONLY:
             raise self.fail(key, value, f"a list of choices ({name} is categorical)")
         return self.range(name, key, value)

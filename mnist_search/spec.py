@@ -21,11 +21,11 @@ from typing import Any
 
 from .bundled import resolve_study
 from .config import CONFIG_FIELDS, ConfigError, TrainConfig, is_int, is_num
-from .errors import SpecError
+from .errors import SpecError, SpecFaults
 from .space import NOT_SEARCHABLE, Space, SpaceBuilder, categorical
 
-__all__ = ["CONSTRAINTS", "OBJECTIVES", "PRUNERS", "SAMPLERS", "Reference", "SpecError",
-           "StudySpec", "load_spec", "reference_params"]
+__all__ = ["CONSTRAINTS", "OBJECTIVES", "PRUNERS", "REPLICATE_MARK", "Reference", "SAMPLERS",
+           "SpecError", "StudySpec", "base_label", "load_spec", "reference_params"]
 
 SAMPLERS = ("grid", "tpe", "random", "cmaes", "gp")
 PRUNERS = ("none", "median", "hyperband")
@@ -159,13 +159,11 @@ def load_spec(path: str | Path) -> StudySpec:
     return _Validator(path, str(path)).build(raw)
 
 
-class _Validator:
+class _Validator(SpecFaults):
     def __init__(self, path: Path, source: str) -> None:
-        self.path, self.source = path, source
+        super().__init__(source)
+        self.path = path
         self.space = SpaceBuilder(source)
-
-    def fail(self, key: str, value: Any, allowed: str) -> SpecError:
-        return SpecError.bad_value(self.source, key, value, allowed)
 
     def table(self, raw: Any, key: str) -> dict[str, Any]:
         if not isinstance(raw, dict):
@@ -175,9 +173,7 @@ class _Validator:
     def known(self, raw: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
         for key in raw:
             if key not in allowed:
-                prefix = f"{where}." if where else ""
-                raise SpecError(f"{self.source}: unknown key {prefix}{key}; expected one of "
-                                f"{', '.join(allowed)}")
+                raise self.unknown(f"{where}.{key}" if where else key, allowed)
 
     def build(self, raw: dict[str, Any]) -> StudySpec:
         self.known(raw, TOP_KEYS, "")
@@ -238,7 +234,7 @@ class _Validator:
             try:
                 TrainConfig(**{**fixed, **search.decode(point)})
             except ConfigError as exc:
-                raise SpecError(f"{self.source}: grid point {i} ({json.dumps(point)}): "
+                raise self.error(f"grid point {i} ({json.dumps(point)}): "
                                 f"{exc}") from None
 
     def objectives(self, raw: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -327,7 +323,7 @@ class _Validator:
         try:
             search.encode(config)
         except ValueError as exc:
-            raise SpecError(f"{self.source}: {where}: {exc}") from None
+            raise self.error(f"{where}: {exc}") from None
         acc = item.get("notebook_accuracy")
         if acc is not None and not (is_num(acc) and 0 <= acc <= 100):
             raise self.fail(f"{where}.notebook_accuracy", acc, "a percentage in [0, 100]")

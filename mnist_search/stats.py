@@ -9,6 +9,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
+__all__ = ["Summary", "compare", "summarize"]
+
 # two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30; 1.96 beyond
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,

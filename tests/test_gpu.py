@@ -15,7 +15,7 @@ import torch
 
 from mnist_search.config import TrainConfig
 from mnist_search.data import load_data
-from mnist_search.training import graphs, population
+from mnist_search.training import graphs
 from mnist_search.training.population import Population
 from mnist_search.training.train import TrainResult, train, train_population
 
@@ -57,8 +57,7 @@ def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, extra, g
     captured = count_captures(monkeypatch)
     replayed = digests(train_population(configs, data))
     assert captured == [int(graphed)]  # one capture for the stack, replayed every batch
-    monkeypatch.setattr(graphs, "USE_CUDA_GRAPHS", False)
-    eager = digests(train_population(configs, data))
+    eager = digests(train_population(configs, data, use_graphs=False))
     assert captured == [int(graphed)]
     assert replayed == eager
     assert len(set(replayed)) == 3  # three different models, not one thrice
@@ -74,8 +73,7 @@ def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeyp
                (3, cfg(synthetic_dir, hidden=(32, 16), seed=4, l2=0.01))]
 
     def run(concurrent: bool) -> tuple[dict[int, str], list[TrainConfig]]:
-        monkeypatch.setattr(population, "CONCURRENT_GROUPS", concurrent)
-        pop = Population(data, "cuda", order_seed=5)
+        pop = Population(data, "cuda", order_seed=5, concurrent=concurrent)
         joined = pop.add(members)
         assert pop.side_by_side is concurrent
         out: dict[int, str] = {}
@@ -126,7 +124,7 @@ def test_every_optimizer_trains_on_the_gpu_as_torch_optim_does(synthetic_dir, op
     rounding (no dropout: CUDA and CPU draw different masks)."""
     from test_train import reference_run
 
-    from mnist_search.training.model import linear_layers
+    from mnist_search.training.mlp import linear_layers
 
     cpu_data = load_data(str(synthetic_dir))
     configs = [cfg(synthetic_dir, optimizer=optimizer, schedule=schedule, seed=s, lr=lr,

@@ -80,19 +80,27 @@ def test_no_module_imports_another_modules_private_names():
 def public_names(module: str) -> set[str] | None:
     """The module's __all__, or None when it has none."""
     for node in ast.parse(MODULES[module].read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            assert node.value is not None
             return set(ast.literal_eval(node.value))
     return None
 
 
-def test_the_training_layer_imports_only_what_its_modules_export():
-    """Within training/, a name one module takes from another is in that one's __all__."""
-    prefix = "mnist_search.training."
-    hidden = [f"{m} imports {t}.{n}" for m in MODULES if m.startswith(prefix)
-              for t, n in imports(m) if n is not None and t.startswith(prefix) and t != m
-              and n not in (public_names(t) or set())]
+def test_every_module_imports_only_what_others_export():
+    """A name one module takes from another is in that one's __all__ (a package's
+    __init__ counts as exporting its submodules)."""
+    hidden = [f"{m} imports {t}.{n}" for m in MODULES for t, n in imports(m)
+              if n is not None and t in MODULES and t != m
+              and f"{t}.{n}" not in MODULES and n not in (public_names(t) or set())]
     assert not hidden, hidden
+
+
+def test_every_module_says_what_it_exports():
+    missing = [m for m in MODULES if public_names(m) is None
+               and not m.endswith("__main__")]
+    assert not missing, missing
 
 
 def test_only_space_compares_parameter_names_to_literals():

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mnist_search.config import TrainConfig
-from mnist_search.training.model import (
+from mnist_search.training.mlp import (
     build_mlp,
     linear_layer,
     linear_layers,

@@ -10,7 +10,7 @@ from torch import nn
 from mnist_search.config import ConfigError, TrainConfig
 from mnist_search.data import load_data
 from mnist_search.training.engine import DROPOUT_SEED_OFFSET
-from mnist_search.training.model import build_mlp, linear_layer, linear_layers
+from mnist_search.training.mlp import build_mlp, linear_layer, linear_layers
 from mnist_search.training.train import (
     NonFiniteLossError,
     StopTraining,

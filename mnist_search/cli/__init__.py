@@ -15,10 +15,10 @@ from .common import OneLineGroup, setup_logging
 from .confirm import confirm_cmd
 from .data import data
 from .init import init_cmd
-from .models import evaluate_cmd, model_cmd, rerun_cmd
 from .results import best_cmd, export_cmd, report_cmd, show_cmd, studies_cmd
 from .run import dashboard_cmd, reap_cmd, run_cmd
 from .train import train_cmd
+from .trained import evaluate_cmd, model_cmd, rerun_cmd
 
 __all__ = ["cli", "main"]
 

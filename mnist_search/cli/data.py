@@ -12,7 +12,7 @@ import click
 from ..errors import UsageError
 from .common import friendly, quiet
 
-__all__ = ["data"]
+__all__ = ["data", "dataset_option"]
 
 log = logging.getLogger("mnist_search")
 

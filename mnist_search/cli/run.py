@@ -161,7 +161,7 @@ def dashboard_cmd(storage: str | None, artifacts: Path | None, port: int,
         fail("optuna-dashboard is not installed (pip install 'optuna-dashboard>=0.20')",
               RUNTIME)
     click.echo(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    from ..search.models import artifact_dir
+    from ..search.artifacts import artifact_dir
 
     argv = [exe_path, url, "--host", host, "--port", str(port)]
     try:  # the trials' model files, so the dashboard lists (and serves) them

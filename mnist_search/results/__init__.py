@@ -2,3 +2,5 @@
 
 Submodules: rows (load_results and the tables of show/export), figures, report.
 """
+
+__all__: list[str] = []  # nothing here: import the submodules

@@ -30,7 +30,7 @@ from ..config import TrainConfig
 from ..errors import UsageError
 from ..stats import Summary, summarize
 from .internals import storage_of, trial_id
-from .objective import metric_values, record_result
+from .lifecycle import metric_values, record_result
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
            "confirm_study_name", "replicate_seed", "verdict"]

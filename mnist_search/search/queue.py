@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import CONFIG_FIELDS, STACK_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
-from .internals import retried_from, trial_id
-from .objective import DETERMINISTIC_FAILURES, study_seed, trial_seed, worker_name
+from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, study_seed
 from .storage import study_lock
 
 __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
@@ -155,6 +155,15 @@ class Claim:
     proposals: int | None = None
 
 
+def just_recovered(storage: optuna.storages.RDBStorage) -> bool:
+    """Whether this process's storage came back from an outage less than a grace period
+    ago: every worker's heartbeats went unrecorded meanwhile, so trials that look stale may
+    be alive; failing them waits until their workers have had time to beat again."""
+    ended = getattr(storage, "outage_ended", 0.0)
+    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)  # Optuna's default
+    return bool(ended) and time.monotonic() - ended < grace
+
+
 def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
           request: Claim) -> list[optuna.Trial]:
     """Under the study lock: fail stale trials, then ask for this worker's share of work.
@@ -170,7 +179,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     next, and a time budget never strands a worker with a queue of untrained claims.
     """
     with study_lock(request.url, spec.name), _heartbeats_as_meant():
-        if request.heartbeat:
+        if request.heartbeat and not just_recovered(storage):
             optuna.storages.fail_stale_trials(study)
         c = counts(study)
         free = request.target - c["done"] - c["running"]
@@ -198,7 +207,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
                 break
             if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
                 break  # a sampled trial of its own shape: one per claim
-            trial = _ask(study, storage, seed_base, request.heartbeat)
+            trial = ask_trial(study, storage, seed_base, request.heartbeat)
             claimed.append(trial)
             cost += trial_cost(spec, trial.user_attrs)
         return claimed
@@ -212,23 +221,3 @@ def _heartbeats_as_meant() -> Iterator[None]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield
-
-
-def _ask(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
-         heartbeat: int) -> optuna.Trial:
-    trial = study.ask()
-    if heartbeat:
-        # A first beat at once, before anything else is written: a worker killed before its
-        # first beat leaves a RUNNING trial with no heartbeat, which Optuna never counts as
-        # stale (only `reap --older-than` can fail it).
-        storage.record_heartbeat(trial_id(trial))
-    # The seed is fixed the moment the trial exists, so even a trial whose worker dies
-    # before training is retried with the seed it was meant to have.
-    if "seed" not in trial.user_attrs:
-        trial.set_user_attr("seed", trial_seed(seed_base, trial.number))
-    retry_of = retried_from(storage, trial)
-    if retry_of is not None:  # a stale trial's re-run inherits its params, label and seed
-        trial.set_user_attr("retry_of", retry_of)
-    trial.set_user_attr("worker", worker_name())
-    trial.set_user_attr("heartbeat_s", heartbeat)
-    return trial

@@ -18,6 +18,8 @@ from .internals import stale_trial_ids, trial_id, trials_with_heartbeat
 from .queue import IDENTITY_KEYS, identity, is_done
 from .storage import make_storage
 
+__all__ = ["reap"]
+
 log = logging.getLogger(__name__)
 
 

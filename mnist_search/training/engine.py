@@ -24,7 +24,7 @@ import torch
 from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
 from .graphs import GraphedGroups, graphable
-from .model import build_mlp, linear_layers, sparsity
+from .mlp import build_mlp, linear_layers, sparsity
 from .optim import FlatOptimizer, add_scaled, lr_factor
 from .pixels import PixelOrder
 
@@ -58,8 +58,9 @@ class Stack:
     """P models of one architecture, their momentum buffers and per-member settings."""
 
     def __init__(self, configs: Sequence[TrainConfig], device: str, total_steps: int = 0,
-                 pixels: PixelOrder | None = None) -> None:
+                 pixels: PixelOrder | None = None, *, use_graphs: bool = True) -> None:
         self.device = device
+        self.use_graphs = use_graphs  # on a GPU, replay the step as a CUDA graph if it can
         self.pixels = pixels  # first-layer rows (and train columns) in this order, if set
         self.configs = list(configs)
         self.members = list(range(len(configs)))  # original indices of members still training

@@ -17,7 +17,7 @@ import torch
 from ..config import TrainConfig
 from ..data import Data, epoch_order
 from .engine import Stack
-from .model import build_mlp, parameter_count
+from .mlp import build_mlp, parameter_count
 from .pixels import PixelOrder
 
 __all__ = ["EpochReport", "OutOfTime", "StopTraining", "TrainResult", "epoch_reports",

@@ -18,10 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
-__all__ = ["USE_CUDA_GRAPHS", "GraphedGroups", "graphable"]
-
-USE_CUDA_GRAPHS = True  # benchmarks switch it off to time the eager step
-
+__all__ = ["GraphedGroups", "graphable"]
 
 class Stack(Protocol):
     """What a graph needs of engine.Stack (which imports this module)."""
@@ -29,6 +26,7 @@ class Stack(Protocol):
     device: str
     opt: Any
     input_dropout: bool
+    use_graphs: bool
 
     @property
     def schedule(self) -> str: ...
@@ -50,7 +48,7 @@ class Stack(Protocol):
 def graphable(stack: Stack) -> bool:
     """SGD at a constant lr on a GPU, without input dropout (whose [P, B, 784] masks are
     drawn inside the step, where a replay would freeze them)."""
-    return USE_CUDA_GRAPHS and stack.device.startswith("cuda") and stack.opt is None \
+    return stack.use_graphs and stack.device.startswith("cuda") and stack.opt is None \
         and stack.schedule == "constant" and not stack.input_dropout
 
 

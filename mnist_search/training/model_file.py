@@ -18,7 +18,7 @@ from ..data import Data
 from ..data.idx import NORMALIZE_MEAN, NORMALIZE_STD
 from ..errors import UsageError
 from .engine import Stack
-from .model import build_mlp, linear_layers
+from .mlp import build_mlp, linear_layers
 
 __all__ = ["FORMAT", "MnistMLP", "ModelFileError", "evaluate_model_file", "load_model",
            "read_model_file", "save_model_file"]

@@ -49,7 +49,6 @@ __all__ = ["BUCKET_STEP", "Outcome", "Population", "buckets", "data_key"]
 
 K = TypeVar("K", bound=Hashable)
 BUCKET_STEP = 16  # a bucket's widths are multiples of this (the search's narrowest layer)
-CONCURRENT_GROUPS = True  # benchmarks switch it off to time groups one after another
 Outcome = TrainResult | BaseException
 
 
@@ -109,9 +108,13 @@ class Population(Generic[K]):
     """
 
     def __init__(self, data: Data, device: str, order_seed: int | None, *,
-                 bucket: bool = False) -> None:
+                 bucket: bool = False, concurrent: bool = True, use_graphs: bool = True
+                 ) -> None:
         self.data, self.device, self.order_seed = data, device, order_seed
         self.bucket = bucket  # members that join together stack across widths (buckets)
+        # On a GPU: groups side by side in one graph, and steps replayed as CUDA graphs (the
+        # benchmarks switch these off to time groups one after another, or eager steps).
+        self.concurrent, self.use_graphs = concurrent, use_graphs
         self.gen = None if order_seed is None else torch.Generator().manual_seed(order_seed)
         self.epoch = 0  # epochs of the order drawn so far
         self.groups: list[_Group[K]] = []
@@ -168,7 +171,8 @@ class Population(Generic[K]):
     def _group(self, keys: list[K], configs: list[TrainConfig]) -> _Group[K]:
         n = len(self.data.train)
         steps = configs[0].epochs * math.ceil(n / configs[0].batch_size)
-        group = _Group(Stack(configs, self.device, steps, self.pixels), keys, configs,
+        group = _Group(Stack(configs, self.device, steps, self.pixels,
+                             use_graphs=self.use_graphs), keys, configs,
                        history=[[] for _ in keys])
         if self.order_seed is None:
             group.orders = [(c.seed if c.order_seed is None else c.order_seed, c.order_skip)
@@ -213,7 +217,7 @@ class Population(Generic[K]):
     def side_by_side(self) -> bool:
         """Whether the groups train side by side in one CUDA graph (several shapes, on a
         GPU, one shared batch order), rather than one after another."""
-        return len(self.groups) > 1 and CONCURRENT_GROUPS and self.gen is not None and \
+        return len(self.groups) > 1 and self.concurrent and self.gen is not None and \
             all(graphable(g.stack) for g in self.groups)
 
     def _concurrent_epoch(self, perm: torch.Tensor, between_batches: Callable[[], None] | None

@@ -66,12 +66,13 @@ def load_for(config: TrainConfig, device: str) -> Data:
 def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
                      on_epoch: EpochCallback | None = None, *, deadline: float | None = None,
                      between_batches: Callable[[], None] | None = None,
-                     ) -> list[TrainResult | BaseException]:
+                     use_graphs: bool = True) -> list[TrainResult | BaseException]:
     """Train P configs of one shape together. A member that diverges or is stopped by the
     callback drops out (its entry is the exception); the others go on. Once `deadline`
     (a time.time()) has passed, members with epochs left stop at the next epoch boundary
     (their entry is OutOfTime). `between_batches` is called after every step: a caller's
-    place to stop the whole run by raising."""
+    place to stop the whole run by raising. `use_graphs=False` runs a GPU's steps eagerly
+    instead of replaying them as a CUDA graph (the same bits, slower)."""
     if not configs:
         return []
     if len({c.stack_key() for c in configs}) != 1:
@@ -79,7 +80,7 @@ def train_population(configs: Sequence[TrainConfig], data: Data | None = None,
     device = resolve_device(configs[0].device)
     data = data if data is not None else load_for(configs[0], device)
     # One group of a population, each member on its own batch order as its config says.
-    population = Population[int](data, device, order_seed=None)
+    population = Population[int](data, device, order_seed=None, use_graphs=use_graphs)
     population.add(list(enumerate(configs)), as_given=True)
     outcomes: dict[int, Outcome] = {}
     while len(population):

@@ -25,7 +25,7 @@ from typing import IO
 import optuna
 from optuna.trial import TrialState
 
-from ..search.models import artifact_dir
+from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
 from ..search.queue import counts, is_done, unfinished_identities
@@ -76,7 +76,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     Everything it depends on (the file, the dataset and its data, the device, the storage
     URL, where models go) is checked before the storage is touched. A timeout is a budget:
     no trial starts after it, and running ones stop at their next epoch boundary. Every
-    COMPLETE trial's model is saved as an artifact (search.models) unless keep_models is 0.
+    COMPLETE trial's model is saved as an artifact (search.artifacts) unless keep_models is 0.
     Each worker trains up to `population` trials at once; with `mixed` (default: on a GPU)
     it fills a free slot at every epoch boundary with a trial of any shape, asking the
     sampler for up to `proposals` trials at once (default: every free slot when mixing,

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..search.queue import is_done
 from .signals import raise_if_stopped
 
-__all__ = ["Snapshot", "follow", "snapshot"]
+__all__ = ["Snapshot", "best_value", "follow", "snapshot"]
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from types import FrameType
 
 import optuna
 
-__all__ = ["STOP_SIGNALS", "Heartbeat", "Mask", "hold_stop_signals", "install_stop_handlers",
+__all__ = ["STOP_SIGNALS", "Heartbeat", "WasHeld", "hold_stop_signals", "install_stop_handlers",
            "raise_if_stopped", "raise_interrupt", "record_stop", "release_stop_signals",
            "stops_recorded"]
 
@@ -68,7 +68,7 @@ class Heartbeat:
             self.thread.join()
 
 
-Mask = bool  # whether stop signals were held before: what release_stop_signals restores
+WasHeld = bool  # were stop signals held already? what release_stop_signals restores
 
 
 class _Held:
@@ -76,16 +76,16 @@ class _Held:
     pending: int | None = None
 
 
-def hold_stop_signals() -> Mask:
+def hold_stop_signals() -> WasHeld:
     """Hold Ctrl-C/SIGTERM until release_stop_signals; returns what to restore."""
     before, _Held.held = _Held.held, True
     return before
 
 
-def release_stop_signals(old: Mask) -> None:
+def release_stop_signals(was_held: WasHeld) -> None:
     """Restore holding as it was; a signal that came meanwhile is raised right here."""
-    _Held.held = old
-    if not old:
+    _Held.held = was_held
+    if not was_held:
         raise_if_stopped()
 
 

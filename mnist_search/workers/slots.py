@@ -21,11 +21,11 @@ import logging
 from types import TracebackType
 
 import optuna
-from optuna.trial import TrialState
 
 from ..config import TrainConfig
 from ..search.internals import trial_id
-from ..search.objective import EpochReporter, record_partial, settle, start_trial, study_seed
+from ..search.lifecycle import EpochReporter, fail, settle, start_trial, study_seed, tell
+from ..search.storage import describe
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
@@ -112,10 +112,10 @@ class Slots:
         for pop in self.populations:
             ended = pop.run_epoch(self._report, deadline=self.ctx.orders.deadline,
                                   between_batches=raise_if_stopped)
-            old_mask = hold_stop_signals()  # telling finished trials is not interrupted
+            was_held = hold_stop_signals()  # telling finished trials is not interrupted
             for number, outcome in ended:
                 self._tell(number, outcome)
-            release_stop_signals(old_mask)
+            release_stop_signals(was_held)
         self.populations = [p for p in self.populations if len(p)]
 
     def _report(self, number: int, report: EpochReport) -> None:
@@ -124,19 +124,14 @@ class Slots:
     def _tell(self, number: int, outcome: TrainResult | BaseException) -> None:
         trial, reporter = self.trials.pop(number), self.reporters.pop(number)
         self.heartbeat.discard([trial_id(trial)])
-        settled = settle(trial, reporter.spec, outcome, reporter.history, self.ctx.saver)
-        if settled.state == TrialState.COMPLETE:
-            self.ctx.study.tell(trial, list(settled.values or ()))
-        else:
-            self.ctx.study.tell(trial, state=settled.state)
+        tell(self.ctx.study, trial,
+             settle(trial, reporter.spec, outcome, reporter.history, self.ctx.saver))
 
     def _fail_all(self, exc: BaseException) -> None:
-        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
         for number, trial in list(self.trials.items()):
             try:
-                record_partial(trial, self.reporters[number].history, reason)
-                trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
-                self.ctx.study.tell(trial, state=TrialState.FAIL)
+                fail(self.ctx.study, trial, self.reporters[number].history, exc)
             except Exception as tell_exc:  # report the original error, not this one
-                log.warning("could not mark trial %d FAIL: %s", trial.number, tell_exc)
+                log.warning("could not mark trial %d FAIL: %s", trial.number,
+                            describe(tell_exc, self.ctx.orders.url))
         self.trials.clear()

@@ -44,7 +44,7 @@ def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: i
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     from ..results.rows import load_study
-    from ..search.models import ModelStore, artifact_dir, model_artifact
+    from ..search.artifacts import ModelStore, artifact_dir, model_artifact
     from ..search.storage import make_storage
 
     url = use_storage(storage)

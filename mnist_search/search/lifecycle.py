@@ -1,0 +1,287 @@
+"""A trial's life, one way for every runner: start (config, seed, what ran it), report
+(each epoch, pruning), settle (record the outcome and its model), tell, or fail.
+
+`search.Objective` (a user's study.optimize) and the CLI's workers (`workers.slots`, a
+population of trials) both go through these, so every trial is suggested, reported and
+recorded alike, whoever runs it. The claiming side (fail stale, count, ask) is
+`search.queue`, which takes its seeds from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import BaseTrial, TrialState
+
+from ..config import TrainConfig, mlp_parameters
+from ..errors import NonFiniteLossError
+from ..spec import StudySpec
+from .artifacts import ModelSaver
+from .internals import retried_from, trial_id
+from .notes import write_trial_note
+
+if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
+    from ..training.train import EpochReport, TrainResult
+
+__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial",
+           "config_for_trial", "fail",
+           "metric_values", "objective_value", "objective_values", "record_partial",
+           "record_result", "settle", "start_trial", "study_seed", "tell", "trial_seed",
+           "versions", "worker_name"]
+
+log = logging.getLogger(__name__)
+
+# FAIL trials with these reasons are a real outcome of their config (it diverges), so they
+# count as finished; interrupted or killed trials do not, and get run again.
+DETERMINISTIC_FAILURES = ("nonfinite",)
+
+
+def trial_seed(study_seed: int, number: int) -> int:
+    """The training seed of trial `number`: a hash, so nearby trials get unrelated streams."""
+    digest = hashlib.sha256(f"mnist-search:{study_seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def study_seed(study: optuna.Study, spec: StudySpec) -> int:
+    """The seed the stored study was created with (`run --seed` may differ from the file)."""
+    return int(study.user_attrs.get("seed", spec.seed))
+
+
+def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
+              heartbeat: int) -> optuna.Trial:
+    """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
+    recorded at once."""
+    trial = study.ask()
+    if heartbeat:
+        # A first beat at once, before anything else is written: a worker killed before its
+        # first beat leaves a RUNNING trial with no heartbeat, which Optuna never counts as
+        # stale (only `reap --older-than` can fail it).
+        storage.record_heartbeat(trial_id(trial))
+    # The seed is fixed the moment the trial exists, so even a trial whose worker dies
+    # before training is retried with the seed it was meant to have.
+    if "seed" not in trial.user_attrs:
+        trial.set_user_attr("seed", trial_seed(seed_base, trial.number))
+    retry_of = retried_from(storage, trial)
+    if retry_of is not None:  # a stale trial's re-run inherits its params, label and seed
+        trial.set_user_attr("retry_of", retry_of)
+    trial.set_user_attr("worker", worker_name())
+    trial.set_user_attr("heartbeat_s", heartbeat)
+    return trial
+
+
+def config_for_trial(trial: BaseTrial, spec: StudySpec, device: str,
+                     seed_base: int | None = None) -> TrainConfig:
+    """Fixed values, then the reference's fields (if labelled), then the search space."""
+    values: dict[str, Any] = dict(spec.fixed)
+    if trial.user_attrs.get("label") is not None:
+        values.update(spec.reference_space.suggest(trial))
+    values.update(spec.search.suggest(trial))
+    # A retried trial inherits user attrs, seed included, so it re-runs exactly.
+    seed = trial.user_attrs.get("seed")
+    if seed is None:
+        seed = trial_seed(spec.seed if seed_base is None else seed_base, trial.number)
+    config = TrainConfig(**{**values, "seed": int(seed), "device": device})
+    trial.set_user_attr("seed", config.seed)
+    trial.set_user_attr("architecture", config.architecture)
+    trial.set_user_attr("config", config.to_dict())
+    return config
+
+
+def worker_name() -> str:
+    """host:pid of this process, recorded on the trials it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
+                seed_base: int | None = None) -> TrainConfig:
+    """Everything before training: the config, what ran it, and a dashboard note."""
+    config = config_for_trial(trial, spec, device, seed_base)
+    trial.set_user_attr("worker", worker_name())
+    cap = spec.constraints.get("max_parameters")
+    if cap is not None:  # known before training: pruned and failed trials carry it too
+        trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
+    if isinstance(trial, optuna.Trial):  # a FixedTrial has no study to hold a note
+        write_trial_note(trial, config)
+    return config
+
+
+def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float | None) -> float:
+    """The first objective from an epoch's accuracies: what is reported and pruned on."""
+    if spec.objective == "val_accuracy":
+        assert val_accuracy is not None, "a val_accuracy study always holds out images"
+        return val_accuracy
+    return test_accuracy
+
+
+def objective_values(spec: StudySpec, result: TrainResult) -> tuple[float, ...]:
+    """Every objective of a finished trial, in the study file's order."""
+    return metric_values(spec.objectives, result)
+
+
+def metric_values(names: Sequence[str], result: TrainResult) -> tuple[float, ...]:
+    """The named objectives (test_accuracy, val_accuracy, parameters, train_seconds) of a
+    finished run, in that order."""
+    metric = {"test_accuracy": result.test_accuracy, "val_accuracy": result.val_accuracy,
+              "parameters": float(result.parameter_count),
+              "train_seconds": result.member_seconds}
+    values = tuple(metric[name] for name in names)
+    assert all(v is not None for v in values), "a val_accuracy study always holds out images"
+    return tuple(float(v) for v in values if v is not None)
+
+
+class EpochReporter:
+    """Per-epoch callback: intermediate values for the dashboard and pruning.
+
+    Reference trials are never pruned: every labelled run gets all its epochs. Optuna can
+    neither report nor prune a multi-objective trial, so those only keep the history.
+    """
+
+    def __init__(self, trial: BaseTrial, spec: StudySpec) -> None:
+        self.trial, self.spec = trial, spec
+        self.reports_values = not spec.multi_objective  # Optuna reports one objective only
+        self.prunable = self.reports_values and "label" not in trial.user_attrs
+        self.history: list[EpochReport] = []
+
+    def __call__(self, report: EpochReport) -> None:
+        from ..training.train import StopTraining
+
+        self.history.append(report)
+        if not self.reports_values:
+            return
+        self.trial.report(objective_value(self.spec, report.test_accuracy, report.val_accuracy),
+                          report.epoch)
+        if self.prunable and self.trial.should_prune():
+            raise StopTraining(f"pruned after epoch {report.epoch}")
+
+
+def torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def versions() -> dict[str, Any]:
+    import torch
+
+    from ..training.engine import NUMERICS
+
+    return {"torch_version": str(torch.__version__), "optuna_version": optuna.__version__,
+            "numerics": NUMERICS}
+
+
+def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = None) -> None:
+    """Everything a reader needs to understand or re-run the trial, as user attrs (`digest`:
+    the weights digest, when the caller has it already: it hashes every weight)."""
+    attrs = {
+        "parameters": result.parameter_count,
+        "train_loss": [round(x, 6) for x in result.train_loss],
+        "last_batch_loss": [round(e.last_batch_loss, 6) for e in result.epochs],
+        "test_accuracy_curve": [round(e.test_accuracy, 4) for e in result.epochs],
+        "test_accuracy": round(result.test_accuracy, 4),
+        "val_accuracy": None if result.val_accuracy is None else round(result.val_accuracy, 4),
+        "penalised_layer_zero_fraction": result.zero_fraction,
+        "penalised_layer_small_fraction": result.small_fraction,
+        # A stacked member shares its stack's wall time: both, under names that say which.
+        "stack_seconds": round(result.seconds, 3),
+        "population_size": result.population_size,
+        "member_seconds": round(result.member_seconds, 3),
+        "device": result.device,
+        "threads": torch_threads(),
+        "data_digest": result.data_digest,
+        "weights_digest": digest or result.weights_digest(),
+        "holdout_digest": result.holdout_digest,
+        **versions(),
+    }
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def record_partial(trial: BaseTrial, history: list[EpochReport], reason: str) -> None:
+    """For pruned or failed trials: the curve so far and why it stopped."""
+    trial.set_user_attr("train_loss", [round(e.train_loss, 6) for e in history])
+    trial.set_user_attr("test_accuracy_curve", [round(e.test_accuracy, 4) for e in history])
+    trial.set_user_attr("fail_reason", reason)
+
+
+def model_writer(trial: optuna.Trial, result: TrainResult, digest: str
+                 ) -> Callable[[Path], None]:
+    """Writes the trial's model file, with what identifies and judges it as metadata."""
+    from ..training.model_file import save_model_file
+
+    meta = {"study": trial.study.study_name, "trial": str(trial.number),
+            "label": str(trial.user_attrs.get("label") or ""),
+            "test_accuracy": repr(result.test_accuracy),
+            "val_accuracy": "" if result.val_accuracy is None else repr(result.val_accuracy),
+            "data_digest": result.data_digest, "weights_digest": digest,
+            "holdout_digest": result.holdout_digest or "", "optuna_version": optuna.__version__}
+    return lambda path: save_model_file(path, result.config, result.state_dict, meta)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """How a trained trial ends: the state to tell and, when COMPLETE, its values (one per
+    objective)."""
+
+    state: TrialState
+    values: tuple[float, ...] | None = None
+
+
+def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseException,
+           history: list[EpochReport], saver: ModelSaver | None = None) -> Settled:
+    """Record a training outcome on the trial (and its model, with a saver) and say how it
+    ends; other errors re-raise."""
+    from ..training.train import OutOfTime, StopTraining, TrainResult
+
+    if isinstance(outcome, TrainResult):
+        digest = outcome.weights_digest()
+        record_result(trial, outcome, digest)
+        cap = spec.constraints.get("max_train_seconds")
+        if cap is not None:
+            trial.set_constraint("train_seconds", outcome.member_seconds - cap)
+        values = objective_values(spec, outcome)
+        if saver is not None and isinstance(trial, optuna.Trial):
+            if saver.admits(trial, values[0]):
+                saver.save(trial, model_writer(trial, outcome, digest))
+            else:
+                trial.set_user_attr("model_error", f"not kept: outside the {saver.keep} best "
+                                                   "when it finished (--keep-models)")
+        return Settled(TrialState.COMPLETE, values)
+    if isinstance(outcome, StopTraining):
+        record_partial(trial, history, "pruned")
+        return Settled(TrialState.PRUNED)
+    if isinstance(outcome, NonFiniteLossError):
+        record_partial(trial, history, "nonfinite")
+        trial.set_user_attr("fail_message", str(outcome))
+        log.warning("trial %d failed: %s", trial.number, outcome)
+        return Settled(TrialState.FAIL)
+    if isinstance(outcome, OutOfTime):  # not its config's fault: run again next time
+        record_partial(trial, history, "timeout")
+        trial.set_user_attr("fail_message", str(outcome))
+        return Settled(TrialState.FAIL)
+    raise outcome
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, settled: Settled) -> None:
+    """Tell the study how a settled trial ended."""
+    if settled.state == TrialState.COMPLETE:
+        study.tell(trial, list(settled.values or ()))
+    else:
+        study.tell(trial, state=settled.state)
+
+
+def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
+         exc: BaseException) -> None:
+    """Tell a trial in training FAIL because its runner stops (`exc`: an interrupt or an
+    error), with its curve so far; an interrupted trial is run again by the next run."""
+    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
+    record_partial(trial, history, reason)
+    trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
+    study.tell(trial, state=TrialState.FAIL)
