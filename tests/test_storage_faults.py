@@ -104,8 +104,13 @@ def test_read_only_directory(seeded, tmp_path):
     assert_intact(db)
 
 
-@pytest.mark.parametrize("timeout_s,expect_ok", [("1", False), ("60", True)])
-def test_lock_held_by_another_process(seeded, timeout_s, expect_ok):
+@pytest.mark.parametrize("timeout_s,retry_s,expect_ok,retried", [
+    ("1", "0", False, False),  # retrying off: the busy timeout's error, as it was
+    ("1", "3", False, True),  # retried, but the lock outlasts the window
+    ("1", "60", True, True),  # held 15 s past a 1 s busy timeout: retried until released
+    ("60", "60", True, False),  # the busy timeout alone outwaits it
+])
+def test_lock_held_by_another_process(seeded, timeout_s, retry_s, expect_ok, retried):
     spec, db = seeded
     holder = subprocess.Popen(
         ["python3", "-c", "import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], "
@@ -113,12 +118,16 @@ def test_lock_held_by_another_process(seeded, timeout_s, expect_ok):
          "time.sleep(15); c.execute('ROLLBACK')", str(db)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     proc = start_run(spec, f"sqlite:///{db}", "--trials", "5",
-                     env={"MNIST_SEARCH_SQLITE_TIMEOUT": timeout_s})
+                     env={"MNIST_SEARCH_SQLITE_TIMEOUT": timeout_s,
+                          "MNIST_SEARCH_STORAGE_RETRY": retry_s})
     _, err = proc.communicate(timeout=300)
     holder.wait(timeout=30)
+    assert ("database is locked); retrying for up to" in err) is retried, err
     if expect_ok:
         assert proc.returncode == 0, err
         assert_intact(db, at_least=5)
+        final = trials(f"sqlite:///{db}", "faults")
+        assert [t.state for t in final] == [TrialState.COMPLETE] * 5  # each told once
     else:
         assert proc.returncode == 1
         assert "database is locked" in one_line_error(err)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+__all__ = ["describe", "explain", "is_storage_fault", "make_storage", "resolve_url", "sqlite_path",
+           "study_lock"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///mnist_search.db"
@@ -87,14 +90,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_storage(url: str | None = None, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,
                  retry_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 create: bool = True) -> optuna.storages.RDBStorage:
-    """An optuna RDBStorage; for SQLite with WAL journaling and a busy timeout.
+                 create: bool = True, reached: bool = False) -> optuna.storages.RDBStorage:
+    """An optuna RDBStorage that rides out transient faults (search.retry); for SQLite with
+    WAL journaling and a busy timeout.
 
     WAL lets the dashboard read while workers write; the busy timeout makes a writer wait
-    for the lock instead of failing with "database is locked".
+    for the lock instead of failing with "database is locked". `reached`: another process
+    of this run has already opened the storage, so faults are retried from the first call.
     """
     import optuna
     import sqlalchemy
+
+    from .retry import RetryingRDBStorage, retry_window
 
     url = resolve_url(url)
     path = sqlite_path(url)
@@ -114,11 +121,12 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
             # Heartbeats are "experimental" in Optuna 5 (since 2.9); this package relies on
             # them on purpose, so the warning is noise on every command that uses them.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
+            storage = RetryingRDBStorage(
                 url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
     except Exception as exc:
         raise StorageError(explain(exc, url)) from exc
+    storage.retry_window_s, storage.reached = retry_window(), reached
     if path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     return storage
@@ -153,6 +161,18 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
+def _telling_cause(exc: BaseException) -> BaseException:
+    """The deepest error in the chain that says something (SQLAlchemy's pool errors after a
+    dropped connection have no text; the driver's error beside them does)."""
+    chain, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return next((e for e in reversed(chain) if str(e).strip(" ()")), chain[-1])
+
+
 _ADVICE = (
     ("locked", "another process holds the database lock; retry, or use fewer workers"),
     ("readonly", "the database file or its directory is read-only; fix permissions"),
@@ -163,6 +183,10 @@ _ADVICE = (
     ("storage upgrade", "back up the file, then run: optuna storage upgrade --storage URL"),
     ("pip install -u optuna", "this database was written by a newer Optuna: upgrade optuna"),
     ("connection refused", "is the database server running and reachable?"),
+    ("terminating connection", "the server went away for longer than the retry window "
+     "($MNIST_SEARCH_STORAGE_RETRY, 60 s); run again to resume"),
+    ("server closed the connection", "the server went away for longer than the retry "
+     "window ($MNIST_SEARCH_STORAGE_RETRY, 60 s); run again to resume"),
     ("could not translate host", "check the host name in the URL"),
     ("password authentication failed", "check the user and password"),
     ("does not exist", "create the database first"),
@@ -194,7 +218,7 @@ def describe(exc: BaseException, url: str) -> str:
 
 def explain(exc: BaseException, url: str) -> str:
     """One line: the storage, the real cause (not Optuna's wrapper), what to do."""
-    cause = root_cause(exc)
+    cause = _telling_cause(exc)
     text = " ".join(str(cause).split()) or type(cause).__name__
     text = text.split(" (Background on this error")[0]
     if len(text) > 300:
@@ -222,16 +246,42 @@ def study_lock(url: str, study_name: str) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         return
     if url.startswith("postgresql"):
-        import sqlalchemy
-
-        key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        engine.dispose()
+        with _advisory_lock(url, study_name):
+            yield
         return
     yield
+
+
+@contextlib.contextmanager
+def _advisory_lock(url: str, study_name: str) -> Iterator[None]:
+    """PostgreSQL's advisory lock on the study's name, on a connection of its own. Taking
+    it rides out a restart like any storage call; if the connection drops while it is held,
+    the server has released the lock with it, so the unlock is skipped."""
+    import sqlalchemy
+
+    from .retry import is_transient, retry_window, with_retries
+
+    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+
+    def lock() -> sqlalchemy.Connection:
+        conn = engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    conn = with_retries(lock, "advisory lock", retry_window())
+    try:
+        yield
+    finally:
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            conn.close()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            log.info("advisory lock's connection dropped (the server released the lock)")
+        engine.dispose()

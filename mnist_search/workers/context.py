@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from ..search.models import ModelSaver
+from ..search.artifacts import ModelSaver
 from ..search.queue import Claim
 from ..search.storage import make_storage
 from ..search.study import make_pruner, make_sampler
@@ -69,7 +69,7 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
     storage = make_storage(
         orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,
         retry_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-        if hb else None)
+        if hb else None, reached=True)
     n_existing = len(optuna.load_study(study_name=spec.name, storage=storage)
                      .get_trials(deepcopy=False))
     study = optuna.load_study(study_name=spec.name, storage=storage,

@@ -1,0 +1,222 @@
+"""Storage calls that ride out a dropped connection, a database restart or a lock held past
+SQLite's busy timeout.
+
+`RetryingRDBStorage` is Optuna's RDBStorage with every storage call retried, with backoff,
+while it fails for a transient cause (the server went away, refuses connections while it
+restarts, or the database is locked), for at most a window of seconds (RETRY_WINDOW_S, or
+$MNIST_SEARCH_STORAGE_RETRY; 0 turns it off). A warning says so when an outage starts and an
+info line when the storage answers again; past the window the last error stands, as before.
+Pooled connections are checked before use (pool_pre_ping), so the first call after a
+restart does not fail on a connection the server has closed.
+
+A storage that was never reached is not retried: a wrong host or a server that is down when
+a command starts is an error at once, not a minute's wait.
+
+Retrying is safe because each Optuna storage call is one transaction: one that failed was
+rolled back, except when the connection dropped during its commit, so that the commit's
+outcome is unknown. For the calls that change a trial that case is made harmless: a repeated
+parameter is ignored by Optuna, attributes and intermediate values are overwritten with the
+same value, and telling a trial that the lost commit already finished is taken as done
+(it is told once). A trial created or claimed (WAITING to RUNNING) by a commit whose answer
+was lost stays RUNNING with no heartbeat and is failed and re-run by the next stale check.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from ..errors import StorageError
+
+__all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
+           "with_retries"]
+
+log = logging.getLogger(__name__)
+
+RETRY_WINDOW_S = 60.0  # how long a worker keeps retrying a storage that stopped answering
+RETRY_ENV = "MNIST_SEARCH_STORAGE_RETRY"  # seconds; overrides RETRY_WINDOW_S, 0 turns it off
+FIRST_DELAY_S, MAX_DELAY_S = 0.25, 5.0  # backoff: doubles from the first delay up to the max
+
+# Causes that pass: the server is restarting or went away, or a lock is held for now.
+_TRANSIENT = ("database is locked", "database table is locked", "server closed the connection",
+              "connection refused", "terminating connection", "connection is closed",
+              "the connection is closed", "the database system is starting up",
+              "the database system is shutting down", "the database system is in recovery",
+              "consuming input failed", "connection reset", "connection timed out",
+              "could not receive data", "could not send data", "no connection to the server",
+              "ssl connection has been closed", "connection to server", "broken pipe",
+              "admin_shutdown", "cannot_connect_now")
+# Causes that do not pass by waiting, even where they share a message above.
+_PERMANENT = ("password authentication failed", "does not exist", "disk is full",
+              "readonly", "read-only", "no such table", "not a database")
+
+T = TypeVar("T")
+_inside = threading.local()  # a retried call that calls another retries once, not twice
+
+
+def retry_window() -> float:
+    """$MNIST_SEARCH_STORAGE_RETRY seconds, else RETRY_WINDOW_S."""
+    raw = os.environ.get(RETRY_ENV)
+    if not raw:
+        return RETRY_WINDOW_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise StorageError(f"${RETRY_ENV} = {raw!r} is not allowed: expected seconds >= 0 "
+                           "(0 turns retrying off)")
+    return value
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in out):
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return out
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a storage fault that waiting may cure."""
+    import sqlalchemy.exc
+
+    chain = _chain(exc)
+    text = " ".join(str(e).lower() for e in chain)
+    if any(key in text for key in _PERMANENT):
+        return False
+    for e in chain:
+        if isinstance(e, sqlalchemy.exc.DisconnectionError):
+            return True
+        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
+            return True
+    return any(key in text for key in _TRANSIENT)
+
+
+def with_retries(call: Callable[[], T], what: str, window: float,
+                 settled: Callable[[BaseException, int], tuple[bool, Any]] | None = None) -> T:
+    """call(), retried with backoff while it fails for a transient cause, for at most
+    `window` seconds from the first failure. `settled(exc, attempt)` may say that a retry's
+    error means the lost first attempt did the work: (True, the result to return)."""
+    return _retried_call(call, what, window, settled)[0]
+
+
+def _retried_call(call: Callable[[], T], what: str, window: float,
+                  settled: Callable[[BaseException, int], tuple[bool, Any]] | None
+                  ) -> tuple[T, bool]:
+    """with_retries, and whether it had to retry."""
+    started: float | None = None
+    delay, attempt = FIRST_DELAY_S, 0
+    while True:
+        try:
+            result = call()
+        except Exception as exc:
+            if attempt and settled is not None:
+                done, value = settled(exc, attempt)
+                if done:
+                    result = value
+                    break
+            now = time.monotonic()
+            if window <= 0 or not is_transient(exc) or \
+                    (started is not None and now - started >= window):
+                if started is not None:
+                    log.error("storage still failing after %.0f s of retries (%s): giving up",
+                              now - started, what)
+                raise
+            if started is None:
+                started = now
+                log.warning("storage unavailable (%s: %s); retrying for up to %.0f s",
+                            what, _short(exc), window)
+            time.sleep(min(delay, max(0.0, started + window - now)))
+            delay, attempt = min(2 * delay, MAX_DELAY_S), attempt + 1
+            continue
+        break
+    if started is not None:
+        log.info("storage answers again after %.1f s (%s)", time.monotonic() - started, what)
+    return result, started is not None
+
+
+def _short(exc: BaseException) -> str:
+    cause = _chain(exc)[-1]
+    text = " ".join(str(cause).split()).split(" (Background on this error")[0]
+    return f"{type(cause).__name__}: {text[:160]}"
+
+
+class RetryingRDBStorage(RDBStorage):
+    """Optuna's RDBStorage whose calls ride out transient faults (see the module's doc).
+    Optuna wraps it in its usual cache; dashboards and `optuna` read the same database."""
+
+    retry_window_s: float = RETRY_WINDOW_S
+    reached: bool = False  # whether a call has succeeded: only then are faults retried
+    outage_ended: float = 0.0  # time.monotonic() when the last outage ended (0: none yet)
+
+    def retrying(self, name: str, call: Callable[[], T],
+                 settled: Callable[[BaseException, int], tuple[bool, Any]] | None = None
+                 ) -> T:
+        if getattr(_inside, "active", False):
+            return call()
+        window = self.retry_window_s if self.reached else 0.0
+        _inside.active = True
+        try:
+            result, retried = _retried_call(call, name, window, settled)
+        finally:
+            _inside.active = False
+        self.reached = True
+        if retried:
+            self.outage_ended = time.monotonic()
+        return result
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState,
+                               values: Sequence[float] | None = None) -> bool:
+        def settled(exc: BaseException, _attempt: int) -> tuple[bool, Any]:
+            # the lost commit did finish the trial: told once, not an error
+            if isinstance(exc, UpdateFinishedTrialError) and state.is_finished():
+                return self.get_trial(trial_id).state == state, True
+            return False, None
+
+        return self.retrying("set_trial_state_values", lambda: RDBStorage.set_trial_state_values(
+            self, trial_id, state, values), settled)
+
+    def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
+                         ) -> int:
+        def settled(exc: BaseException, _attempt: int) -> tuple[bool, Any]:
+            if isinstance(exc, DuplicatedStudyError) and study_name is not None:
+                return True, self.get_study_id_from_name(study_name)
+            return False, None
+
+        return self.retrying("create_new_study", lambda: RDBStorage.create_new_study(
+            self, directions, study_name), settled)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    @functools.wraps(getattr(RDBStorage, name))
+    def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self.retrying(name, lambda: getattr(RDBStorage, name)(self, *args, **kwargs))
+
+    return call
+
+
+# Every call that reaches the database, Optuna's cache's private ones included (a test
+# checks that the list covers RDBStorage's methods).
+RETRIED = ("delete_study", "set_study_user_attr", "set_study_system_attr",
+           "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
+           "get_study_user_attrs", "get_study_system_attrs", "get_trial_user_attrs",
+           "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
+           "set_trial_param", "_set_trial_param", "get_trial_param",
+           "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
+           "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
+           "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
+           "_get_stale_trial_ids", "get_n_trials", "get_trial_number_from_id",
+           "get_trial_params")
+for _name in RETRIED:
+    if hasattr(RDBStorage, _name):
+        setattr(RetryingRDBStorage, _name, _retried(_name))

@@ -1,0 +1,169 @@
+"""Storage calls retried through transient faults (search/retry.py), on a real SQLite
+storage: what counts as transient, a lost commit told once, a never-reached storage not
+retried, and the window's setting. The restart of a real PostgreSQL server mid-run is in
+test_postgres.py, SQLite locked past its busy timeout in test_storage_faults.py."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+
+import optuna
+import pytest
+import sqlalchemy.exc
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from mnist_search.errors import StorageError
+from mnist_search.search import retry
+from mnist_search.search.retry import RETRIED, RetryingRDBStorage, is_transient
+from mnist_search.search.storage import make_storage
+
+NOT_DATABASE_CALLS = {
+    "get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback",
+    "remove_session", "upgrade", "get_current_version", "get_head_version", "get_all_versions",
+    "check_table_schema_compatibility", "is_heartbeat_enabled", "check_trial_is_updatable",
+    "create_new_study", "set_trial_state_values"}  # the last two have their own retries
+
+
+def dropped(text: str = "server closed the connection unexpectedly") -> Exception:
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(text))
+
+
+def test_every_database_call_of_optunas_storage_is_retried():
+    public = {n for n, m in inspect.getmembers(RDBStorage, inspect.isfunction)
+              if not n.startswith("_")}
+    assert public - NOT_DATABASE_CALLS <= set(RETRIED)
+    for name in [*RETRIED, "create_new_study", "set_trial_state_values"]:
+        if hasattr(RDBStorage, name):
+            assert getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name), name
+
+
+@pytest.mark.parametrize("exc,transient", [
+    (dropped(), True),
+    (dropped("terminating connection due to administrator command"), True),
+    (dropped("connection refused"), True),
+    (dropped("database is locked"), True),
+    (sqlalchemy.exc.InvalidatePoolError(), True),
+    (dropped("database or disk is full"), False),
+    (dropped("attempt to write a readonly database"), False),
+    (dropped('password authentication failed for user "ms"'), False),
+    (sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed")), False),
+    (ValueError("connection refused"), True),  # a driver's own error, by its message
+    (ValueError("bad value"), False),
+])
+def test_what_counts_as_transient(exc, transient):
+    wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit")
+    wrapped.__cause__ = exc
+    assert is_transient(exc) is transient
+    assert is_transient(wrapped) is transient  # through Optuna's wrapper too
+
+
+@pytest.fixture()
+def storage(tmp_path):
+    s = make_storage(f"sqlite:///{tmp_path / 'r.db'}")
+    assert isinstance(s, RetryingRDBStorage)
+    return s
+
+
+def flaky(monkeypatch, name: str, failures: int, after: bool = False) -> list[int]:
+    """RDBStorage.name fails `failures` times with a dropped connection (after doing its work
+    when `after`, as a commit whose answer was lost); returns the call count."""
+    calls = [0]
+    original = getattr(RDBStorage, name)
+
+    def call(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] <= failures:
+            if after:
+                original(self, *args, **kwargs)
+            raise optuna.exceptions.StorageInternalError("commit failed") from dropped()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RDBStorage, name, call)
+    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.01)
+    return calls
+
+
+def test_a_reached_storage_retries_until_the_fault_passes(storage, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="mnist_search")
+    study = optuna.create_study(storage=storage, study_name="s")
+    calls = flaky(monkeypatch, "_get_trials", failures=3)  # what Optuna's cache calls
+    assert study.get_trials() == []
+    assert calls[0] == 4
+    assert "retrying for up to 60 s" in caplog.text
+    assert "storage answers again" in caplog.text
+    assert storage.outage_ended > 0
+
+
+def test_a_trial_told_by_a_lost_commit_is_told_once(storage, monkeypatch):
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    calls = flaky(monkeypatch, "set_trial_state_values", failures=1, after=True)
+    study.tell(trial, 0.5)  # the first commit landed, its answer was lost; the retry sees it
+    assert calls[0] == 2
+    [stored] = study.get_trials()
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.5
+
+
+def test_a_storage_never_reached_is_not_retried(tmp_path, monkeypatch):
+    storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}")
+    storage.reached = False
+    calls = flaky(monkeypatch, "get_all_studies", failures=1)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        storage.get_all_studies()
+    assert calls[0] == 1
+
+
+def test_past_the_window_the_error_stands(storage, monkeypatch, caplog):
+    optuna.create_study(storage=storage, study_name="s")
+    storage.retry_window_s = 0.3
+    calls = flaky(monkeypatch, "get_all_studies", failures=10_000)
+    start = time.monotonic()
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        storage.get_all_studies()
+    assert 0.3 <= time.monotonic() - start < 3
+    assert calls[0] > 2
+    assert "giving up" in caplog.text
+
+
+def test_a_permanent_fault_is_not_retried(storage, monkeypatch):
+    optuna.create_study(storage=storage, study_name="s")
+    calls = [0]
+
+    def full(self, *args, **kwargs):
+        calls[0] += 1
+        raise optuna.exceptions.StorageInternalError("x") from dropped("database or disk is full")
+
+    monkeypatch.setattr(RDBStorage, "get_all_studies", full)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        storage.get_all_studies()
+    assert calls[0] == 1
+
+
+@pytest.mark.parametrize("raw,window", [("", 60.0), ("0", 0.0), ("2.5", 2.5)])
+def test_the_window_is_set_by_the_environment(monkeypatch, raw, window):
+    monkeypatch.setenv("MNIST_SEARCH_STORAGE_RETRY", raw)
+    assert retry.retry_window() == window
+
+
+@pytest.mark.parametrize("raw", ["soon", "-1", "nan"])
+def test_a_bad_window_is_one_clear_error(monkeypatch, raw):
+    monkeypatch.setenv("MNIST_SEARCH_STORAGE_RETRY", raw)
+    with pytest.raises(StorageError, match="MNIST_SEARCH_STORAGE_RETRY.*expected seconds"):
+        retry.retry_window()
+
+
+def test_stale_trials_wait_a_grace_period_after_an_outage(tmp_path):
+    """Heartbeats went unrecorded while the storage was away: a trial that looks stale
+    right after may be alive, so the claim step leaves it for one grace period."""
+    from mnist_search.search.queue import just_recovered
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat_interval=1,
+                           grace_period=2)
+    assert not just_recovered(storage)  # no outage yet
+    storage.outage_ended = time.monotonic()
+    assert just_recovered(storage)
+    storage.outage_ended = time.monotonic() - 2.5
+    assert not just_recovered(storage)
