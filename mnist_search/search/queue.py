@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 import warnings
@@ -29,6 +30,8 @@ __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "iden
            "queue_order", "queued_shape", "trial_cost", "unfinished_identities", "waiting_on"]
 
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
@@ -179,38 +182,47 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     next, and a time budget never strands a worker with a queue of untrained claims.
     """
     with study_lock(request.url, spec.name), _heartbeats_as_meant():
-        if request.heartbeat and not just_recovered(storage):
-            optuna.storages.fail_stale_trials(study)
-        c = counts(study)
-        free = request.target - c["done"] - c["running"]
-        if free <= 0:
-            return []
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:free]
-        costs = [trial_cost(spec, t.user_attrs) for t in waiting]
-        remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
-        share = remaining / max(1, min(request.workers, free))
-        asks = request.proposals or (request.population if request.mixed else SAMPLED_AT_ONCE)
-        limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
-        shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
-        claimed: list[optuna.Trial] = []
-        cost, seed_base = 0.0, study_seed(study, spec)
-        samples_stack = not spec.search.fields & set(STACK_FIELDS)
-        # Several CPU workers split a same-shape group at the share (stacking gains little
-        # there, an idle worker loses its whole share); a GPU worker takes it whole.
-        split = request.workers > 1 and not request.mixed
-        while len(claimed) < min(free, request.population):
-            i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
-            same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
-            full = cost >= share * 0.999
-            if claimed and (full if same and split else
-                            not same and (len(claimed) >= limit or full)):
-                break
-            if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
-                break  # a sampled trial of its own shape: one per claim
-            trial = ask_trial(study, storage, seed_base, request.heartbeat)
-            claimed.append(trial)
-            cost += trial_cost(spec, trial.user_attrs)
-        return claimed
+        start = time.perf_counter()
+        try:
+            return _claim_locked(study, storage, spec, request)
+        finally:  # bench/bench_workers.py reads these lines: how long claims hold the lock
+            log.debug("held the study lock %.4f s", time.perf_counter() - start)
+
+
+def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
+                  request: Claim) -> list[optuna.Trial]:
+    if request.heartbeat and not just_recovered(storage):
+        optuna.storages.fail_stale_trials(study)
+    c = counts(study)
+    free = request.target - c["done"] - c["running"]
+    if free <= 0:
+        return []
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:free]
+    costs = [trial_cost(spec, t.user_attrs) for t in waiting]
+    remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
+    share = remaining / max(1, min(request.workers, free))
+    asks = request.proposals or (request.population if request.mixed else SAMPLED_AT_ONCE)
+    limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
+    shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
+    claimed: list[optuna.Trial] = []
+    cost, seed_base = 0.0, study_seed(study, spec)
+    samples_stack = not spec.search.fields & set(STACK_FIELDS)
+    # Several CPU workers split a same-shape group at the share (stacking gains little
+    # there, an idle worker loses its whole share); a GPU worker takes it whole.
+    split = request.workers > 1 and not request.mixed
+    while len(claimed) < min(free, request.population):
+        i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
+        same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
+        full = cost >= share * 0.999
+        if claimed and (full if same and split else
+                        not same and (len(claimed) >= limit or full)):
+            break
+        if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
+            break  # a sampled trial of its own shape: one per claim
+        trial = ask_trial(study, storage, seed_base, request.heartbeat)
+        claimed.append(trial)
+        cost += trial_cost(spec, trial.user_attrs)
+    return claimed
 
 
 @contextlib.contextmanager
