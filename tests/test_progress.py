@@ -75,3 +75,21 @@ lr = { low = 0.01, high = 0.1, log = true }
     lines = [ln for ln in res.stderr.splitlines() if "trials finished" in ln]
     assert lines and "4/4 trials finished" in lines[-1] and "elapsed" in lines[-1]
     assert "trials/min" in lines[-1]
+
+
+def test_only_trials_of_other_workers_count_as_running_elsewhere():
+    """A trial asked a moment ago has no worker recorded yet: it is not 'elsewhere'."""
+    now = time.time()
+
+    def running(worker: str | None) -> optuna.trial.FrozenTrial:
+        attrs = {} if worker is None else {"worker": worker}
+        return optuna.trial.FrozenTrial(
+            number=0, state=TrialState.RUNNING, value=None, values=None,
+            datetime_start=dt.datetime.fromtimestamp(now), datetime_complete=None, params={},
+            distributions={}, user_attrs=attrs, system_attrs={}, intermediate_values={},
+            trial_id=0)
+
+    trials = [running("here:1"), running(None), running("there:7"), running("there:8")]
+    snap = snapshot(trials, target=10, workers=1, started=time.monotonic(), since=now,
+                    own={"here:1"}, best=None)
+    assert snap.running == 4 and snap.elsewhere == 2

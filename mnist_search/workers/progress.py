@@ -93,8 +93,9 @@ def snapshot(trials: Sequence[FrozenTrial], target: int, workers: int, started: 
     if shares and done < target:
         eta = (target - done) * (sum(shares) / len(shares)) / max(1, workers)
     pruned = sum(t.state == TrialState.PRUNED for t in mine) / len(mine) if mine else 0.0
-    return Snapshot(done, len(running), sum(t.user_attrs.get("worker") not in own
-                                            for t in running), target, elapsed,
+    # A trial asked a moment ago has no worker recorded yet: not "elsewhere" for that
+    elsewhere = sum(t.user_attrs.get("worker") not in (None, *own) for t in running)
+    return Snapshot(done, len(running), elsewhere, target, elapsed,
                     60 * len(mine) / elapsed if mine and elapsed > 0 else None, eta, best,
                     pruned_share=pruned)
 
