@@ -248,6 +248,7 @@ def test_a_confirmed_search_with_one_label_says_so(tmp_path, synthetic_dir):
     assert res.exit_code == 0, res.output
     report = (out / "report.md").read_text()
     assert "there is no other label to compare it with" in report
+    assert "These are single runs" not in report  # nothing is compared, so no noise note
     assert "confirmed.png" in report and png_size(out / "confirmed.png")[0] >= 300
     study = optuna.load_study(study_name="one", storage=url)
     top = max(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),

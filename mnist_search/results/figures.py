@@ -157,8 +157,9 @@ def accuracy_by_label(runs: list[FinishedTrial], out: Path) -> ReportFigure | No
         worst = max(deltas, key=lambda d: abs(d[0]))
         text += (f" Against the notebook's {len(deltas)} reported accuracies the largest "
                  f"difference is {worst[0]:+.2f} points ({worst[1]}).")
-    return _figure("accuracy_by_label.png", "Test accuracy per label", text + _spread_note(
-        max(s.n for s in stats.values())))
+    # the noise sentence is about comparing runs: with one label there is nothing to compare
+    note = _spread_note(max(s.n for s in stats.values())) if second else ""
+    return _figure("accuracy_by_label.png", "Test accuracy per label", text + note)
 
 
 def momentum(runs: list[FinishedTrial], out: Path) -> ReportFigure | None:
