@@ -107,6 +107,27 @@ def test_a_trial_told_by_a_lost_commit_is_told_once(storage, monkeypatch):
     assert stored.state == TrialState.COMPLETE and stored.value == 0.5
 
 
+def test_a_lost_commit_is_still_recognised_when_the_storage_flaps(storage, monkeypatch):
+    """The check that the lost commit landed fails once too: retried, still told once."""
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    tells = flaky(monkeypatch, "set_trial_state_values", failures=1, after=True)
+    original, checks = RDBStorage.get_trial, []
+
+    def get_trial(self, trial_id):
+        if tells[0] >= 2:  # after the retried tell: Optuna's own check that it is finished
+            checks.append(trial_id)  # (1st), then the retry's check that it landed (2nd)
+            if len(checks) == 2:
+                raise optuna.exceptions.StorageInternalError("x") from dropped()
+        return original(self, trial_id)
+
+    monkeypatch.setattr(RDBStorage, "get_trial", get_trial)
+    study.tell(trial, 0.5)
+    assert tells[0] == 3 and len(checks) >= 2  # told again after the failed check
+    [stored] = study.get_trials()
+    assert stored.state == TrialState.COMPLETE and stored.value == 0.5
+
+
 def test_a_storage_never_reached_is_not_retried(tmp_path, monkeypatch):
     storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}")
     storage.reached = False

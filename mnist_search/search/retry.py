@@ -120,13 +120,17 @@ def _retried_call(call: Callable[[], T], what: str, window: float,
         try:
             result = call()
         except Exception as exc:
+            failure: Exception = exc
             if attempt and settled is not None:
-                done, value = settled(exc, attempt)
+                try:
+                    done, value = settled(exc, attempt)
+                except Exception as check:  # the check failed too: retry on its cause
+                    done, value, failure = False, None, check
                 if done:
                     result = value
                     break
             now = time.monotonic()
-            if window <= 0 or not is_transient(exc) or \
+            if window <= 0 or not is_transient(failure) or \
                     (started is not None and now - started >= window):
                 if started is not None:
                     log.error("storage still failing after %.0f s of retries (%s): giving up",
@@ -135,7 +139,7 @@ def _retried_call(call: Callable[[], T], what: str, window: float,
             if started is None:
                 started = now
                 log.warning("storage unavailable (%s: %s); retrying for up to %.0f s",
-                            what, _short(exc), window)
+                            what, _short(failure), window)
             time.sleep(min(delay, max(0.0, started + window - now)))
             delay, attempt = min(2 * delay, MAX_DELAY_S), attempt + 1
             continue
