@@ -165,3 +165,33 @@ def test_a_search_rides_out_a_server_restart(pg_url, tmp_path, synthetic_dir, do
     assert sorted(labels) == ["base", "fast"]
     for t in final:  # each trial's epochs were reported once each, in order
         assert sorted(t.intermediate_values) == [1, 2, 3]
+
+
+SIXTEEN_STUDY = """
+trials = 200
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+hidden = [16]
+[search]
+lr = { low = 0.001, high = 0.1, log = true }
+""" + "".join(f'[[reference]]\nlabel = "ref-{i}"\nlr = {0.01 + i / 1000}\n' for i in range(8))
+
+
+def test_sixteen_workers_in_four_runs_keep_the_total_exact(pg_url, tmp_path, synthetic_dir):
+    """4 `run` processes of 4 workers each on one study (bench/bench_workers.py times it):
+    exactly the target, numbered without gaps, nothing left RUNNING, each label once."""
+    name = f"pg16-{uuid.uuid4().hex[:8]}"
+    spec = write_study(tmp_path / "sixteen.toml", synthetic_dir, SIXTEEN_STUDY, name=name)
+    first = start_run(spec, pg_url, "--trials", "1")  # creates the study, enqueues the labels
+    assert first.wait(timeout=120) == 0
+    procs = [start_run(spec, pg_url, "--workers", "4") for _ in range(4)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-1500:] for _, err in results]
+    final = trials(pg_url, name)
+    assert sorted(t.number for t in final) == list(range(200))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in final)
+    labels = sorted(t.user_attrs["label"] for t in final if t.user_attrs.get("label"))
+    assert labels == sorted(f"ref-{i}" for i in range(8))
