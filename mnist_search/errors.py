@@ -7,16 +7,45 @@ the CLI catches MnistSearchError alone and prints its one-line message. Standard
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["ConfigError", "DataError", "DeviceError", "INCOMPLETE", "INTERRUPTED",
            "MnistSearchError", "NonFiniteLossError", "RUNTIME", "SpecError", "SpecFaults",
-           "StorageError", "StorageUrlError", "StudyConflict", "StudyNotFound", "USAGE",
-           "UsageError"]
+           "RedactingFilter", "StorageError", "StorageUrlError", "StudyConflict",
+           "StudyNotFound", "USAGE", "UsageError", "redact"]
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 INCOMPLETE = 3  # a run stopped with work left (its --timeout, trials running elsewhere)
+
+
+# A password in a URL's user info (`scheme://user:PASSWORD@host`, also without the scheme, as
+# a mistyped --storage may be; SQLAlchemy allows '/' in it) or in its query (`?password=...`,
+# libpq's spellings too).
+_NETLOC_SECRET = re.compile(
+    r"((?:[A-Za-z][A-Za-z0-9+.-]*://)?[^\s:/@'\"?#]*:)(?!//)([^\s@'\"]+)(@)")
+_QUERY_SECRET = re.compile(
+    r"([?&;](?:password|passwd|pwd|pass|sslpassword|secret)=)([^&;\s'\"]*)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with every password in every URL in it replaced by `***`: one redaction for
+    everything this package prints or logs (messages, errors, log records)."""
+    text = _NETLOC_SECRET.sub(lambda m: f"{m[1]}***{m[3]}", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m[1]}***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts a record's final message, arguments included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 class MnistSearchError(Exception):

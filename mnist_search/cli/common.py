@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import INCOMPLETE, INTERRUPTED, RUNTIME, MnistSearchError
+from ..errors import INCOMPLETE, INTERRUPTED, RUNTIME, MnistSearchError, RedactingFilter, redact
 
 __all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "artifacts_option", "fail",
            "friendly",
@@ -28,7 +28,7 @@ _URL_KEY = "mnist_search.storage_url"  # click.Context.meta: the URL of the runn
 
 
 def fail(message: str, code: int) -> NoReturn:
-    one_line = "; ".join(ln.strip() for ln in message.splitlines() if ln.strip())
+    one_line = redact("; ".join(ln.strip() for ln in message.splitlines() if ln.strip()))
     click.echo(f"mnist-search: error: {one_line}", err=True)
     sys.exit(code)
 
@@ -118,6 +118,7 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            "%H:%M:%S"))
+    handler.addFilter(RedactingFilter())  # a URL logged anywhere keeps its password hidden
     root = logging.getLogger("mnist_search")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -137,39 +136,37 @@ def reap_cmd(study: str, storage: str | None, older_than: float | None) -> None:
 @click.command("dashboard")
 @storage_option
 @artifacts_option
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="Port to serve on; 0 picks a free one.")
 @click.option("--host", default=None,
               help="Interface to bind [default: 127.0.0.1]. The dashboard has no "
                    "authentication: only bind elsewhere behind something that has.")
+@friendly
 def dashboard_cmd(storage: str | None, artifacts: Path | None, port: int,
                   host: str | None) -> None:
-    """Start optuna-dashboard on the storage (loopback only unless --host is given)."""
-    import os
-    import shutil
+    """Serve optuna-dashboard on the storage (loopback only unless --host is given).
 
-    from ..search.storage import resolve_url
+    The dashboard runs inside this process, so the storage URL (and any password in it) is
+    on no command line; give a password through $MNIST_SEARCH_STORAGE or ~/.pgpass.
+    """
+    from ..results.dashboard import Dashboard
+    from ..search.artifacts import artifact_dir
+    from ..search.storage import make_storage
 
-    url = resolve_url(storage)
+    url = use_storage(storage)
     if host is None:
         host = "127.0.0.1"
     else:
         log.warning("binding %s: optuna-dashboard has no authentication; anyone who can "
                     "reach this port can change or delete studies", host)
-    exe = Path(sys.executable).with_name("optuna-dashboard")
-    exe_path = str(exe) if exe.exists() else shutil.which("optuna-dashboard")
-    if exe_path is None:
-        fail("optuna-dashboard is not installed (pip install 'optuna-dashboard>=0.20')",
-              RUNTIME)
-    click.echo(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C to stop)", err=True)
-    from ..search.artifacts import artifact_dir
-
-    argv = [exe_path, url, "--host", host, "--port", str(port)]
+    store = make_storage(url, create=False)  # a mistyped file name is an error, not a new file
     try:  # the trials' model files, so the dashboard lists (and serves) them
-        folder = artifact_dir(url, artifacts)
+        folder: Path | None = artifact_dir(url, artifacts)
     except UsageError:
         folder = None
-    if folder is not None and folder.is_dir():
-        argv += ["--artifact-dir", str(folder)]
-    else:
-        log.info("no model folder for %s: the dashboard will not list models", url)
-    os.execv(exe_path, argv)
+    if folder is None or not folder.is_dir():
+        log.info("no model folder for this storage: the dashboard will not list models")
+        folder = None
+    dash = Dashboard(store, host, port, folder)
+    click.echo(f"optuna-dashboard on {dash.url} (Ctrl-C to stop)", err=True)
+    dash.serve_forever()

@@ -4,13 +4,13 @@ rerun (train a trial again and compare)."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import RUNTIME, UsageError
+from ..files import check_output, replacing
 from .common import artifacts_option, fail, friendly, storage_option, use_storage
 
 if TYPE_CHECKING:
@@ -55,20 +55,16 @@ def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: i
         raise UsageError(f"trial {trial.number} of {study!r} has no saved model "
                          f"({trial.user_attrs.get('model_error') or 'none was stored'}); "
                          f"train it again with: mnist-search rerun {study} {trial.number} -o FILE")
-    if not output.parent.exists():
-        raise UsageError(f"-o {output}: directory {output.parent} does not exist")
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    check_output(output)
     try:
-        download_artifact(artifact_store=ModelStore(artifact_dir(url, artifacts)),
-                          file_path=str(tmp), artifact_id=meta.artifact_id)
-        os.replace(tmp, output)
+        with replacing(output) as tmp:
+            download_artifact(artifact_store=ModelStore(artifact_dir(url, artifacts)),
+                              file_path=str(tmp), artifact_id=meta.artifact_id)
     except ArtifactNotFound:
         raise UsageError(f"trial {trial.number}'s model file is gone from "
                          f"{artifact_dir(url, artifacts)} (removed by --keep-models, or the "
                          f"folder moved); re-create it: mnist-search rerun {study} "
                          f"{trial.number} -o FILE") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     click.echo(f"{output}: trial {trial.number} of {study}, test accuracy "
                f"{trial.user_attrs.get('test_accuracy')}%")
 
@@ -134,6 +130,8 @@ def rerun_cmd(study: str, number: int, storage: str | None, device: str | None,
     from ..training.train import TrainResult
 
     url = use_storage(storage)
+    if output is not None:
+        check_output(output)  # before the training, not after it
     report, outcome = rerun_trial(load_study(study, url), number, device)
     click.echo(f"{study} trial {number}: test accuracy {report.recorded_test_accuracy} -> "
                f"{report.test_accuracy}, final train loss {report.recorded_final_loss} -> "

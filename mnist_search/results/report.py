@@ -18,6 +18,7 @@ from pathlib import Path
 
 import optuna
 
+from ..errors import UsageError
 from ..search.summary import finished_trials
 from .confirmed import confirmed_figure
 from .figures import ReportFigure, optuna_figures, trial_figures
@@ -56,23 +57,70 @@ def build(study: optuna.Study, out_dir: Path,
     return Built(made, skipped)
 
 
+_MANIFEST = ".mnist-search-report"  # in a report's folder: the names that report wrote
+
+
 def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
                  progress: Callable[[str], None] | None = None) -> Path:
-    """Build into a temporary directory beside out_dir, then move it into place whole."""
+    """Build into a temporary folder, then move the report into out_dir.
+
+    A new out_dir is moved into place whole. An existing one only gains files: a file there
+    that no earlier report wrote is never replaced (UsageError, before anything is moved),
+    and what is removed is only an earlier report's own figures that this one no longer has.
+    """
+    out_dir = out_dir.resolve()  # `-o .` names a real folder, with a real parent
+    old = _check_out_dir(out_dir, fmt)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    staging = out_dir if old is not None else out_dir.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.report-", dir=staging))
     try:
         built = build(study, tmp, progress)
         body = _markdown(study, built) if fmt == "md" else _html(study, built, tmp)
         (tmp / f"report.{fmt}").write_text(body, encoding="utf-8")
+        names = sorted(p.name for p in tmp.iterdir())
+        (tmp / _MANIFEST).write_text("\n".join(names) + "\n", encoding="utf-8")
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        if old is None:
+            os.replace(tmp, out_dir)
+        else:
+            _merge(tmp, out_dir, names, old)
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp)
+            shutil.rmtree(tmp)  # only the staging folder this call made
     return out_dir / f"report.{fmt}"
+
+
+def _check_out_dir(out_dir: Path, fmt: str) -> set[str] | None:
+    """None for a folder that does not exist yet; else the names an earlier report wrote
+    there. Refuses a path that is not a folder, and a report file no report wrote."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return None
+    if not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir}: exists and is not a folder; give a folder for the "
+                         "report")
+    manifest = out_dir / _MANIFEST
+    old = set(manifest.read_text(encoding="utf-8").split()) if manifest.is_file() else set()
+    _refuse_foreign(out_dir, [f"report.{fmt}"], old)
+    return old
+
+
+def _refuse_foreign(out_dir: Path, names: list[str], old: set[str]) -> None:
+    foreign = [n for n in names if n not in old and (out_dir / n).exists()]
+    if foreign:
+        raise UsageError(f"-o {out_dir}: would replace {', '.join(foreign[:5])}, which no "
+                         "report wrote; give an empty or new folder (nothing was written)")
+
+
+def _merge(tmp: Path, out_dir: Path, names: list[str], old: set[str]) -> None:
+    """Each file moved in atomically (os.replace); the manifest last."""
+    _refuse_foreign(out_dir, names, old)
+    for name in names:
+        os.replace(tmp / name, out_dir / name)
+    for name in sorted(old - set(names) - {_MANIFEST}):
+        stale = out_dir / name
+        if stale.is_file() and not stale.is_symlink() and "/" not in name:
+            stale.unlink()  # a figure of an earlier report, listed in its manifest
+    os.replace(tmp / _MANIFEST, out_dir / _MANIFEST)
 
 
 def _summary_lines(study: optuna.Study, built: Built) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import StudyNotFound
+from ..errors import StudyNotFound, redact
 from ..search.storage import make_storage, resolve_url
 from ..spec import base_label
 
@@ -36,7 +36,7 @@ def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
     except KeyError:
         names = optuna.study.get_all_study_names(storage=store)
         raise StudyNotFound(
-            f"no study named {study_name!r} in {url}; it has: "
+            f"no study named {study_name!r} in {redact(url)}; it has: "
             f"{', '.join(names) if names else 'no studies'}") from None
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StorageError, StorageUrlError
+from ..errors import StorageError, StorageUrlError, redact
 
 if TYPE_CHECKING:
     import optuna
@@ -46,8 +46,8 @@ def resolve_url(url: str | None) -> str:
     """--storage beats $MNIST_SEARCH_STORAGE beats sqlite:///mnist_search.db."""
     url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
     if "://" not in url:
-        raise StorageUrlError(f"storage URL {url!r} is not a URL: expected sqlite:///PATH.db "
-                              "or postgresql+psycopg://USER@HOST/DB")
+        raise StorageUrlError(f"storage URL {redact(url)!r} is not a URL: expected "
+                              "sqlite:///PATH.db or postgresql+psycopg://USER@HOST/DB")
     scheme = url.split("://", 1)[0]
     if not scheme.startswith(("sqlite", "postgresql", "mysql")):
         raise StorageUrlError(f"storage URL scheme {scheme!r} is not supported: expected "
@@ -69,16 +69,6 @@ def sqlite_path(url: str) -> Path | None:
 
 def is_read_only(url: str) -> bool:
     return "mode=ro" in url.split("?", 1)[-1]
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
-    return url
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -108,28 +98,96 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
     kwargs: dict[str, Any] = {}
     if path is not None:
         if not create and not path.exists():
-            raise StorageError(f"{url}: no such database file")
+            raise StorageError(f"{redact(url)}: no such database file")
         if path.parent and not path.parent.exists():
-            raise StorageError(f"{url}: directory {path.parent} does not exist")
+            raise StorageError(f"{redact(url)}: directory {path.parent} does not exist")
         kwargs["connect_args"] = {"timeout": sqlite_timeout()}
-        if not is_read_only(url):
-            _enable_wal(path)
+        if not create:
+            _require_schema_file(path, url)
     elif url.startswith("postgresql"):
         kwargs["pool_pre_ping"] = True
-    try:
-        with warnings.catch_warnings():
-            # Heartbeats are "experimental" in Optuna 5 (since 2.9); this package relies on
-            # them on purpose, so the warning is noise on every command that uses them.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = RetryingRDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
-                grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
-    except Exception as exc:
-        raise StorageError(explain(exc, url)) from exc
+        if not create:
+            _require_schema_server(url)
+    with _creating(path if create else None):
+        if path is not None and not is_read_only(url):
+            _enable_wal(path)
+        try:
+            with warnings.catch_warnings():
+                # Heartbeats are "experimental" in Optuna 5 (since 2.9); this package relies
+                # on them on purpose, so the warning is noise on every command using them.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = RetryingRDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period, heartbeat_stale_trial_callback=retry_callback)
+        except Exception as exc:
+            raise StorageError(explain(exc, url)) from exc
     storage.retry_window_s, storage.reached = retry_window(), reached
     if path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     return storage
+
+
+@contextlib.contextmanager
+def _creating(path: Path | None) -> Iterator[None]:
+    """While Optuna may create a SQLite file's tables: an exclusive lock on its folder, so
+    two first runs on a new file do not race on the schema ("table studies already
+    exists"). Locking the folder, not a file beside the database, leaves nothing behind."""
+    if path is None or _has_schema(path):
+        yield
+        return
+    fd = os.open(str(path.parent) if str(path.parent) else ".", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _has_schema(path: Path) -> bool:
+    try:
+        _require_schema_file(path, "")
+    except StorageError:
+        return False
+    return True
+
+
+_NO_SCHEMA = "holds no Optuna storage (no studies table); nothing was written to it"
+
+
+def _require_schema_file(path: Path, url: str) -> None:
+    """A reader never turns a file that is not an Optuna storage (an empty one, a
+    mistyped name) into one: Optuna's RDBStorage creates its tables in whatever it opens."""
+    import sqlite3
+
+    if path.is_dir():
+        raise StorageError(f"{redact(url)}: {path} is a folder, not a database file")
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=sqlite_timeout())
+        try:
+            found = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                "name = 'studies'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise StorageError(f"{redact(url)}: {exc} (the file is not an SQLite database)") \
+            from None
+    if found is None:
+        raise StorageError(f"{redact(url)} {_NO_SCHEMA}")
+
+
+def _require_schema_server(url: str) -> None:
+    """The same for a database server: an empty database stays empty under a reader."""
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        found = sqlalchemy.inspect(engine).has_table("studies")
+    except Exception as exc:
+        raise StorageError(explain(exc, url)) from exc
+    finally:
+        engine.dispose()
+    if not found:
+        raise StorageError(f"{redact(url)} {_NO_SCHEMA}")
 
 
 def _enable_wal(path: Path) -> None:
@@ -210,10 +268,10 @@ def is_storage_fault(exc: BaseException) -> bool:
 def describe(exc: BaseException, url: str) -> str:
     """One line for any error a worker ends on: storage faults get their real cause."""
     if isinstance(exc, StorageError):
-        return str(exc)
+        return redact(str(exc))
     if is_storage_fault(exc):
         return explain(exc, url)
-    return f"{type(exc).__name__}: {exc}"
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def explain(exc: BaseException, url: str) -> str:
@@ -224,8 +282,8 @@ def explain(exc: BaseException, url: str) -> str:
     if len(text) > 300:
         text = text[:300] + "..."
     advice = next((a for key, a in _ADVICE if key in text.lower()), "")
-    return f"storage {redact(url)}: {type(cause).__name__}: {text}" + (
-        f" ({advice})" if advice else "")
+    return redact(f"storage {url}: {type(cause).__name__}: {text}" + (
+        f" ({advice})" if advice else ""))
 
 
 @contextlib.contextmanager

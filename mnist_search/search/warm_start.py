@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import TrainConfig
-from ..errors import StudyNotFound, UsageError
+from ..errors import StudyNotFound, UsageError, redact
 from ..spec import StudySpec
 from .internals import storage_of
 from .storage import study_lock
@@ -49,7 +49,7 @@ def check_warm_start(storage: optuna.storages.BaseStorage, url: str, name: str,
         raise UsageError(f"--warm-start {value!r}: a study cannot warm-start itself")
     names = optuna.study.get_all_study_names(storage=storage)
     if source not in names:
-        raise StudyNotFound(f"--warm-start: no study named {source!r} in {url}; it has: "
+        raise StudyNotFound(f"--warm-start: no study named {source!r} in {redact(url)}; it has: "
                             f"{', '.join(names) if names else 'no studies'}")
 
 

@@ -6,7 +6,6 @@ never runs code (no pickle), and needs neither the study nor its storage.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..config import TrainConfig
 from ..data import Data
 from ..data.idx import NORMALIZE_MEAN, NORMALIZE_STD
 from ..errors import UsageError
+from ..files import replacing
 from .engine import Stack
 from .mlp import build_mlp, linear_layers
 
@@ -54,19 +54,14 @@ def save_model_file(path: str | Path, config: TrainConfig, state_dict: Mapping[s
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     meta = {"format": FORMAT, "config": json.dumps(config.to_dict()),
             "torch_version": str(torch.__version__), **metadata}
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with replacing(Path(path)) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
     except SafetensorError as exc:  # its I/O errors arrive wrapped
         raise OSError(" ".join(str(exc).split())) from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def read_model_file(path: str | Path) -> tuple[TrainConfig, dict[str, str],

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 
+from ..errors import RedactingFilter
 from ..search.queue import claim, waiting_on
 from ..search.storage import describe
 from ..spec import load_spec
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=orders.log_level, stream=sys.stderr,
                         format=f"%(asctime)s worker {orders.index}: %(message)s",
                         datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())  # no URL's password reaches the log
     _quiet_optuna(orders.log_level)
     try:
         return work(orders)

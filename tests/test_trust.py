@@ -1,0 +1,231 @@
+"""What users trust the toolkit with: no command deletes or replaces a file it did not
+write, no password reaches a screen, a log or a command line, and readers leave a storage as
+they found it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from test_concurrency import free_port
+
+from mnist_search.cli import cli
+from mnist_search.errors import redact
+
+from helpers import exe, wait_for, write_study
+
+STUDY = """
+trials = 4
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+hidden = [16]
+[search]
+lr = { low = 0.01, high = 0.1, log = true }
+[[reference]]
+label = "base"
+lr = 0.05
+"""
+
+SECRET = "Sup3rSecretPw"
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner(env=env).invoke(cli, list(args), obj={})
+
+
+@pytest.fixture(scope="module")
+def small_db(tmp_path_factory, synthetic_dir):
+    tmp = tmp_path_factory.mktemp("trust")
+    spec = write_study(tmp / "t.toml", synthetic_dir, STUDY)
+    url = f"sqlite:///{tmp / 't.db'}"
+    res = run("-q", "run", str(spec), "--storage", url, "--workers", "1")
+    assert res.exit_code == 0, res.output
+    return url
+
+
+# --- output folders: write into them, never remove what is not a report's ------------------
+
+def test_report_into_a_folder_keeps_every_other_file(small_db, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    (out / "sub").mkdir()
+    (out / "sub" / "keep.csv").write_text("1,2")
+    res = run("report", "t", "--storage", small_db, "-o", str(out))
+    assert res.exit_code == 0, res.output
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert (out / "sub" / "keep.csv").read_text() == "1,2"
+    assert (out / "report.html").is_file() and list(out.glob("*.png"))
+    again = run("report", "t", "--storage", small_db, "-o", str(out))  # its own files: fine
+    assert again.exit_code == 0, again.output
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert not [p for p in out.iterdir() if p.name.startswith(".mine.")]  # no staging left
+
+
+def test_report_into_the_current_folder_keeps_the_database(small_db, tmp_path, monkeypatch):
+    db = Path(small_db[len("sqlite:///"):])
+    size = db.stat().st_size
+    monkeypatch.chdir(db.parent)
+    before = {p.name for p in db.parent.iterdir()}
+    res = run("report", "t", "--storage", small_db, "-o", ".")
+    assert res.exit_code == 0, res.output
+    assert before <= {p.name for p in db.parent.iterdir()}
+    assert db.stat().st_size >= size and (db.parent / "t.toml").is_file()
+    assert (db.parent / "report.html").is_file()
+
+
+def test_report_refuses_to_replace_a_file_no_report_wrote(small_db, tmp_path):
+    out = tmp_path / "site"
+    out.mkdir()
+    (out / "report.html").write_text("<p>my own page</p>")
+    res = run("report", "t", "--storage", small_db, "-o", str(out))
+    assert res.exit_code == 2, res.output
+    assert "no report wrote" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert (out / "report.html").read_text() == "<p>my own page</p>"
+    assert [p.name for p in out.iterdir()] == ["report.html"]
+    (tmp_path / "file").write_text("x")
+    res = run("report", "t", "--storage", small_db, "-o", str(tmp_path / "file"))
+    assert res.exit_code == 2 and (tmp_path / "file").read_text() == "x"
+
+
+def test_rerun_checks_its_output_before_training(small_db, tmp_path):
+    res = run("rerun", "t", "0", "--storage", small_db, "-o", str(tmp_path / "no" / "x.st"))
+    assert res.exit_code == 2, res.output
+    assert "does not exist" in res.stderr
+    assert "test accuracy" not in res.stdout  # it stopped before training anything
+
+
+def test_model_output_never_follows_a_planted_link(small_db, tmp_path, monkeypatch):
+    """The old staging name was `.NAME.PID.tmp`, opened with open(): a link planted there
+    made the download overwrite whatever it pointed to."""
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    os.symlink(victim, tmp_path / f".best.safetensors.{os.getpid()}.tmp")
+    res = run("model", "t", "--storage", small_db, "-o", "best.safetensors")
+    assert res.exit_code == 0, res.output
+    assert victim.read_text() == "precious"
+    assert (tmp_path / "best.safetensors").read_bytes()[:8] != b"precious"
+
+
+# --- passwords -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, hidden", [
+    ("postgresql+psycopg://ms:PW@db.example/x", "postgresql+psycopg://ms:***@db.example/x"),
+    ("postgresql://ms:p%40ss:w@h:5432/x?sslmode=require", "postgresql://ms:***@h:5432/x"
+     "?sslmode=require"),
+    ("postgresql://ms:a/b@h/x", "postgresql://ms:***@h/x"),
+    ("postgresql://ms@h/x?password=PW&sslmode=require", "postgresql://ms@h/x?password=***"
+     "&sslmode=require"),
+    ("postgresql://h/x?sslmode=require&PassWord=PW", "postgresql://h/x?sslmode=require"
+     "&PassWord=***"),
+    ("ms:PW@h/x", "ms:***@h/x"),
+    ("sqlite:///a/b.db", "sqlite:///a/b.db"),
+    ("http://127.0.0.1:8080/dashboard", "http://127.0.0.1:8080/dashboard"),
+    ("no study named 'x' in postgresql://u:PW@h/d; it has: a", "no study named 'x' in "
+     "postgresql://u:***@h/d; it has: a"),
+])
+def test_redact_hides_every_password(url, hidden):
+    assert redact(url) == hidden
+
+
+UNREACHABLE = [f"postgresql+psycopg://ms:{SECRET}@127.0.0.1:{{port}}/db",
+               f"postgresql+psycopg://ms@127.0.0.1:{{port}}/db?password={SECRET}"]
+
+
+@pytest.mark.parametrize("template", UNREACHABLE)
+@pytest.mark.parametrize("argv", [["-v", "show", "x"], ["-v", "studies"], ["-v", "dashboard"],
+                                  ["-v", "best", "x"]])
+def test_no_command_prints_a_password(template, argv):
+    url = template.format(port=free_port())  # nothing listens there: connection refused
+    for env in ({}, {"MNIST_SEARCH_STORAGE": url}):
+        args = argv if env else [*argv, "--storage", url]
+        proc = subprocess.run([exe("mnist-search"), *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **env,
+                                                "MNIST_SEARCH_STORAGE_RETRY": "0"})
+        assert proc.returncode != 0
+        assert SECRET not in proc.stdout + proc.stderr, proc.stderr
+        assert "mnist-search: error: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _command_lines() -> list[bytes]:
+    lines = []
+    for proc in Path("/proc").iterdir():
+        try:
+            lines.append((proc / "cmdline").read_bytes())
+        except OSError:
+            continue
+    return lines
+
+
+def test_dashboard_keeps_the_storage_url_off_every_command_line(small_db):
+    port = free_port()
+    proc = subprocess.Popen([exe("mnist-search"), "dashboard", "--port", str(port)],
+                            env={**os.environ, "MNIST_SEARCH_STORAGE": small_db},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies",
+                                            timeout=5) as r:
+                    return b'"t"' in r.read()
+            except OSError:
+                return False
+
+        wait_for(up, 60, "the dashboard's API")
+        db = small_db[len("sqlite:///"):].encode()
+        assert not [c for c in _command_lines() if db in c]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+# --- readers leave a storage as they found it ----------------------------------------------
+
+@pytest.mark.parametrize("argv", [["studies"], ["show", "x"], ["dashboard", "--port", "0"]])
+def test_readers_never_create_a_schema_or_a_file(tmp_path, argv):
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    res = run(*argv, "--storage", f"sqlite:///{empty}")
+    assert res.exit_code == 1, res.output
+    assert "no studies table" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert empty.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+    typo = tmp_path / "tpyo.db"
+    res = run(*argv, "--storage", f"sqlite:///{typo}")
+    assert res.exit_code == 1 and "no such database file" in res.stderr
+    assert not typo.exists()
+
+
+def _open_new(url: str, barrier) -> str:
+    from mnist_search.search.storage import make_storage
+
+    barrier.wait()
+    try:
+        make_storage(url)
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def test_first_runs_on_a_new_sqlite_file_do_not_race(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    errors = []
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(4)
+            with ctx.Pool(4) as pool:
+                errors += [e for e in pool.starmap(_open_new, [(url, barrier)] * 4) if e]
+        assert optuna.get_all_study_names(storage=url) == []
+    assert not errors, errors
