@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sqlite3
+import threading
 import time
 
 import optuna
@@ -188,3 +190,80 @@ def test_stale_trials_wait_a_grace_period_after_an_outage(tmp_path):
     assert just_recovered(storage)
     storage.outage_ended = time.monotonic() - 2.5
     assert not just_recovered(storage)
+
+
+@pytest.fixture()
+def locked_storage(tmp_path, monkeypatch):
+    """A reached storage whose busy timeout is short, and a way to hold SQLite's write lock
+    from another connection for a while (as another process would)."""
+    monkeypatch.setenv("MNIST_SEARCH_SQLITE_TIMEOUT", "0.1")
+    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.05)
+    path = tmp_path / "l.db"
+    s = make_storage(f"sqlite:///{path}", reached=True)
+
+    def hold(seconds: float, then: str = "", params: tuple = ()) -> threading.Thread:
+        ready = threading.Event()
+
+        def run() -> None:
+            con = sqlite3.connect(str(path), isolation_level=None)
+            con.execute("BEGIN EXCLUSIVE")
+            ready.set()
+            time.sleep(seconds)
+            for statement in filter(None, then.split(";")):
+                con.execute(statement, params[:statement.count("?")])
+            con.execute("COMMIT")
+            con.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        ready.wait()
+        return thread
+
+    return s, hold
+
+
+def test_a_taken_study_name_stays_an_error_after_a_lock(locked_storage):
+    """A lock that was never taken committed nothing: the retry's DuplicatedStudyError is
+    the truth, not a sign that a lost commit created the study."""
+    s, hold = locked_storage
+    optuna.create_study(storage=s, study_name="taken")
+    thread = hold(0.6)
+    with pytest.raises(optuna.exceptions.DuplicatedStudyError):
+        s.create_new_study([optuna.study.StudyDirection.MINIMIZE], "taken")
+    thread.join()
+
+
+def test_a_tell_after_a_lock_never_drops_its_values(locked_storage):
+    """Another process finishes the trial (0.3) while it holds the lock our tell (0.7) waits
+    for. Our first attempt committed nothing, so the retry's UpdateFinishedTrialError is
+    the truth: it is raised, not taken as our own lost commit."""
+    s, hold = locked_storage
+    study = optuna.create_study(storage=s, study_name="s")
+    trial = study.ask()
+    thread = hold(0.6, "UPDATE trials SET state = 'COMPLETE', datetime_complete = "
+                       "CURRENT_TIMESTAMP WHERE trial_id = ?;INSERT INTO trial_values "
+                       "(trial_id, objective, value, value_type) VALUES (?, 0, 0.3, 'FINITE')",
+                  (trial._trial_id, trial._trial_id))
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        s.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.7])
+    thread.join()
+    assert study.get_trials()[0].value == 0.3
+
+
+def test_a_lost_commit_is_settled_only_by_the_values_it_was_told(storage, monkeypatch):
+    """The first tell fails with a dropped connection and committed nothing; meanwhile the
+    trial was finished with other values. The retry's error stands: nothing is dropped."""
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    RDBStorage.set_trial_state_values(storage, trial._trial_id, TrialState.COMPLETE, [0.3])
+    flaky(monkeypatch, "set_trial_state_values", failures=1)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [0.5])
+    assert study.get_trials()[0].value == 0.3
+
+
+def test_may_have_committed():
+    assert retry.may_have_committed(dropped())
+    assert retry.may_have_committed(sqlalchemy.exc.InvalidatePoolError())
+    assert not retry.may_have_committed(dropped("database is locked"))
+    assert not retry.may_have_committed(dropped("connection refused"))

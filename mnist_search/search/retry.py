@@ -16,9 +16,12 @@ Retrying is safe because each Optuna storage call is one transaction: one that f
 rolled back, except when the connection dropped during its commit, so that the commit's
 outcome is unknown. For the calls that change a trial that case is made harmless: a repeated
 parameter is ignored by Optuna, attributes and intermediate values are overwritten with the
-same value, and telling a trial that the lost commit already finished is taken as done
-(it is told once). A trial created or claimed (WAITING to RUNNING) by a commit whose answer
-was lost stays RUNNING with no heartbeat and is failed and re-run by the next stale check.
+same value, and telling a trial that the lost commit already finished, with the same state
+and values, is taken as done (it is told once). Only a failure that may have committed is
+settled so: after a lock that was never taken, a finished trial or a taken study name is
+the error it always was. A trial created or claimed (WAITING to RUNNING) by a commit whose answer
+was lost stays RUNNING with no heartbeat. Optuna 5's stale check skips trials that never
+beat, so no worker fails it: `mnist-search reap STUDY --older-than SECONDS` does.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ _TRANSIENT = ("database is locked", "database table is locked", "server closed t
               "could not receive data", "could not send data", "no connection to the server",
               "ssl connection has been closed", "connection to server", "broken pipe",
               "admin_shutdown", "cannot_connect_now")
+# Transient causes that mean the call committed nothing: the lock was never taken, or no
+# connection was made. Only other failures (a connection lost mid-call) may hide a commit.
+_NOTHING_COMMITTED = ("database is locked", "database table is locked", "connection refused",
+                      "the database system is starting up", "cannot_connect_now",
+                      "the database system is shutting down",
+                      "the database system is in recovery")
 # Causes that do not pass by waiting, even where they share a message above.
 _PERMANENT = ("password authentication failed", "does not exist", "disk is full",
               "readonly", "read-only", "no such table", "not a database")
@@ -102,28 +111,39 @@ def is_transient(exc: BaseException) -> bool:
     return any(key in text for key in _TRANSIENT)
 
 
+def may_have_committed(exc: BaseException) -> bool:
+    """Whether a call that failed with `exc` may still have committed its transaction: its
+    connection was lost mid-call, so the commit's outcome is unknown. A lock that was never
+    taken or a connection never made committed nothing."""
+    text = " ".join(str(e).lower() for e in _chain(exc))
+    return not any(key in text for key in _NOTHING_COMMITTED)
+
+
+SettleCheck = Callable[[BaseException], tuple[bool, Any]]
+
+
 def with_retries(call: Callable[[], T], what: str, window: float,
-                 settled: Callable[[BaseException, int], tuple[bool, Any]] | None = None) -> T:
+                 settled: SettleCheck | None = None) -> T:
     """call(), retried with backoff while it fails for a transient cause, for at most
-    `window` seconds from the first failure. `settled(exc, attempt)` may say that a retry's
-    error means the lost first attempt did the work: (True, the result to return)."""
+    `window` seconds from the first failure. After an attempt that may have committed
+    (may_have_committed), `settled(exc)` may say that a retry's error means that attempt
+    did the work: (True, the result to return)."""
     return _retried_call(call, what, window, settled)[0]
 
 
 def _retried_call(call: Callable[[], T], what: str, window: float,
-                  settled: Callable[[BaseException, int], tuple[bool, Any]] | None
-                  ) -> tuple[T, bool]:
+                  settled: SettleCheck | None) -> tuple[T, bool]:
     """with_retries, and whether it had to retry."""
     started: float | None = None
-    delay, attempt = FIRST_DELAY_S, 0
+    delay, lost_commit = FIRST_DELAY_S, False
     while True:
         try:
             result = call()
         except Exception as exc:
             failure: Exception = exc
-            if attempt and settled is not None:
+            if lost_commit and settled is not None:
                 try:
-                    done, value = settled(exc, attempt)
+                    done, value = settled(exc)
                 except Exception as check:  # the check failed too: retry on its cause
                     done, value, failure = False, None, check
                 if done:
@@ -141,7 +161,8 @@ def _retried_call(call: Callable[[], T], what: str, window: float,
                 log.warning("storage unavailable (%s: %s); retrying for up to %.0f s",
                             what, _short(failure), window)
             time.sleep(min(delay, max(0.0, started + window - now)))
-            delay, attempt = min(2 * delay, MAX_DELAY_S), attempt + 1
+            delay = min(2 * delay, MAX_DELAY_S)
+            lost_commit = lost_commit or may_have_committed(failure)
             continue
         break
     if started is not None:
@@ -163,9 +184,7 @@ class RetryingRDBStorage(RDBStorage):
     reached: bool = False  # whether a call has succeeded: only then are faults retried
     outage_ended: float = 0.0  # time.monotonic() when the last outage ended (0: none yet)
 
-    def retrying(self, name: str, call: Callable[[], T],
-                 settled: Callable[[BaseException, int], tuple[bool, Any]] | None = None
-                 ) -> T:
+    def retrying(self, name: str, call: Callable[[], T], settled: SettleCheck | None = None) -> T:
         if getattr(_inside, "active", False):
             return call()
         window = self.retry_window_s if self.reached else 0.0
@@ -181,10 +200,12 @@ class RetryingRDBStorage(RDBStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
-        def settled(exc: BaseException, _attempt: int) -> tuple[bool, Any]:
-            # the lost commit did finish the trial: told once, not an error
+        def settled(exc: BaseException) -> tuple[bool, Any]:
+            # the lost commit did finish the trial, with these values: told once
             if isinstance(exc, UpdateFinishedTrialError) and state.is_finished():
-                return self.get_trial(trial_id).state == state, True
+                stored = self.get_trial(trial_id)
+                same = None if values is None else [float(v) for v in values]
+                return stored.state == state and stored.values == same, True
             return False, None
 
         return self.retrying("set_trial_state_values", lambda: RDBStorage.set_trial_state_values(
@@ -192,7 +213,7 @@ class RetryingRDBStorage(RDBStorage):
 
     def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
                          ) -> int:
-        def settled(exc: BaseException, _attempt: int) -> tuple[bool, Any]:
+        def settled(exc: BaseException) -> tuple[bool, Any]:
             if isinstance(exc, DuplicatedStudyError) and study_name is not None:
                 return True, self.get_study_id_from_name(study_name)
             return False, None
