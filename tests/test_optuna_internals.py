@@ -46,3 +46,46 @@ def test_heartbeat_internals_and_the_retry_record(tmp_path):
     retry = study.ask()
     assert retried_from(storage, retry) == dead.number
     assert retried_from(storage, live) is None
+
+
+def test_user_attrs_note_and_beat_in_one_transaction_read_back_as_optunas(tmp_path):
+    from optuna_dashboard import get_note
+
+    from mnist_search.search.internals import set_user_attrs
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'a.db'}", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    attrs = {"seed": 7, "config": {"hidden": [16], "lr": 0.1}, "curve": [1.5, 0.25],
+             "none": None, "label": "base · ü"}
+    set_user_attrs(trial, attrs, note="**base** · note", beat=True)
+    set_user_attrs(trial, {"seed": 8})  # an upsert: the later value wins
+    assert trial.user_attrs == {**attrs, "seed": 8}  # the trial's own view is kept current
+    fresh = optuna.load_study(study_name=study.study_name, storage=storage)
+    assert fresh.trials[0].user_attrs == {**attrs, "seed": 8}
+    assert get_note(trial) == "**base** · note"  # as optuna-dashboard reads it
+    assert trials_with_heartbeat(storage) == {trial_id(trial)}
+    study.tell(trial, 1.0)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        set_user_attrs(trial, {"late": 1})
+
+
+def test_the_private_names_this_package_uses_exist():
+    """A rename in a new Optuna (or optuna-dashboard) must fail here, not be skipped."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._rdb import models, storage
+    from optuna_dashboard import _note
+
+    from mnist_search.search.retry import RETRIED, RetryingRDBStorage
+
+    private = [n for n in RETRIED if n.startswith("_")]
+    assert private, "RETRIED names no private method: this test checks nothing"
+    for name in private:
+        assert callable(getattr(RDBStorage, name, None)), f"RDBStorage.{name} is gone"
+        assert getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name)
+    assert callable(storage._create_scoped_session)
+    for model in ("TrialModel", "TrialUserAttributeModel", "StudySystemAttributeModel",
+                  "TrialHeartbeatModel"):
+        assert hasattr(models, model)
+    assert callable(models.TrialHeartbeatModel.where_trial_id)
+    assert callable(_note.note_ver_key) and callable(_note.split_body)

@@ -5,19 +5,26 @@ failing them (`fail_stale_trials` does both, and only for a study with a live sa
 which trials have a heartbeat record at all; `reap` needs both to tell a dead worker from a
 live one. Trial and study ids (as opposed to numbers) are what the storage methods take, and
 a loaded study does not say which storage it came from (confirm puts a study beside it).
+Optuna writes one attribute per transaction; a trial records about 30, so they are written
+in one transaction each time (set_user_attrs), the way Optuna's own
+set_trial_user_attr does each, with the dashboard's own note layout.
 tests/test_optuna_internals.py fails loudly if a new Optuna changes any of this; pyproject
 caps optuna below 6 for the same reason.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage
-from optuna.trial import FrozenTrial
+from optuna.trial import BaseTrial, FrozenTrial
 
-__all__ = ["retried_from", "stale_trial_ids", "storage_of", "study_id", "trial_id",
-           "trials_with_heartbeat"]
+__all__ = ["backend_of", "retried_from", "set_user_attrs",
+           "stale_trial_ids", "storage_of", "study_id", "trial_id", "trials_with_heartbeat"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -54,3 +61,90 @@ def trials_with_heartbeat(storage: RDBStorage) -> set[int]:
     with storage.engine.connect() as conn:
         rows = conn.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))
         return {int(r[0]) for r in rows}
+
+
+def backend_of(storage: optuna.storages.BaseStorage) -> RDBStorage | None:
+    """The RDB storage under Optuna's cache (or the storage itself), else None."""
+    inner = getattr(storage, "_backend", storage)
+    return inner if isinstance(inner, RDBStorage) else None
+
+
+def _retrying(storage: RDBStorage, name: str, call: Any) -> None:
+    retrying = getattr(storage, "retrying", None)  # a RetryingRDBStorage rides out faults
+    if retrying is None:
+        call()
+    else:
+        retrying(name, call)
+
+
+def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
+    """Every (key, value) of `attrs` into `model`'s table for `owner` (trial_id or study_id),
+    inserted or updated: one prepared statement run for all rows where the database has
+    ON CONFLICT (SQLite >= 3.24, PostgreSQL), else row by row as Optuna does."""
+    (column, owner_id), = owner.items()
+    rows = [{"owner": owner_id, "key": k, "value": json.dumps(v)} for k, v in attrs.items()]
+    if session.get_bind().dialect.name in ("sqlite", "postgresql"):
+        table = model.__tablename__
+        session.execute(sqlalchemy.text(
+            f"INSERT INTO {table} ({column}, key, value_json) VALUES (:owner, :key, :value) "
+            f"ON CONFLICT ({column}, key) DO UPDATE SET value_json = excluded.value_json"),
+            rows)
+        return
+    for row in rows:
+        found = session.query(model).filter_by(**owner, key=row["key"]).one_or_none()
+        if found is None:
+            session.add(model(**owner, key=row["key"], value_json=row["value"]))
+        else:
+            found.value_json = row["value"]
+
+
+def _beat(session: Any, model: Any, tid: int) -> None:
+    """RDBStorage.record_heartbeat's write, inside the caller's transaction."""
+    row = model.where_trial_id(tid, session, True)
+    if row is None:
+        session.add(model(trial_id=tid))
+    else:
+        row.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
+
+
+def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
+                   beat: bool = False) -> None:
+    """trial.set_user_attr for each of `attrs` (with `note`, the trial's first
+    optuna-dashboard note; with `beat`, a heartbeat, as storage.record_heartbeat), in one
+    transaction where the trial is an optuna.Trial on an RDB storage; upserts, so a retried
+    commit is harmless. Like Optuna, it refuses a finished trial (UpdateFinishedTrialError).
+
+    The note is written as optuna_dashboard.save_note writes a first note (version 1, the
+    body in chunks, in the dashboard's keys) without save_note's two reads of every system
+    attr of the study (every trial's note), which cost O(trials) per trial."""
+    backend = backend_of(trial.storage) if isinstance(trial, optuna.Trial) else None
+    if backend is None:  # (heartbeats exist on RDB storages only)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if note is not None and isinstance(trial, optuna.Trial):
+            from optuna_dashboard import save_note
+
+            save_note(trial, note)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna_dashboard._note import note_ver_key, split_body
+
+    assert isinstance(trial, optuna.Trial)
+    tid, sid = trial_id(trial), study_id(trial.study)
+    note_attrs = {} if note is None else {note_ver_key(tid): 1, **split_body(note, tid)}
+
+    def write() -> None:
+        with _create_scoped_session(backend.scoped_session, True) as session:
+            stored = models.TrialModel.find_or_raise_by_id(tid, session)
+            backend.check_trial_is_updatable(tid, stored.state)
+            if beat:
+                _beat(session, models.TrialHeartbeatModel, tid)
+            if attrs:
+                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, attrs)
+            if note_attrs:
+                _upsert(session, models.StudySystemAttributeModel, {"study_id": sid},
+                        note_attrs)
+
+    _retrying(backend, "set_user_attrs", write)
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr does too

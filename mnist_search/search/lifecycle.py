@@ -25,16 +25,16 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import NonFiniteLossError
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import retried_from, trial_id
-from .notes import write_trial_note
+from .internals import retried_from, set_user_attrs
+from .notes import trial_note
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
 
-__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial",
-           "config_for_trial", "fail",
+__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "fail",
            "metric_values", "objective_value", "objective_values", "record_partial",
-           "record_result", "settle", "start_trial", "study_seed", "tell", "trial_seed",
+           "record_result", "settle", "start_trial", "study_seed", "tell", "trial_config",
+           "trial_seed",
            "versions", "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -60,26 +60,26 @@ def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_bas
     """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
     recorded at once."""
     trial = study.ask()
-    if heartbeat:
-        # A first beat at once, before anything else is written: a worker killed before its
-        # first beat leaves a RUNNING trial with no heartbeat, which Optuna never counts as
-        # stale (only `reap --older-than` can fail it).
-        storage.record_heartbeat(trial_id(trial))
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
+    attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
     if "seed" not in trial.user_attrs:
-        trial.set_user_attr("seed", trial_seed(seed_base, trial.number))
-    retry_of = retried_from(storage, trial)
-    if retry_of is not None:  # a stale trial's re-run inherits its params, label and seed
-        trial.set_user_attr("retry_of", retry_of)
-    trial.set_user_attr("worker", worker_name())
-    trial.set_user_attr("heartbeat_s", heartbeat)
+        attrs["seed"] = trial_seed(seed_base, trial.number)
+    else:  # inherited: only a re-run of a stale trial (or a warm start) starts with one
+        retry_of = retried_from(storage, trial)
+        if retry_of is not None:  # it inherits its params, label and seed
+            attrs["retry_of"] = retry_of
+    # The first beat in the same transaction: a worker killed right after the ask leaves a
+    # RUNNING trial with a heartbeat (so it goes stale, unlike a trial that never beat,
+    # which Optuna never counts as stale) and with its seed.
+    set_user_attrs(trial, attrs, beat=bool(heartbeat))
     return trial
 
 
-def config_for_trial(trial: BaseTrial, spec: StudySpec, device: str,
-                     seed_base: int | None = None) -> TrainConfig:
-    """Fixed values, then the reference's fields (if labelled), then the search space."""
+def trial_config(trial: BaseTrial, spec: StudySpec, device: str,
+                 seed_base: int | None = None) -> TrainConfig:
+    """Fixed values, then the reference's fields (if labelled), then the search space
+    (suggested on the trial). Records nothing else: start_trial does."""
     values: dict[str, Any] = dict(spec.fixed)
     if trial.user_attrs.get("label") is not None:
         values.update(spec.reference_space.suggest(trial))
@@ -88,11 +88,7 @@ def config_for_trial(trial: BaseTrial, spec: StudySpec, device: str,
     seed = trial.user_attrs.get("seed")
     if seed is None:
         seed = trial_seed(spec.seed if seed_base is None else seed_base, trial.number)
-    config = TrainConfig(**{**values, "seed": int(seed), "device": device})
-    trial.set_user_attr("seed", config.seed)
-    trial.set_user_attr("architecture", config.architecture)
-    trial.set_user_attr("config", config.to_dict())
-    return config
+    return TrainConfig(**{**values, "seed": int(seed), "device": device})
 
 
 def worker_name() -> str:
@@ -101,15 +97,18 @@ def worker_name() -> str:
 
 
 def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
-                seed_base: int | None = None) -> TrainConfig:
-    """Everything before training: the config, what ran it, and a dashboard note."""
-    config = config_for_trial(trial, spec, device, seed_base)
-    trial.set_user_attr("worker", worker_name())
+                seed_base: int | None = None, *, config: TrainConfig | None = None,
+                attrs: dict[str, Any] | None = None) -> TrainConfig:
+    """Everything before training, in one transaction: the config (trial_config's, unless
+    given), its seed, what ran it, any further `attrs`, and a dashboard note."""
+    config = config or trial_config(trial, spec, device, seed_base)
     cap = spec.constraints.get("max_parameters")
     if cap is not None:  # known before training: pruned and failed trials carry it too
         trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
-    if isinstance(trial, optuna.Trial):  # a FixedTrial has no study to hold a note
-        write_trial_note(trial, config)
+    set_user_attrs(trial, {"seed": config.seed, "architecture": config.architecture,
+                           "config": config.to_dict(), "worker": worker_name(),
+                           **(attrs or {})},
+                   note=trial_note(trial, config))  # a FixedTrial has no study: no note
     return config
 
 
@@ -200,15 +199,14 @@ def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = No
         "holdout_digest": result.holdout_digest,
         **versions(),
     }
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    set_user_attrs(trial, attrs)
 
 
 def record_partial(trial: BaseTrial, history: list[EpochReport], reason: str) -> None:
     """For pruned or failed trials: the curve so far and why it stopped."""
-    trial.set_user_attr("train_loss", [round(e.train_loss, 6) for e in history])
-    trial.set_user_attr("test_accuracy_curve", [round(e.test_accuracy, 4) for e in history])
-    trial.set_user_attr("fail_reason", reason)
+    set_user_attrs(trial, {"train_loss": [round(e.train_loss, 6) for e in history],
+                           "test_accuracy_curve": [round(e.test_accuracy, 4) for e in history],
+                           "fail_reason": reason})
 
 
 def model_writer(trial: optuna.Trial, result: TrainResult, digest: str

@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+from optuna.trial import BaseTrial
 
 from ..config import TrainConfig
 from ..spec import StudySpec
 from .summary import finished_trials, label_table
 
-__all__ = ["write_study_note", "write_trial_note"]
+__all__ = ["trial_note", "write_study_note"]
 
 
 def write_study_note(study: optuna.Study, spec: StudySpec) -> None:
@@ -40,12 +41,9 @@ def write_study_note(study: optuna.Study, spec: StudySpec) -> None:
     save_note(study, "\n".join(lines))
 
 
-def write_trial_note(trial: optuna.Trial, config: TrainConfig) -> None:
-    """A one-line dashboard note on the trial's page: what this run is, at a glance."""
-    from optuna_dashboard import save_note
-
+def trial_note(trial: BaseTrial, config: TrainConfig) -> str:
+    """A one-line dashboard note for the trial's page: what this run is, at a glance."""
     label = trial.user_attrs.get("label")
     head = f"**{label}** · " if label else ""
-    save_note(trial, f"{head}{config.architecture} · lr {config.lr} · momentum "
-                     f"{config.momentum} · dropout {config.dropout} · l1 {config.l1} · "
-                     f"l2 {config.l2} · seed {config.seed}")
+    return (f"{head}{config.architecture} · lr {config.lr} · momentum {config.momentum} · "
+            f"dropout {config.dropout} · l1 {config.l1} · l2 {config.l2} · seed {config.seed}")

@@ -242,6 +242,5 @@ RETRIED = ("delete_study", "set_study_user_attr", "set_study_system_attr",
            "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
            "_get_stale_trial_ids", "get_n_trials", "get_trial_number_from_id",
            "get_trial_params")
-for _name in RETRIED:
-    if hasattr(RDBStorage, _name):
-        setattr(RetryingRDBStorage, _name, _retried(_name))
+for _name in RETRIED:  # a name a new Optuna drops fails here, not silently unretried
+    setattr(RetryingRDBStorage, _name, _retried(_name))

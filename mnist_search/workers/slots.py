@@ -24,7 +24,15 @@ import optuna
 
 from ..config import TrainConfig
 from ..search.internals import trial_id
-from ..search.lifecycle import EpochReporter, fail, settle, start_trial, study_seed, tell
+from ..search.lifecycle import (
+    EpochReporter,
+    fail,
+    settle,
+    start_trial,
+    study_seed,
+    tell,
+    trial_config,
+)
 from ..search.storage import describe
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
@@ -77,7 +85,8 @@ class Slots:
             self.trials[t.number] = t
             self.reporters[t.number] = EpochReporter(t, spec)
         self.heartbeat.add([trial_id(t) for t in trials])
-        configs = [start_trial(t, spec, self.ctx.orders.device, seed_base) for t in trials]
+        device = self.ctx.orders.device
+        configs = [trial_config(t, spec, device, seed_base) for t in trials]
         pending = list(zip(trials, configs, strict=True))
         while pending:
             # A population shares one batch size and data: claims that differ in those
@@ -88,10 +97,9 @@ class Slots:
             pending = [(t, c) for t, c in pending if data_key(c) != key]
             joined = pop.add([(t.number, c) for t, c in fits])
             for (t, _), config in zip(fits, joined, strict=True):
-                t.set_user_attr("config", config.to_dict())  # what `rerun` trains again
-                stack = pop.stack_of(t.number)
-                t.set_user_attr("population_size", len(stack))
-                t.set_user_attr("stack", stack)
+                stack = pop.stack_of(t.number)  # the joined config: what `rerun` trains
+                start_trial(t, spec, device, config=config,
+                            attrs={"population_size": len(stack), "stack": stack})
 
     def _population_for(self, config: TrainConfig) -> Population[int]:
         for pop in self.populations:
