@@ -173,7 +173,8 @@ def main() -> None:
                 ref = optuna_rate(args.pg, args.trials, data, True, 4)
                 print(line("Optuna's study.optimize x 4 processes, training", ref, train_s))
                 for label, tree in trees:
-                    rate, wall = ours(tree, data, tmp, args.pg, args.trials, 4)
+                    rate, wall = ours(tree, data, tmp, args.pg, args.trials, 4,
+                                      "--artifacts", str(tmp / "models"))
                     print(line(f"run --workers 4 ({label}; wall {wall:.1f} s)", rate, train_s,
                                ref))
 

@@ -21,6 +21,7 @@ from ..errors import StorageError, StorageUrlError, redact
 
 if TYPE_CHECKING:
     import optuna
+    import sqlalchemy
     from optuna.trial import FrozenTrial
 
 __all__ = ["describe", "explain", "is_storage_fault", "make_storage", "resolve_url", "sqlite_path",
@@ -320,7 +321,7 @@ def _advisory_lock(url: str, study_name: str) -> Iterator[None]:
     from .retry import is_transient, retry_window, with_retries
 
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+    engine = _lock_engine(url)
 
     def lock() -> sqlalchemy.Connection:
         conn = engine.connect()
@@ -337,9 +338,26 @@ def _advisory_lock(url: str, study_name: str) -> Iterator[None]:
     finally:
         try:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-            conn.close()
         except Exception as exc:
+            conn.invalidate()  # not back into the pool: it is broken
             if not is_transient(exc):
                 raise
             log.info("advisory lock's connection dropped (the server released the lock)")
-        engine.dispose()
+        finally:
+            conn.close()
+
+
+_LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
+
+
+def _lock_engine(url: str) -> sqlalchemy.Engine:
+    """One engine per URL for the advisory lock, its one connection kept between claims:
+    a new connection per claim (TCP, authentication, a server process) cost more than the
+    claim itself. Checked before use, so a connection the server closed is replaced."""
+    import sqlalchemy
+
+    engine = _LOCK_ENGINES.get(url)
+    if engine is None:
+        engine = _LOCK_ENGINES[url] = sqlalchemy.create_engine(
+            url, pool_size=1, max_overflow=2, pool_pre_ping=True)
+    return engine
