@@ -43,6 +43,9 @@ class WorkerOrders:
     artifacts: str | None = None  # the folder models are saved in (None: no models)
     keep_models: int | None = None  # keep only the best K trials' model files (None: all)
     proposals: int | None = None  # most sampled trials asked at once (None: Claim's default)
+    # time.monotonic() when the command started (CLOCK_MONOTONIC: one clock for every
+    # process of the machine), for the start-up phases a worker logs at debug level
+    started: float | None = None
 
     def claim_request(self) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,

@@ -99,7 +99,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
-            overrides=dict(spec.overrides),
+            overrides=dict(spec.overrides), started=start,
             artifacts=models, keep_models=keep_models, proposals=proposals)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)

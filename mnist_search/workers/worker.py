@@ -39,6 +39,23 @@ log = logging.getLogger(__name__)
 # it adds to every run's wall (measured 1.0-1.6 s at 2 s); one query of the trials each.
 WAIT_POLL_S = 0.5
 
+# (phase, time.monotonic()) of this worker's start-up, logged at debug level once logging
+# is set up: where the seconds before the first training step go.
+_PHASES: list[tuple[str, float]] = [("worker module loaded", time.monotonic())]
+
+
+def phase(name: str) -> None:
+    _PHASES.append((name, time.monotonic()))
+
+
+def log_phases(started: float | None) -> None:
+    """One debug line: each start-up phase's time since the command started (or since this
+    process started, when the command's start is unknown)."""
+    base = _PHASES[0][1] if started is None else started
+    since = "the command started" if started is not None else "the worker started"
+    log.debug("start-up (s since %s): %s", since,
+              ", ".join(f"{name} {t - base:.2f}" for name, t in _PHASES))
+
 def work(orders: WorkerOrders) -> int:
     import torch
 
@@ -49,8 +66,10 @@ def work(orders: WorkerOrders) -> int:
     device = resolve_device(orders.device)
     mixed = device.startswith("cuda") if orders.mixed is None else orders.mixed
     orders = dataclasses.replace(orders, device=device, mixed=mixed)
+    phase("torch and device ready")
     ctx = open_worker(orders)
-    ran = 0
+    phase("storage and study opened")
+    ran, first = 0, True
     with Slots(ctx, orders.population, mixed) as slots:
         while True:
             raise_if_stopped()  # a stop that came while opening or telling: claim nothing
@@ -68,6 +87,10 @@ def work(orders: WorkerOrders) -> int:
                     release_stop_signals(was_held)  # an interrupt held meanwhile lands here
                 ran += len(trials)
             if len(slots):
+                if first:
+                    phase("first training epoch starts")
+                    log_phases(orders.started)
+                    first = False
                 slots.run_epoch()  # tells the trials that end; their slots are free again
                 continue
             # Nothing to train or claim. Trials still RUNNING (here, or in a worker that may
@@ -101,7 +124,9 @@ def _orders(argv: list[str]) -> WorkerOrders | None:
     if argv[:1] != ["--wait"]:
         return WorkerOrders(**json.loads(argv[0]))
     _warm_up(argv[1], argv[2], json.loads(argv[3]) if len(argv) > 3 else {})
+    phase("warmed up, waiting for orders")
     line = sys.stdin.readline()
+    phase("orders received")
     return WorkerOrders(**json.loads(line)) if line.strip() else None
 
 
@@ -121,11 +146,17 @@ def _warm_up(spec_path: str, device: str, overrides: dict[str, Any]) -> None:
         from ..training.train import load_for, resolve_device
         from . import slots  # noqa: F401 - torch, optuna, sqlalchemy
 
+        phase("imports")
+
         fixed = load_spec(spec_path).with_fixed(**overrides).fixed
         keys = ("dataset", "val_size", "normalize", "batch_size")
         config = TrainConfig(**{k: fixed[k] for k in keys if k in fixed})
         resolved = resolve_device(device)
-        pixel_order(load_for(config, resolved), resolved, config.batch_size)
+        phase("device")
+        data = load_for(config, resolved)
+        phase("data on the device")
+        pixel_order(data, resolved, config.batch_size)
+        phase("pixel order")
     except Exception as exc:  # noqa: BLE001 - see above
         log.debug("warm-up skipped: %s", exc)
 
