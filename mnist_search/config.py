@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["CONFIG_FIELDS", "ConfigError", "IN_FEATURES", "N_CLASSES", "OPTIMIZERS", "Optimizer",
+__all__ = ["CONFIG_FIELDS", "ConfigError", "IN_FEATURES", "MAX_BATCH", "MAX_DEPTH", "MAX_EPOCHS",
+           "MAX_PARAMETERS", "MAX_WIDTH", "N_CLASSES", "OPTIMIZERS", "Optimizer",
            "RULES", "SCHEDULES", "STACK_FIELDS", "Schedule", "TrainConfig", "hidden_str", "is_int",
            "is_num", "mlp_parameters", "parse_hidden"]
 
@@ -22,6 +23,12 @@ Schedule = Literal["constant", "cosine", "onecycle"]
 OPTIMIZERS: tuple[Optimizer, ...] = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
 IN_FEATURES, N_CLASSES = 28 * 28, 10
+# What fits a machine, refused up front rather than met as an allocator's error mid-run:
+# a model of at most MAX_PARAMETERS (80 MB of fp32 weights, 320 MB with Adam's state), at
+# most MAX_DEPTH hidden layers of at most MAX_WIDTH units, batches no larger than an
+# MNIST-style training set, and a bounded number of epochs.
+MAX_WIDTH, MAX_DEPTH, MAX_PARAMETERS = 16_384, 64, 20_000_000
+MAX_BATCH, MAX_EPOCHS = 60_000, 10_000
 
 
 def is_int(v: Any) -> bool:
@@ -42,9 +49,11 @@ def _in(lo: float, hi: float, hi_open: bool = True) -> Callable[[Any], bool]:
 # which checks every end of a search range against the same rule.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "hidden": (
-        lambda v: isinstance(v, (list, tuple)) and len(v) >= 1
-        and all(is_int(w) and w >= 1 for w in v),
-        "a non-empty list of layer widths, each an integer >= 1",
+        lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_DEPTH
+        and all(is_int(w) and 1 <= w <= MAX_WIDTH for w in v)
+        and mlp_parameters(v) <= MAX_PARAMETERS,
+        f"a list of 1 to {MAX_DEPTH} layer widths, each an integer in [1, {MAX_WIDTH}], "
+        f"at most {MAX_PARAMETERS:,} parameters in all",
     ),
     "dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
     "input_dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
@@ -58,8 +67,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "optimizer": (lambda v: v in OPTIMIZERS, " or ".join(map(repr, OPTIMIZERS))),
     "weight_decay": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
     "schedule": (lambda v: v in SCHEDULES, " or ".join(map(repr, SCHEDULES))),
-    "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-    "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: is_int(v) and 1 <= v <= MAX_BATCH,
+                   f"an integer in [1, {MAX_BATCH}] (at most the training set)"),
+    "epochs": (lambda v: is_int(v) and 1 <= v <= MAX_EPOCHS,
+               f"an integer in [1, {MAX_EPOCHS}]"),
     "seed": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "device": (
         lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda", "mps")
@@ -75,8 +86,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "order_seed": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or none"),
     "order_skip": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
     "pad_hidden": (
-        lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) >= 1
-                                and all(is_int(w) and w >= 1 for w in v)),
+        lambda v: v is None or (isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_DEPTH
+                                and all(is_int(w) and 1 <= w <= MAX_WIDTH for w in v)),
         "none, or a list of layer widths as long as hidden, each at least its width",
     ),
 }

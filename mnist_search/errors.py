@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["ConfigError", "DataError", "DeviceError", "INCOMPLETE", "INTERRUPTED",
            "MnistSearchError", "NonFiniteLossError", "RUNTIME", "SpecError", "SpecFaults",
            "RedactingFilter", "StorageError", "StorageUrlError", "StudyConflict",
-           "StudyNotFound", "USAGE", "UsageError", "redact"]
+           "StudyNotFound", "USAGE", "UsageError", "is_out_of_memory", "redact"]
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 INCOMPLETE = 3  # a run stopped with work left (its --timeout, trials running elsewhere)
@@ -48,6 +48,11 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _shown(text: str, most: int = 120) -> str:
+    """A value as a one-line message shows it: a 100,000-layer list is not a line."""
+    return text if len(text) <= most else f"{text[:most - 20]}... ({len(text):,} characters)"
+
+
 class MnistSearchError(Exception):
     """Base of every error this package explains in one line; exit code 1 (a runtime fault)."""
 
@@ -64,7 +69,7 @@ class ConfigError(UsageError, ValueError):
     """A TrainConfig value outside what is allowed; `key` names the field."""
 
     def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key} = {value!r} is not allowed: expected {allowed}")
+        super().__init__(f"{key} = {_shown(repr(value))} is not allowed: expected {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
 
 
@@ -75,7 +80,7 @@ class SpecError(UsageError, ValueError):
     @classmethod
     def bad_value(cls, source: str, key: str, value: Any, allowed: str) -> SpecError:
         shown = json.dumps(value) if isinstance(value, (str, list, dict, bool)) else repr(value)
-        return cls(f"{source}: {key} = {shown} is not allowed: expected {allowed}")
+        return cls(f"{source}: {key} = {_shown(shown)} is not allowed: expected {allowed}")
 
 
 class SpecFaults:
@@ -130,3 +135,10 @@ class NonFiniteLossError(MnistSearchError, RuntimeError):
     def __init__(self, epoch: int, value: float) -> None:
         super().__init__(f"training loss became {value} in epoch {epoch}")
         self.epoch, self.value = epoch, value
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: MemoryError, or torch's allocator error (CPU or CUDA)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text))

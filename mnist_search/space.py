@@ -19,7 +19,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .config import CONFIG_FIELDS, RULES, TrainConfig, hidden_str, is_int, is_num, parse_hidden
+from .config import (
+    CONFIG_FIELDS,
+    MAX_DEPTH,
+    MAX_WIDTH,
+    RULES,
+    TrainConfig,
+    hidden_str,
+    is_int,
+    is_num,
+    parse_hidden,
+)
 from .errors import SpecFaults
 
 if TYPE_CHECKING:
@@ -448,8 +458,9 @@ class SpaceBuilder(SpecFaults):
             if value not in PENALTIES:
                 raise self.fail(key, value, " or ".join(map(repr, PENALTIES)))
         elif name in (DEPTH, WIDTH):
-            if not (is_int(value) and value >= 1):
-                raise self.fail(key, value, "an integer >= 1")
+            most = MAX_DEPTH if name == DEPTH else MAX_WIDTH
+            if not (is_int(value) and 1 <= value <= most):
+                raise self.fail(key, value, f"an integer in [1, {most}]")
         elif name == PENALTY_LAMBDA:
             if not (is_num(value) and value >= 0):
                 raise self.fail(key, value, "a number >= 0")

@@ -38,6 +38,7 @@ TOP_KEYS = ("name", "description", "direction", "objective", "seed", "trials", "
 # trial.set_constraint), which the sampler learns from and best/show/report mark.
 CONSTRAINTS = {"max_parameters": "parameters", "max_train_seconds": "train_seconds"}
 REF_META = ("label", "group", "notebook_accuracy", "notebook_loss", "note")
+MAX_TRIALS, MAX_REPLICATES = 1_000_000, 1_000  # more is a typo, not a study
 REPLICATE_MARK = "#"  # replicates of a reference are labelled "label#2", "label#3", ...
 
 
@@ -257,10 +258,10 @@ class _Validator(SpecFaults):
     def check_counts(self, seed: Any, trials: Any, replicates: Any) -> None:
         if not (is_int(seed) and seed >= 0):
             raise self.fail("seed", seed, "an integer >= 0")
-        if trials is not None and not (is_int(trials) and trials >= 1):
-            raise self.fail("trials", trials, "an integer >= 1")
-        if not (is_int(replicates) and replicates >= 1):
-            raise self.fail("replicates", replicates, "an integer >= 1")
+        if trials is not None and not (is_int(trials) and 1 <= trials <= MAX_TRIALS):
+            raise self.fail("trials", trials, f"an integer in [1, {MAX_TRIALS}]")
+        if not (is_int(replicates) and 1 <= replicates <= MAX_REPLICATES):
+            raise self.fail("replicates", replicates, f"an integer in [1, {MAX_REPLICATES}]")
 
     def fixed(self, raw: Any) -> dict[str, Any]:
         raw = self.table(raw, "fixed")

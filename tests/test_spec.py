@@ -101,6 +101,18 @@ BAD_SPECS = {
     "reference outside range": ("[search]\nmomentum = { low = 0.5, high = 0.9 }\n"
                                 "[[reference]]\nlabel = 'x'\nmomentum = 0.1\n",
                                 "outside the searched range"),
+    # what no machine here holds, refused up front with the bound
+    "width 1e6": ("[fixed]\nhidden = [1000000]\n", "each an integer in [1, 16384]"),
+    "width 1e9 searched": ("[search]\ndepth = { low = 1, high = 2 }\n"
+                           "width = { low = 8, high = 1000000000 }\n",
+                           "search.width.high = 1000000000"),
+    "depth 1e6 searched": ("[search]\ndepth = { low = 1, high = 1000000 }\n"
+                           "width = { low = 8, high = 64 }\n", "an integer in [1, 64]"),
+    "too many parameters": ("[fixed]\nhidden = [16384, 16384]\n", "20,000,000 parameters"),
+    "batch 1e12": ("[fixed]\nbatch_size = 1000000000000\n", "at most the training set"),
+    "epochs 1e9": ("[fixed]\nepochs = 1000000000\n", "an integer in [1, 10000]"),
+    "replicates 1e9": ("replicates = 1000000000\n", "an integer in [1, 1000]"),
+    "trials 1e12": ("trials = 1000000000000\n", "an integer in [1, 1000000]"),
 }
 
 
@@ -149,3 +161,12 @@ def test_cli_exits_2_and_creates_nothing(tmp_path, case):
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("mnist-search: error:")
     assert not db.exists()
+
+
+def test_a_huge_value_is_shown_short():
+    from mnist_search.config import TrainConfig
+    from mnist_search.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrainConfig(hidden=tuple([8] * 100_000))
+    assert len(str(err.value)) < 400 and "characters" in str(err.value)

@@ -4,6 +4,7 @@ they found it."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -229,3 +230,100 @@ def test_first_runs_on_a_new_sqlite_file_do_not_race(tmp_path):
                 errors += [e for e in pool.starmap(_open_new, [(url, barrier)] * 4) if e]
         assert optuna.get_all_study_names(storage=url) == []
     assert not errors, errors
+
+
+# --- oversized work: refused up front, or failed alone ------------------------------------
+
+HUGE_SEARCH = """
+trials = 3
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+depth = { low = 2, high = 3 }
+width = { low = 8192, high = 16384 }
+"""
+
+
+def test_a_sampled_trial_no_model_fits_fails_alone(tmp_path, synthetic_dir):
+    """Every sampled architecture here is over the parameter bound (each end of the range is
+    allowed): each trial FAILs alone, naming the bound, and the run finishes its count."""
+    spec = write_study(tmp_path / "h.toml", synthetic_dir, HUGE_SEARCH)
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    res = run("-q", "run", str(spec), "--storage", url)
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="h", storage=url).trials
+    assert len(trials) == 3
+    for t in trials:
+        assert t.state == optuna.trial.TrialState.FAIL
+        assert t.user_attrs["fail_reason"] == "invalid_config"
+        assert "20,000,000 parameters" in t.user_attrs["fail_message"]
+
+
+def test_an_allocation_that_fails_ends_its_stack_alone(synthetic_dir, monkeypatch):
+    import mnist_search.training.population as population
+    from mnist_search import TrainConfig, load_data
+    from mnist_search.training.population import Population
+
+    data = load_data(str(synthetic_dir))
+    pop = Population[int](data, "cpu", order_seed=None)
+    small = TrainConfig(dataset=str(synthetic_dir), hidden=(16,), epochs=1, device="cpu")
+    big = TrainConfig(dataset=str(synthetic_dir), hidden=(32, 32), epochs=1, device="cpu")
+    pop.add([(0, small), (1, big)])
+    real = population.epoch_reports
+
+    def allocate(stack, *args, **kwargs):
+        if stack.shapes[0][0] == 32:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: "
+                               "can't allocate memory: you tried to allocate 3 TB")
+        return real(stack, *args, **kwargs)
+
+    monkeypatch.setattr(population, "epoch_reports", allocate)
+    ended = dict(pop.run_epoch())
+    assert isinstance(ended[1], RuntimeError)  # the big stack ended with its error
+    assert ended[0].test_accuracy >= 0  # the small one trained to its end
+    assert len(pop) == 0
+
+
+def _model_file(path: Path, config: dict, tensors: dict) -> Path:
+    from safetensors.torch import save_file
+
+    from mnist_search.training.model_file import FORMAT
+
+    save_file(tensors, str(path), metadata={"format": FORMAT,
+                                            "config": json.dumps(config)})
+    return path
+
+
+def test_a_model_file_cannot_make_us_allocate_what_it_does_not_hold(tmp_path):
+    import torch
+
+    small = {"net.0.weight": torch.zeros(16, 784), "net.0.bias": torch.zeros(16),
+             "net.2.weight": torch.zeros(10, 16), "net.2.bias": torch.zeros(10)}
+    for name, config, fragment in [
+            ("deep", {"hidden": [8] * 100_000}, "its config cannot be read"),
+            ("wide", {"hidden": [10 ** 9]}, "its config cannot be read"),
+            ("lies", {"hidden": [2048, 2048]}, "does not match its 12,730 stored weights")]:
+        path = _model_file(tmp_path / f"{name}.safetensors", config, small)
+        res = run("evaluate", str(path))
+        assert res.exit_code != 0 and fragment in res.stderr, res.stderr
+        assert len(res.stderr) < 600 and len(res.stderr.splitlines()) == 1
+
+
+def test_every_fail_reason_is_one_vocabulary_and_documented():
+    from mnist_search.errors import ConfigError, NonFiniteLossError
+    from mnist_search.search.lifecycle import DETERMINISTIC_FAILURES, fail_reason
+    from mnist_search.training.train import OutOfTime
+
+    cases = {NonFiniteLossError(2, float("nan")): "nonfinite",
+             ConfigError("hidden", [1], "x"): "invalid_config",
+             RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"): "out_of_memory",
+             MemoryError(): "out_of_memory", OutOfTime(1): "timeout",
+             KeyboardInterrupt(): "interrupted", ValueError("x"): "error"}
+    assert {fail_reason(e) for e in cases} == set(cases.values())
+    assert all(fail_reason(e) == reason for e, reason in cases.items())
+    page = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text()
+    for reason in {*cases.values(), "stale", *DETERMINISTIC_FAILURES}:
+        assert f"`{reason}`" in page, reason

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
+from ..spec import MAX_REPLICATES, MAX_TRIALS
 from .common import (
     INCOMPLETE,
     INTERRUPTED,
@@ -27,7 +28,7 @@ log = logging.getLogger("mnist_search")
 
 @click.command("run")
 @click.argument("study_file", type=click.Path(path_type=Path))
-@click.option("--trials", type=click.IntRange(min=1), default=None,
+@click.option("--trials", type=click.IntRange(1, MAX_TRIALS), default=None,
               help="Finished trials the study should hold in total [default: the file's].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes; CPU threads are split between them.")
@@ -51,7 +52,7 @@ log = logging.getLogger("mnist_search")
 @click.option("--warm-start", "warm_start", metavar="STUDY[:K]", default=None,
               help="Begin with the K best configs (default 5) of another stored study that "
                    "fit this one's space, each once [default: the file's warm_start].")
-@click.option("--replicates", type=click.IntRange(min=1), default=None,
+@click.option("--replicates", type=click.IntRange(1, MAX_REPLICATES), default=None,
               help="Run each reference trial with K seeds [default: the file's, or 1].")
 @click.option("--force", is_flag=True, help="Resume even if the study file changed.")
 @artifacts_option

@@ -29,8 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import TrainConfig
 from ..errors import UsageError
 from ..stats import Summary, summarize
-from .internals import storage_of, trial_id
-from .lifecycle import metric_values, record_result
+from .internals import set_user_attrs, storage_of, trial_id
+from .lifecycle import fail, metric_values, record_result
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
            "confirm_study_name", "replicate_seed", "verdict"]
@@ -151,27 +151,25 @@ def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, se
             have.setdefault(int(old.user_attrs["replicate"]), float(old.values[0]))
         elif old.state == TrialState.RUNNING:  # left by a confirm that was killed
             storage_of(store).set_trial_user_attr(trial_id(old), "fail_reason", "interrupted")
-            store.tell(old.number, state=TrialState.FAIL)
+            store.tell(old.number, state=TrialState.FAIL)  # (its worker is gone: no Trial)
     todo = [r for r in range(seeds) if r not in have]
     configs = [dataclasses.replace(config, seed=replicate_seed(config.seed, r), order_seed=None,
                                    order_skip=0, pad_hidden=None) for r in todo]
     trials = [store.ask() for _ in todo]
     for r, t, c in zip(todo, trials, configs, strict=True):
-        for key, value in {"confirms": trial.number, "replicate": r,
+        set_user_attrs(t, {"confirms": trial.number, "replicate": r,
                            "label": f"trial-{trial.number}", "group": "confirm",
                            "seed": c.seed, "config": c.to_dict(),
-                           "stack": [x.number for x in trials]}.items():
-            t.set_user_attr(key, value)
+                           "stack": [x.number for x in trials]})
     try:
         outcomes = train_population(configs, data)
-    except BaseException:
-        for t in trials:
-            store.tell(t, state=TrialState.FAIL)
+    except BaseException as exc:
+        for t in trials:  # interrupted or an error: FAIL with the lifecycle's reason
+            fail(store, t, [], exc)
         raise
     for r, t, outcome in zip(todo, trials, outcomes, strict=True):
         if not isinstance(outcome, TrainResult):  # a replicate that diverges is a result
-            t.set_user_attr("fail_reason", type(outcome).__name__)
-            store.tell(t, state=TrialState.FAIL)
+            fail(store, t, [], outcome)  # "nonfinite", as every trial records it
             have[r] = math.nan
             continue
         record_result(t, outcome)

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import BaseTrial, TrialState
 
 from ..config import TrainConfig, mlp_parameters
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
 from .internals import retried_from, set_user_attrs
@@ -32,16 +32,15 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
     from ..training.train import EpochReport, TrainResult
 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "fail",
-           "metric_values", "objective_value", "objective_values", "record_partial",
-           "record_result", "settle", "start_trial", "study_seed", "tell", "trial_config",
-           "trial_seed",
-           "versions", "worker_name"]
+           "fail_reason", "metric_values", "objective_value", "objective_values",
+           "record_partial", "record_result", "settle", "start_trial", "study_seed", "tell",
+           "trial_config", "trial_seed", "versions", "worker_name"]
 
 log = logging.getLogger(__name__)
 
 # FAIL trials with these reasons are a real outcome of their config (it diverges), so they
 # count as finished; interrupted or killed trials do not, and get run again.
-DETERMINISTIC_FAILURES = ("nonfinite",)
+DETERMINISTIC_FAILURES = ("nonfinite", "invalid_config", "out_of_memory")
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -260,6 +259,13 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
         trial.set_user_attr("fail_message", str(outcome))
         log.warning("trial %d failed: %s", trial.number, outcome)
         return Settled(TrialState.FAIL)
+    if isinstance(outcome, ConfigError) or is_out_of_memory(outcome):
+        # a model that cannot be built, or not in this machine's memory: this config's
+        # outcome here, so it counts as finished (and is never re-run in a loop)
+        record_partial(trial, history, fail_reason(outcome))
+        trial.set_user_attr("fail_message", " ".join(str(outcome).split())[:500])
+        log.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_message"])
+        return Settled(TrialState.FAIL)
     if isinstance(outcome, OutOfTime):  # not its config's fault: run again next time
         record_partial(trial, history, "timeout")
         trial.set_user_attr("fail_message", str(outcome))
@@ -277,9 +283,24 @@ def tell(study: optuna.Study, trial: optuna.Trial, settled: Settled) -> None:
 
 def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
          exc: BaseException) -> None:
-    """Tell a trial in training FAIL because its runner stops (`exc`: an interrupt or an
-    error), with its curve so far; an interrupted trial is run again by the next run."""
-    reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"
-    record_partial(trial, history, reason)
+    """Tell a trial FAIL with its curve so far, because its runner stops (`exc`: an
+    interrupt or an error; such a trial is run again by the next run) or because training
+    ended it (a divergence: `nonfinite`). The reason is one of the documented ones."""
+    record_partial(trial, history, fail_reason(exc))
     trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
     study.tell(trial, state=TrialState.FAIL)
+
+
+def fail_reason(exc: BaseException) -> str:
+    """The fail_reason an error gives a trial (docs/tutorial.md lists them all)."""
+    from ..training.train import OutOfTime
+
+    if isinstance(exc, NonFiniteLossError):
+        return "nonfinite"
+    if isinstance(exc, ConfigError):
+        return "invalid_config"
+    if is_out_of_memory(exc):
+        return "out_of_memory"
+    if isinstance(exc, OutOfTime):
+        return "timeout"
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "error"

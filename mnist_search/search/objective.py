@@ -15,6 +15,7 @@ import optuna
 from optuna.trial import BaseTrial, TrialState
 
 from ..config import TrainConfig
+from ..errors import ConfigError
 from ..spec import StudySpec, load_spec
 from .artifacts import ModelSaver
 from .lifecycle import EpochReporter, settle, start_trial, study_seed
@@ -70,9 +71,13 @@ class Objective:
     def __call__(self, trial: BaseTrial) -> float | tuple[float, ...]:
         seed_base = study_seed(trial.study, self.spec) if isinstance(trial, optuna.Trial) \
             else None
-        config = start_trial(trial, self.spec, self.device, seed_base)
         reporter = EpochReporter(trial, self.spec)
-        outcome = train_one(config, self.data_for(config), reporter)
+        try:
+            config = start_trial(trial, self.spec, self.device, seed_base)
+        except ConfigError as exc:  # sampled values no model can be built from: FAIL alone
+            outcome: TrainResult | BaseException = exc
+        else:
+            outcome = train_one(config, self.data_for(config), reporter)
         settled = settle(trial, self.spec, outcome, reporter.history, self.saver)
         if settled.state == TrialState.PRUNED:
             raise optuna.TrialPruned(str(outcome))

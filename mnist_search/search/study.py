@@ -17,8 +17,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import StudyConflict
-from ..spec import REPLICATE_MARK, StudySpec, load_spec
+from ..config import is_int
+from ..errors import ConfigError, StudyConflict
+from ..spec import MAX_REPLICATES, REPLICATE_MARK, StudySpec, load_spec
 from .notes import write_study_note
 from .queue import is_done, queue_order
 from .storage import make_storage, resolve_url, study_lock
@@ -93,7 +94,11 @@ def as_spec(study: str | Path | StudySpec, replicates: int | None = None) -> Stu
     """A loaded, validated StudySpec; `replicates` (seeds per reference) is a "how", so it
     may override the file."""
     spec = study if isinstance(study, StudySpec) else load_spec(study)
-    return spec if replicates is None else dataclasses.replace(spec, replicates=replicates)
+    if replicates is None:
+        return spec
+    if not (is_int(replicates) and 1 <= replicates <= MAX_REPLICATES):
+        raise ConfigError("replicates", replicates, f"an integer in [1, {MAX_REPLICATES}]")
+    return dataclasses.replace(spec, replicates=replicates)
 
 
 def open_study(study: str | Path | StudySpec, storage: str | None = None, *,

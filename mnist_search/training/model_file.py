@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import TrainConfig, mlp_parameters
 from ..data import Data
 from ..data.idx import NORMALIZE_MEAN, NORMALIZE_STD
 from ..errors import UsageError
@@ -88,6 +88,12 @@ def read_model_file(path: str | Path) -> tuple[TrainConfig, dict[str, str],
         config = TrainConfig(**json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: its config cannot be read ({exc})") from None
+    # before any model is built: the config (bounded by TrainConfig) must describe exactly
+    # the weights the file holds, so a file cannot make us allocate what it does not hold
+    expected, stored = mlp_parameters(config.hidden), sum(t.numel() for t in tensors.values())
+    if expected != stored:
+        raise ModelFileError(f"{path}: its config ({config.architecture}, {expected:,} "
+                             f"parameters) does not match its {stored:,} stored weights")
     return config, meta, tensors
 
 

@@ -29,7 +29,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import Data, epoch_order
-from ..errors import NonFiniteLossError
+from ..errors import NonFiniteLossError, is_out_of_memory
 from .engine import Stack
 from .epochs import (
     EpochReport,
@@ -205,9 +205,15 @@ class Population(Generic[K]):
                 start = time.perf_counter()
                 group.epochs_done += 1
                 perms = group.perms(n) if perm is None else [perm] * len(group.keys)
-                reports = epoch_reports(group.stack, self.data, perms,
-                                        group.configs[0].batch_size, group.epochs_done,
-                                        between_batches)
+                try:
+                    reports = epoch_reports(group.stack, self.data, perms,
+                                            group.configs[0].batch_size, group.epochs_done,
+                                            between_batches)
+                except (MemoryError, RuntimeError) as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    ended += self._abandon(group, exc)  # this stack alone: the rest go on
+                    continue
                 group.seconds += time.perf_counter() - start
                 ended += self._settle(group, reports, on_epoch, deadline)
         self.groups = [g for g in self.groups if g.stack.members]
@@ -240,6 +246,12 @@ class Population(Generic[K]):
                 lasts[k] = stack.step(x, y.expand(len(stack.members), -1))
                 sums[k] += lasts[k]
         return [(s.tolist(), last.tolist()) for s, last in zip(sums, lasts, strict=True)]
+
+    def _abandon(self, group: _Group[K], exc: BaseException) -> list[tuple[K, Outcome]]:
+        """End every member of a group whose epoch could not be allocated, with `exc`."""
+        members = list(group.stack.members)
+        group.stack.members = []  # its buffers go with the group
+        return [(group.keys[m], exc) for m in members]
 
     def _settle(self, group: _Group[K], reports: dict[int, EpochReport],
                 on_epoch: Callable[[K, EpochReport], None] | None, deadline: float | None,

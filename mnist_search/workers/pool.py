@@ -25,13 +25,15 @@ from typing import IO
 import optuna
 from optuna.trial import TrialState
 
+from ..config import is_int
+from ..errors import ConfigError
 from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
 from ..search.queue import counts, is_done, unfinished_identities
 from ..search.storage import resolve_url
 from ..search.study import as_spec, default_trials, open_study
-from ..spec import StudySpec
+from ..spec import MAX_TRIALS, StudySpec
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
 from .progress import best_value, follow
 from .signals import stops_recorded
@@ -84,6 +86,7 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     """
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
+    _check_trials(trials)
     url = resolve_url(storage)
     check_spec(spec)
     check_device(device)
@@ -109,6 +112,11 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     return RunSummary(spec.name, url, target, counts(opened), best_value(opened),
                       time.monotonic() - start, interrupted, tuple(errors),
                       _unfinished(opened, orders))
+
+
+def _check_trials(trials: int | None) -> None:
+    if trials is not None and not (is_int(trials) and 1 <= trials <= MAX_TRIALS):
+        raise ConfigError("trials", trials, f"an integer in [1, {MAX_TRIALS}]")
 
 
 def _target(spec: StudySpec, trials: int | None) -> int:

@@ -23,6 +23,7 @@ from types import TracebackType
 import optuna
 
 from ..config import TrainConfig
+from ..errors import ConfigError
 from ..search.internals import trial_id
 from ..search.lifecycle import (
     EpochReporter,
@@ -86,8 +87,12 @@ class Slots:
             self.reporters[t.number] = EpochReporter(t, spec)
         self.heartbeat.add([trial_id(t) for t in trials])
         device = self.ctx.orders.device
-        configs = [trial_config(t, spec, device, seed_base) for t in trials]
-        pending = list(zip(trials, configs, strict=True))
+        pending = []
+        for t in trials:
+            try:
+                pending.append((t, trial_config(t, spec, device, seed_base)))
+            except ConfigError as exc:  # sampled values no model can be built from
+                self._refuse(t, exc)
         while pending:
             # A population shares one batch size and data: claims that differ in those
             # (a searched batch_size, say) go to populations of their own.
@@ -100,6 +105,13 @@ class Slots:
                 stack = pop.stack_of(t.number)  # the joined config: what `rerun` trains
                 start_trial(t, spec, device, config=config,
                             attrs={"population_size": len(stack), "stack": stack})
+
+    def _refuse(self, trial: optuna.Trial, exc: ConfigError) -> None:
+        """Fail a claimed trial that cannot be built, alone: the search goes on."""
+        self.trials.pop(trial.number)
+        reporter = self.reporters.pop(trial.number)
+        self.heartbeat.discard([trial_id(trial)])
+        tell(self.ctx.study, trial, settle(trial, reporter.spec, exc, []))
 
     def _population_for(self, config: TrainConfig) -> Population[int]:
         for pop in self.populations:

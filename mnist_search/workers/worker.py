@@ -86,6 +86,8 @@ def work(orders: WorkerOrders) -> int:
                 finally:
                     release_stop_signals(was_held)  # an interrupt held meanwhile lands here
                 ran += len(trials)
+                if trials and not len(slots):
+                    continue  # every trial claimed ended at once (failed alone): claim again
             if len(slots):
                 if first:
                     phase("first training epoch starts")
