@@ -83,17 +83,21 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     """
     import signal
 
-    from ..workers.pool import run_study
+    from ..workers.pool import RunInterrupted, run_study
     from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
     signal.signal(signal.SIGTERM, raise_interrupt)
-    summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
-                        storage=url, device=device, seed=seed, force=force,
-                        progress=False if quiet() else None, heartbeat=heartbeat,
-                        replicates=replicates, population=population, mixed=mix,
-                        artifacts=artifacts, keep_models=keep_models, proposals=proposals,
-                        warm_start=warm_start)
+    signal.signal(signal.SIGHUP, raise_interrupt)  # a closed terminal: the same clean stop
+    try:
+        summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
+                            storage=url, device=device, seed=seed, force=force,
+                            progress=False if quiet() else None, heartbeat=heartbeat,
+                            replicates=replicates, population=population, mixed=mix,
+                            artifacts=artifacts, keep_models=keep_models,
+                            proposals=proposals, warm_start=warm_start)
+    except RunInterrupted as stop:
+        summary = stop.summary
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "

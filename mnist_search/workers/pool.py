@@ -38,7 +38,7 @@ from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
 from .progress import best_value, follow
 from .signals import stops_recorded
 
-__all__ = ["DEFAULT_POPULATION", "Pool", "RunSummary", "run_study"]
+__all__ = ["DEFAULT_POPULATION", "Pool", "RunInterrupted", "RunSummary", "run_study"]
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,22 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     finally:
         pool.cancel()  # no-op for workers that ran: they have exited
     write_study_note(opened, spec)
-    return RunSummary(spec.name, url, target, counts(opened), best_value(opened),
-                      time.monotonic() - start, interrupted, tuple(errors),
-                      _unfinished(opened, orders))
+    summary = RunSummary(spec.name, url, target, counts(opened), best_value(opened),
+                         time.monotonic() - start, interrupted, tuple(errors),
+                         _unfinished(opened, orders))
+    if interrupted:  # as study.optimize does: "Run All" stops here, not at the next cell
+        raise RunInterrupted(summary)
+    return summary
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """run_study stopped by Ctrl-C (or SIGTERM, SIGHUP) after its clean stop: finished
+    trials are kept and the interrupted ones told FAIL. `summary` says where it stood."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(f"{summary.study_name}: interrupted with {summary.counts['done']}/"
+                         f"{summary.target} trials finished")
+        self.summary = summary
 
 
 def _check_trials(trials: int | None) -> None:
@@ -165,7 +178,7 @@ class Pool:
     def __init__(self, workers: int, threads: int, spec: StudySpec, device: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.threads = threads
-        cmd = [sys.executable, "-m", "mnist_search.workers.worker", "--wait", spec.path, device,
+        cmd = [sys.executable, "-m", "mnist_search.workers.launch", "--wait", spec.path, device,
                json.dumps(dict(spec.overrides))]
         self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
                       for _ in range(workers)]

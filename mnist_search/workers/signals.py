@@ -29,7 +29,8 @@ __all__ = ["STOP_SIGNALS", "Heartbeat", "WasHeld", "hold_stop_signals", "install
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# SIGHUP too: a closed terminal, or IPython ending a `!mnist-search run` cell, is a stop
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 class Heartbeat:

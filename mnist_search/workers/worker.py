@@ -1,6 +1,6 @@
 """One worker process: claim trials, train them, tell the results; until the study is full.
 
-Started by pool.Pool as `python -m mnist_search.workers.worker --wait SPEC DEVICE OVERRIDES`
+Started by pool.Pool as `python -m mnist_search.workers.launch --wait SPEC DEVICE OVERRIDES`
 (orders then come as one JSON line on stdin) or by hand as `python -m mnist_search.workers.worker
 '<json>'`. Claiming happens under the study lock (search.queue.claim).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -205,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    code = main()
-    # Everything is told and committed by now; skip the interpreter's teardown of torch and
-    # friends (about 0.7 s), as multiprocessing's children do.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+if __name__ == "__main__":  # by hand; pool.Pool starts workers through workers.launch
+    from .launch import run
+
+    run()
