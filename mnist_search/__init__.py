@@ -32,14 +32,18 @@ _EXPORTS = {
     "load_model": "mnist_search.training.model_file",
     "rerun_trial": "mnist_search.search.rerun",
     "confirm": "mnist_search.search.confirm",
+    "summary": "mnist_search.results.display",
+    "report": "mnist_search.results.display",
+    "dashboard": "mnist_search.results.display",
 }
 __all__ = ["Objective", "StudySpec", "TrainConfig", "TrainResult", "__version__", "confirm",
-           "load_data", "load_model", "load_results", "load_spec", "open_study", "rerun_trial",
-           "run_study", "train"]
+           "dashboard", "load_data", "load_model", "load_results", "load_spec", "open_study",
+           "report", "rerun_trial", "run_study", "summary", "train"]
 
 if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import load_data
+    from .results.display import dashboard, report, summary
     from .results.rows import load_results
     from .search.confirm import confirm
     from .search.objective import Objective

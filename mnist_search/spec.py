@@ -139,10 +139,15 @@ def reference_params(spec: StudySpec) -> list[dict[str, Any]]:
     return [spec.reference_params(r) for r in spec.references]
 
 
-def load_spec(path: str | Path) -> StudySpec:
-    """Read and validate a study file (a path, or the name of a bundled study such as
-    "notebook"); raise SpecError (one line) on any problem."""
-    path = resolve_study(path)
+def load_spec(study: str | Path | Mapping[str, Any]) -> StudySpec:
+    """Read and validate a study: a study file's path, the name of a bundled study such as
+    "notebook", a study file's TOML text (a string of several lines), or its contents as a
+    dict (as tomllib reads it). Raise SpecError (one line) on any problem."""
+    if isinstance(study, Mapping):
+        return _Validator(Path(_IN_MEMORY), _IN_MEMORY).build(dict(study))
+    if isinstance(study, str) and "\n" in study:
+        return _from_text(study, _IN_MEMORY)
+    path = resolve_study(study)
     if path.is_dir():
         raise SpecError(f"{path}: is a directory, expected a .toml study file")
     try:
@@ -153,11 +158,18 @@ def load_spec(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
     if not text.strip():
         raise SpecError(f"{path}: empty file; expected a TOML study file (see studies/)")
+    return _from_text(text, str(path))
+
+
+_IN_MEMORY = "<study>"  # the source named in errors about a study given as text or a dict
+
+
+def _from_text(text: str, source: str) -> StudySpec:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: malformed TOML ({exc})") from None
-    return _Validator(path, str(path)).build(raw)
+        raise SpecError(f"{source}: malformed TOML ({exc})") from None
+    return _Validator(Path(source), source).build(raw)
 
 
 class _Validator(SpecFaults):
@@ -178,7 +190,8 @@ class _Validator(SpecFaults):
 
     def build(self, raw: dict[str, Any]) -> StudySpec:
         self.known(raw, TOP_KEYS, "")
-        name = raw.get("name", self.path.stem)
+        default = "study" if str(self.path) == _IN_MEMORY else self.path.stem
+        name = raw.get("name", default)
         if not isinstance(name, str) or not name.strip():
             raise self.fail("name", name, "a non-empty string")
         objectives, directions = self.objectives(raw)

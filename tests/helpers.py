@@ -44,7 +44,7 @@ def worker_pids(spec: Path) -> list[int]:
             cmd = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"mnist_search.workers.launch" in cmd and str(spec).encode() in cmd:
+        if any(b"mnist_search.workers.launch" in c for c in cmd) and str(spec).encode() in cmd:
             pids.append(int(proc.name))
     return pids
 

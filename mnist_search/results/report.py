@@ -23,7 +23,7 @@ from ..search.summary import finished_trials
 from .confirmed import confirmed_figure
 from .figures import ReportFigure, optuna_figures, trial_figures
 
-__all__ = ["Built", "build", "write_report"]
+__all__ = ["Built", "build", "html_report", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,11 @@ def _markdown(study: optuna.Study, built: Built) -> str:
     for fig in built.figures:
         parts += [f"## {fig.title}", "", f"![{fig.title}]({fig.name})", "", fig.text, ""]
     return "\n".join(parts)
+
+
+def html_report(study: optuna.Study, built: Built, folder: Path) -> str:
+    """The self-contained HTML of a built report (its figures read from `folder`)."""
+    return _html(study, built, folder)
 
 
 def _html(study: optuna.Study, built: Built, folder: Path) -> str:

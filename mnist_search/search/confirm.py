@@ -21,7 +21,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,8 +29,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ..config import TrainConfig
 from ..errors import UsageError
 from ..stats import Summary, summarize
+from ..tables import Table
 from .internals import set_user_attrs, storage_of, trial_id
 from .lifecycle import fail, metric_values, record_result
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
            "confirm_study_name", "replicate_seed", "verdict"]
@@ -78,6 +82,20 @@ class ConfirmReport:
         top = self.configs[0]
         sign = 1.0 if self.maximize else -1.0
         return sign * (top.recorded - top.summary.mean)
+
+    def table(self) -> Table:
+        rows = [{"trial": c.trial, "recorded": c.recorded, "mean": c.summary.mean,
+                 "low": c.summary.low, "high": c.summary.high, "n": c.summary.n}
+                for c in self.configs]
+        return Table(rows, ("trial", "recorded", "mean", "low", "high", "n"),
+                     f"{self.objective}, {self.seeds} fresh seeds each (95% interval); "
+                     f"{self.verdict}")
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.table().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
 
     def to_json(self) -> dict[str, Any]:
         return {"study": self.study, "seeds": self.seeds, "objective": self.objective,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,8 @@ from ..search.storage import make_storage
 from ..search.study import make_pruner, make_sampler
 from ..spec import StudySpec, load_spec
 
-__all__ = ["DEFAULT_HEARTBEAT_S", "MAX_RETRY", "WorkerContext", "WorkerOrders", "open_worker"]
+__all__ = ["DEFAULT_HEARTBEAT_S", "MAX_RETRY", "WorkerContext", "WorkerOrders", "open_worker",
+           "pack_spec", "unpack_spec"]
 
 DEFAULT_HEARTBEAT_S = 10
 MAX_RETRY = 1  # a trial whose worker died is re-run once with the same params, label, seed
@@ -25,7 +28,7 @@ MAX_RETRY = 1  # a trial whose worker died is re-run once with the same params, 
 class WorkerOrders:
     """What the pool tells a worker (as one JSON line)."""
 
-    spec_path: str
+    spec_path: str  # where the study came from (a path, or "<study>" for text or a dict)
     url: str
     target: int
     index: int = 0
@@ -46,6 +49,9 @@ class WorkerOrders:
     # time.monotonic() when the command started (CLOCK_MONOTONIC: one clock for every
     # process of the machine), for the start-up phases a worker logs at debug level
     started: float | None = None
+    # the StudySpec itself (pack_spec), so a worker runs exactly the study its parent holds,
+    # changed in memory or never a file; None: load spec_path (a worker started by hand)
+    spec: str | None = None
 
     def claim_request(self) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,
@@ -65,9 +71,23 @@ class WorkerContext:
     saver: ModelSaver | None = None
 
 
+def pack_spec(spec: StudySpec) -> str:
+    """A StudySpec as text for a worker's orders (a pickle: the parent's own object, sent
+    over the worker's stdin by the process that started it)."""
+    return base64.b64encode(pickle.dumps(spec)).decode("ascii")
+
+
+def unpack_spec(text: str) -> StudySpec:
+    spec = pickle.loads(base64.b64decode(text))
+    if not isinstance(spec, StudySpec):
+        raise TypeError(f"orders carry a {type(spec).__name__}, not a StudySpec")
+    return spec
+
+
 def open_worker(orders: WorkerOrders) -> WorkerContext:
     """Load the study with heartbeats on and a sampler seeded apart from other workers'."""
-    spec = load_spec(orders.spec_path).with_fixed(**orders.overrides)
+    spec = unpack_spec(orders.spec) if orders.spec is not None else \
+        load_spec(orders.spec_path).with_fixed(**orders.overrides)
     hb = orders.heartbeat or None
     storage = make_storage(
         orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,

@@ -1,5 +1,6 @@
-"""A worker process's entry point: `python -m mnist_search.workers.launch ARGS`, what
-pool.Pool starts (worker.main reads ARGS).
+"""A worker process's entry point (`python -m mnist_search.workers.launch ARGS`; pool.Pool
+starts it through `python -c`, to add the package's folder to sys.path first); worker.main
+reads ARGS.
 
 Two things happen before anything heavy is imported. A stop (Ctrl-C, SIGTERM, SIGHUP)
 that comes while the process still imports torch ends it quietly: it holds no trial yet,

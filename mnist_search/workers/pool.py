@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -34,14 +34,20 @@ from ..search.queue import counts, is_done, unfinished_identities
 from ..search.storage import resolve_url
 from ..search.study import as_spec, default_trials, open_study
 from ..spec import MAX_TRIALS, StudySpec
-from .context import DEFAULT_HEARTBEAT_S, WorkerOrders
+from ..tables import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
 from .progress import best_value, follow
 from .signals import stops_recorded
+from .worker import WARM_KEYS
 
 __all__ = ["DEFAULT_POPULATION", "Pool", "RunInterrupted", "RunSummary", "run_study"]
 
 log = logging.getLogger(__name__)
 
+LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
 DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
 STOP_GRACE_S = 30.0
 
@@ -64,6 +70,21 @@ class RunSummary:
     @property
     def complete(self) -> bool:
         return not self.interrupted and not self.worker_errors and self.unfinished is None
+
+    def table(self) -> Table:
+        c = self.counts
+        row = {"study": self.study_name, "finished": f"{c['done']}/{self.target}",
+               "complete": c["complete"], "failed": c["failed"], "running": c["running"],
+               "best": self.best_value, "seconds": round(self.seconds, 1)}
+        why = "interrupted" if self.interrupted else "; ".join(self.worker_errors) or \
+            (f"incomplete: {self.unfinished}" if self.unfinished else "")
+        return Table([row], list(row), why)
+
+    def to_pandas(self) -> pd.DataFrame:
+        return self.table().to_pandas()
+
+    def _repr_html_(self) -> str:
+        return self.table()._repr_html_()
 
 
 def run_study(study: str | Path | StudySpec, *, trials: int | None = None, workers: int = 1,
@@ -98,7 +119,8 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
         opened = open_study(spec, url, seed=seed, force=force, warm_start=warm_start)
         target = _target(spec, trials)
         orders = WorkerOrders(
-            spec_path=spec.path, url=url, target=target, threads=pool.threads, device=device,
+            spec_path=spec.path, spec=pack_spec(spec), url=url, target=target,
+            threads=pool.threads, device=device,
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
@@ -178,8 +200,13 @@ class Pool:
     def __init__(self, workers: int, threads: int, spec: StudySpec, device: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         self.threads = threads
-        cmd = [sys.executable, "-m", "mnist_search.workers.launch", "--wait", spec.path, device,
-               json.dumps(dict(spec.overrides))]
+        warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
+        # Workers import this package from where this process found it (a folder put on
+        # sys.path by hand, as on Colab, included), appended so it shadows nothing; the
+        # study's source stays on the command line so that `ps` tells runs apart.
+        here = str(Path(__file__).resolve().parents[2])
+        boot = f"import sys; sys.path.append({here!r}); {LAUNCH}"
+        cmd = [sys.executable, "-c", boot, "--wait", spec.path, device, json.dumps(warm)]
         self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
                       for _ in range(workers)]
 

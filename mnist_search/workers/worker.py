@@ -1,6 +1,6 @@
 """One worker process: claim trials, train them, tell the results; until the study is full.
 
-Started by pool.Pool as `python -m mnist_search.workers.launch --wait SPEC DEVICE OVERRIDES`
+Started by pool.Pool as `python -m mnist_search.workers.launch --wait SOURCE DEVICE DATA`
 (orders then come as one JSON line on stdin) or by hand as `python -m mnist_search.workers.worker
 '<json>'`. Claiming happens under the study lock (search.queue.claim).
 """
@@ -20,7 +20,6 @@ import optuna
 from ..errors import RedactingFilter
 from ..search.queue import claim, waiting_on
 from ..search.storage import describe
-from ..spec import load_spec
 from .context import WorkerOrders, open_worker
 from .signals import (
     hold_stop_signals,
@@ -29,7 +28,7 @@ from .signals import (
     release_stop_signals,
 )
 
-__all__ = ["main", "work"]
+__all__ = ["WARM_KEYS", "main", "work"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +36,7 @@ log = logging.getLogger(__name__)
 # It is also how late an idle worker notices that the last trials elsewhere finished, so
 # it adds to every run's wall (measured 1.0-1.6 s at 2 s); one query of the trials each.
 WAIT_POLL_S = 0.5
+WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
 
 # (phase, time.monotonic()) of this worker's start-up, logged at debug level once logging
 # is set up: where the seconds before the first training step go.
@@ -120,18 +120,19 @@ def _sleep(seconds: float, deadline: float | None) -> None:
 
 
 def _orders(argv: list[str]) -> WorkerOrders | None:
-    """The orders, from argv; or, for a worker started early by pool.Pool (`--wait SPEC
-    DEVICE OVERRIDES`), from one line of stdin once it has warmed up. None: cancelled."""
+    """The orders, from argv; or, for a worker started early by pool.Pool (`--wait SOURCE
+    DEVICE DATA`: where the study came from, for `ps`, and its data settings as JSON), from
+    one line of stdin once it has warmed up. None: cancelled."""
     if argv[:1] != ["--wait"]:
         return WorkerOrders(**json.loads(argv[0]))
-    _warm_up(argv[1], argv[2], json.loads(argv[3]) if len(argv) > 3 else {})
+    _warm_up(argv[2], json.loads(argv[3]) if len(argv) > 3 else {})
     phase("warmed up, waiting for orders")
     line = sys.stdin.readline()
     phase("orders received")
     return WorkerOrders(**json.loads(line)) if line.strip() else None
 
 
-def _warm_up(spec_path: str, device: str, overrides: dict[str, Any]) -> None:
+def _warm_up(device: str, fixed: dict[str, Any]) -> None:
     """Import torch, load the study's data and its CPU pixel order, and import what opening
     the storage needs, while the parent still opens the study.
 
@@ -149,9 +150,7 @@ def _warm_up(spec_path: str, device: str, overrides: dict[str, Any]) -> None:
 
         phase("imports")
 
-        fixed = load_spec(spec_path).with_fixed(**overrides).fixed
-        keys = ("dataset", "val_size", "normalize", "batch_size")
-        config = TrainConfig(**{k: fixed[k] for k in keys if k in fixed})
+        config = TrainConfig(**{k: fixed[k] for k in WARM_KEYS if k in fixed})
         resolved = resolve_device(device)
         phase("device")
         data = load_for(config, resolved)
