@@ -24,8 +24,9 @@ from .config import CONFIG_FIELDS, ConfigError, TrainConfig, is_int, is_num
 from .errors import SpecError, SpecFaults
 from .space import NOT_SEARCHABLE, Space, SpaceBuilder, categorical
 
-__all__ = ["CONSTRAINTS", "OBJECTIVES", "PRUNERS", "REPLICATE_MARK", "Reference", "SAMPLERS",
-           "SpecError", "StudySpec", "base_label", "load_spec", "reference_params"]
+__all__ = ["CONSTRAINTS", "MAX_REPLICATES", "MAX_TRIALS", "OBJECTIVES", "PRUNERS",
+           "REPLICATE_MARK", "Reference", "SAMPLERS", "SpecError", "StudySpec", "base_label",
+           "load_spec", "reference_params"]
 
 SAMPLERS = ("grid", "tpe", "random", "cmaes", "gp")
 PRUNERS = ("none", "median", "hyperband")

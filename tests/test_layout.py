@@ -150,7 +150,7 @@ def test_public_api_is_lazy_and_complete():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.split() == ["False", "Objective", "StudySpec", "TrainConfig",
-                                  "TrainResult", "__version__", "confirm", "load_data",
-                                  "load_model",
-                                  "load_results", "load_spec", "open_study", "rerun_trial",
-                                  "run_study", "train"]
+                                  "TrainResult", "__version__", "confirm", "dashboard",
+                                  "load_data", "load_model", "load_results", "load_spec",
+                                  "open_study", "report", "rerun_trial", "run_study",
+                                  "summary", "train"]

@@ -130,10 +130,11 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
 
 @contextlib.contextmanager
 def _creating(path: Path | None) -> Iterator[None]:
-    """While Optuna may create a SQLite file's tables: an exclusive lock on its folder, so
-    two first runs on a new file do not race on the schema ("table studies already
-    exists"). Locking the folder, not a file beside the database, leaves nothing behind."""
-    if path is None or _has_schema(path):
+    """While Optuna opens a SQLite file (and may create its tables and stamp its schema
+    version): an exclusive lock on its folder, so two first runs on a new file do not race
+    ("table studies already exists", or on alembic_version). Locking the folder, not a file
+    beside the database, leaves nothing behind; it is held for the open alone."""
+    if path is None:
         yield
         return
     fd = os.open(str(path.parent) if str(path.parent) else ".", os.O_RDONLY)
@@ -142,14 +143,6 @@ def _creating(path: Path | None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _has_schema(path: Path) -> bool:
-    try:
-        _require_schema_file(path, "")
-    except StorageError:
-        return False
-    return True
 
 
 _NO_SCHEMA = "holds no Optuna storage (no studies table); nothing was written to it"

@@ -9,6 +9,7 @@ as FAIL and exit; nothing else is lost. The parent never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -26,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import is_int
-from ..errors import ConfigError
+from ..errors import ConfigError, RedactingFilter
 from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
@@ -39,7 +41,7 @@ from ..tables import Table
 if TYPE_CHECKING:
     import pandas as pd
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
-from .progress import best_value, follow
+from .progress import best_value, follow, in_kernel
 from .signals import stops_recorded
 from .worker import WARM_KEYS
 
@@ -105,6 +107,40 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     sampler for up to `proposals` trials at once (default: every free slot when mixing,
     else 8).
     """
+    with messages_to_cell(progress is not False):
+        return _run_study(study, trials, workers, timeout, storage, device, seed, force,
+                          progress, heartbeat, replicates, population, mixed, artifacts,
+                          keep_models, proposals, warm_start)
+
+
+@contextlib.contextmanager
+def messages_to_cell(show: bool) -> Iterator[None]:
+    """In a notebook, what the CLI would print reaches the cell (stderr): fetching data,
+    incomplete, a worker's error (info lines only when `show`). Only while the call runs,
+    and only where the caller has configured no logging of their own."""
+    package = logging.getLogger("mnist_search")
+    if not in_kernel() or package.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(RedactingFilter())
+    before = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO if show else logging.WARNING)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(before)
+
+
+def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
+               timeout: float | None, storage: str | None, device: str, seed: int | None,
+               force: bool, progress: bool | None, heartbeat: int | None,
+               replicates: int | None, population: int, mixed: bool | None,
+               artifacts: str | Path | None, keep_models: int | None, proposals: int | None,
+               warm_start: str | None) -> RunSummary:
     start = time.monotonic()
     spec = as_spec(study, replicates)  # a bad file is reported before any process starts
     _check_trials(trials)
@@ -134,9 +170,21 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     summary = RunSummary(spec.name, url, target, counts(opened), best_value(opened),
                          time.monotonic() - start, interrupted, tuple(errors),
                          _unfinished(opened, orders))
+    if in_kernel():  # the lines the CLI ends with, for the cell (the CLI prints its own)
+        _tell_cell(summary)
     if interrupted:  # as study.optimize does: "Run All" stops here, not at the next cell
         raise RunInterrupted(summary)
     return summary
+
+
+def _tell_cell(summary: RunSummary) -> None:
+    for line in summary.worker_errors:
+        log.error("%s", line)
+    if summary.unfinished is not None:
+        log.warning("incomplete: %s; finished trials are kept (run again to resume)",
+                    summary.unfinished)
+    if summary.interrupted:
+        log.warning("interrupted; finished trials are kept, the interrupted ones are FAIL")
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -237,7 +285,8 @@ def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: 
     """Give the pool's workers their orders and follow them to `target` finished trials;
     returns (interrupted, error lines)."""
     level = logging.getLogger("mnist_search").getEffectiveLevel()
-    show_bar = sys.stderr.isatty() and level <= logging.INFO if progress is None else progress
+    show_bar = (in_kernel() or sys.stderr.isatty() and level <= logging.INFO) \
+        if progress is None else progress
     base = dataclasses.replace(base, log_level=logging.WARNING if show_bar else level)
     procs = pool.procs
     with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:

@@ -1,5 +1,6 @@
 """Following a running study: elapsed time, trials per minute, an ETA and the best value
-so far, as a bar on a terminal and as log lines otherwise.
+so far, as a bar on a terminal, a display updated in place in a Jupyter notebook's cell
+(tqdm's widget where ipywidgets is installed), and as log lines otherwise.
 
 The ETA comes from the trials this run finished: each one's share of its worker's time (a
 stacked trial's duration divided by its stack's size), times the trials still to finish,
@@ -24,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..search.queue import is_done
 from .signals import raise_if_stopped
 
-__all__ = ["Snapshot", "best_value", "follow", "snapshot"]
+__all__ = ["Snapshot", "best_trial", "best_value", "follow", "in_kernel", "snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,17 @@ class Snapshot:
     best: float | None
     budget_left: float | None = None  # seconds until --timeout, when one is set
     pruned_share: float = 0.0  # of this run's finished trials, the part pruned early
+    pruned: int = 0  # in the study
+    failed: int = 0  # in the study, failed for any reason
+    best_trial: int | None = None  # the number of the best trial so far
 
     def line(self) -> str:
         parts = [f"{self.done}/{self.target} trials finished", f"{self.running} running"]
+        if self.pruned or self.failed:
+            parts.append(f"{self.pruned} pruned, {self.failed} failed")
         if self.best is not None:
-            parts.append(f"best {self.best:.2f}")
+            parts.append(f"best {self.best:.2f}" + ("" if self.best_trial is None else
+                                                    f" (trial {self.best_trial})"))
         if self.per_minute is not None:
             parts.append(f"{self.per_minute:.1f} trials/min")
         parts.append(f"elapsed {clock(self.elapsed)}")
@@ -97,7 +104,9 @@ def snapshot(trials: Sequence[FrozenTrial], target: int, workers: int, started: 
     elsewhere = sum(t.user_attrs.get("worker") not in (None, *own) for t in running)
     return Snapshot(done, len(running), elsewhere, target, elapsed,
                     60 * len(mine) / elapsed if mine and elapsed > 0 else None, eta, best,
-                    pruned_share=pruned)
+                    pruned_share=pruned,
+                    pruned=sum(t.state == TrialState.PRUNED for t in trials),
+                    failed=sum(t.state == TrialState.FAIL for t in trials))
 
 
 def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
@@ -106,18 +115,21 @@ def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
     outside this run (another machine, a dead worker) are named when their number changes."""
     own = {f"{socket.gethostname()}:{p.pid}" for p in procs}
     started, since = time.monotonic(), time.time()
-    bar = _bar(study.study_name, target) if show_bar else None
+    bar = (_CellDisplay(study.study_name, target) if in_kernel() else
+           _bar(study.study_name, target)) if show_bar else None
     last: tuple[int, int] = (-1, 0)
     try:
         while any(p.poll() is None for p in procs):
             wait_any(procs, POLL_S)
+            best = best_trial(study)
             snap = snapshot(study.get_trials(deepcopy=False), target, len(procs), started,
-                            since, own, best_value(study))
+                            since, own, None if best is None else best[1])
+            snap = dataclasses.replace(snap, best_trial=None if best is None else best[0])
             if deadline is not None:
                 snap = dataclasses.replace(snap, budget_left=deadline - time.time())
-            if bar is not None:  # a terminal: redraw every poll, the clock moves
+            if bar is not None:  # redraw every poll: the clock moves
                 bar.n = min(snap.done, target)
-                bar.set_postfix_str(", ".join(snap.line().split(", ")[2:]))
+                bar.set_postfix_str(", ".join(snap.line().split(", ")[1:]))
                 bar.refresh()
             if (snap.done, snap.elsewhere) == last:
                 continue
@@ -142,12 +154,77 @@ def wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
 
 
 def best_value(study: optuna.Study) -> float | None:
+    best = best_trial(study)
+    return None if best is None else best[1]
+
+
+def best_trial(study: optuna.Study) -> tuple[int, float] | None:
+    """(number, value) of the best trial so far; None before one, or for a Pareto front."""
     if len(study.directions) > 1:
         return None  # a Pareto front, not one best value
     try:
-        return float(study.best_value)
+        trial = study.best_trial
     except ValueError:
         return None
+    return (trial.number, float(trial.value)) if trial.value is not None else None
+
+
+def in_kernel() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's kernel shell, not a terminal)."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class _Line:
+    """One line of progress, as a notebook shows it (HTML) and as text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<pre style='margin:0'>{html.escape(self.text)}</pre>"
+
+
+class _CellDisplay:
+    """Progress in a notebook cell, updated in place: tqdm.auto's widget where ipywidgets
+    is installed, else one IPython display updated by its id (no widget needed)."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name, self.total, self.n, self.postfix = name, total, 0, ""
+        self.widget: Any = None
+        self.handle: Any = None
+        try:
+            import ipywidgets  # noqa: F401 - what tqdm.auto's widget needs
+            from tqdm.auto import tqdm
+
+            self.widget = tqdm(total=total, desc=name, unit="trial")
+        except ImportError:
+            from IPython.display import display
+
+            self.handle = display(_Line(f"{name}: starting"),  # type: ignore[no-untyped-call]
+                                  display_id=True)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def refresh(self) -> None:
+        if self.widget is not None:
+            self.widget.n = self.n
+            self.widget.set_postfix_str(self.postfix)
+            self.widget.refresh()
+        elif self.handle is not None:
+            self.handle.update(_Line(f"{self.name}: {self.n}/{self.total} trials finished, "
+                                     f"{self.postfix}"))
+
+    def close(self) -> None:
+        if self.widget is not None:
+            self.widget.close()
 
 
 def _bar(name: str, total: int) -> Any:

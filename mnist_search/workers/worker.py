@@ -1,7 +1,7 @@
 """One worker process: claim trials, train them, tell the results; until the study is full.
 
 Started by pool.Pool as `python -m mnist_search.workers.launch --wait SOURCE DEVICE DATA`
-(orders then come as one JSON line on stdin) or by hand as `python -m mnist_search.workers.worker
+(orders then come as one JSON line on stdin) or by hand as `python -m mnist_search.workers.launch
 '<json>'`. Claiming happens under the study lock (search.queue.claim).
 """
 
@@ -202,8 +202,3 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mnist-search: worker {orders.index}: error: {line}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":  # by hand; pool.Pool starts workers through workers.launch
-    from .launch import run
-
-    run()
