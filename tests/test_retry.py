@@ -267,3 +267,73 @@ def test_may_have_committed():
     assert retry.may_have_committed(sqlalchemy.exc.InvalidatePoolError())
     assert not retry.may_have_committed(dropped("database is locked"))
     assert not retry.may_have_committed(dropped("connection refused"))
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for retry.py: sleeping advances the clock."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def failing(times: int, text: str = "server closed the connection unexpectedly"):
+    calls = [0]
+
+    def call():
+        calls[0] += 1
+        if calls[0] <= times:
+            raise optuna.exceptions.StorageInternalError("x") from dropped(text)
+        return "done"
+
+    return call, calls
+
+
+def test_the_backoff_doubles_up_to_its_cap(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(retry.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(retry.time, "sleep", clock.sleep)
+    call, calls = failing(8)
+    assert retry.with_retries(call, "test", 600.0) == "done" and calls[0] == 9
+    assert clock.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_the_last_sleep_ends_at_the_window(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(retry.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(retry.time, "sleep", clock.sleep)
+    call, _ = failing(100)
+    with pytest.raises(optuna.exceptions.StorageInternalError):
+        retry.with_retries(call, "test", 3.0)
+    assert sum(clock.sleeps) == pytest.approx(3.0)  # 0.25 + 0.5 + 1 + 1.25, not + 2
+    assert clock.sleeps[-1] == pytest.approx(1.25)
+
+
+def test_a_permanent_cause_beats_a_transient_one_in_the_same_chain():
+    both = optuna.exceptions.StorageInternalError("x")
+    both.__cause__ = dropped("connection refused")
+    both.__cause__.__context__ = dropped("database or disk is full")
+    assert not is_transient(both)
+
+
+def test_an_invalidated_connection_is_transient_whatever_its_text():
+    exc = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("something odd"),
+                                          connection_invalidated=True)
+    assert is_transient(exc)
+    assert not is_transient(sqlalchemy.exc.OperationalError("SELECT 1", {},
+                                                            Exception("something odd")))
+
+
+def test_a_study_created_by_a_lost_commit_is_that_study(storage, monkeypatch):
+    """The first create committed, then its answer was lost: the retry's DuplicatedStudyError
+    means our own study exists, and its id is the answer."""
+    storage.get_all_studies()  # reached: faults are retried from now on
+    flaky(monkeypatch, "create_new_study", failures=1, after=True)
+    sid = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "lost")
+    assert sid == RDBStorage.get_study_id_from_name(storage, "lost")
