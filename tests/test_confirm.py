@@ -162,3 +162,44 @@ def test_a_stopped_confirm_leaves_no_replicate_running(tmp_path, slow_synthetic_
     assert proc.returncode == 130, err
     store = optuna.load_study(study_name="s-confirm", storage=url)
     assert [t.state for t in store.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_verdict_uses_welchs_test_not_students():
+    """Unequal spreads and sizes, where the two tests disagree: Welch's p is the one shown.
+    Welch's t and degrees of freedom are written out here, not taken from the code."""
+    a = confirmed(1, [98.0, 98.02, 98.01, 98.03, 97.99, 98.0, 98.02, 98.01])
+    b = confirmed(2, [97.2, 98.6, 96.9])
+    va, vb = a.summary.std ** 2 / 8, b.summary.std ** 2 / 3
+    t = (a.summary.mean - b.summary.mean) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 7 + vb ** 2 / 2)
+    welch = 2 * stats.t.sf(abs(t), df)
+    student = float(stats.ttest_ind(a.values, b.values, equal_var=True).pvalue)
+    assert abs(welch - student) > 0.05  # the case tells them apart
+    line = verdict([a, b], maximize=True)
+    assert float(line.rsplit("= ", 1)[1].rstrip(")")) == pytest.approx(welch, rel=1e-2)
+
+
+def test_the_winners_curse_has_the_sign_of_flattery_when_minimizing():
+    from mnist_search.search.confirm import ConfirmReport
+
+    flattered = confirmed(4, [0.30, 0.31, 0.29])  # recorded 0.30 ...
+    flattered = Confirmed(4, 0.20, flattered.values, flattered.summary)  # ... say 0.20
+    low = ConfirmReport("s", 3, "train_seconds", False, (flattered,), "")
+    assert low.winners_curse_pp == pytest.approx(0.10)  # the search flattered it: positive
+    high = ConfirmReport("s", 3, "val_accuracy", True, (Confirmed(4, 99.0, (98.0,),
+                                                                  summarize([98.0])),), "")
+    assert high.winners_curse_pp == pytest.approx(1.0)
+
+
+def test_replicates_draw_their_own_batch_order(searched):
+    """A replicate is a fresh seed for everything: init, dropout and the batch order, not
+    the trial's shared order (order_seed) with a new init."""
+    study = optuna.load_study(study_name="c", storage=searched)
+    ms.confirm(study, top=2, seeds=2)
+    store = optuna.load_study(study_name="c-confirm", storage=searched)
+    by_number = {t.number: t for t in study.trials}
+    for rep in store.trials:
+        config = rep.user_attrs["config"]
+        trial = by_number[rep.user_attrs["confirms"]]
+        assert config["order_seed"] is None and config["order_skip"] == 0
+        assert config["seed"] != trial.user_attrs["config"]["seed"]
