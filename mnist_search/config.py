@@ -18,9 +18,9 @@ __all__ = ["CONFIG_FIELDS", "ConfigError", "IN_FEATURES", "MAX_BATCH", "MAX_DEPT
            "is_num", "mlp_parameters", "parse_hidden"]
 
 DropoutPlacement = Literal["first", "all"]
-Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "nadam"]
 Schedule = Literal["constant", "cosine", "onecycle"]
-OPTIMIZERS: tuple[Optimizer, ...] = ("sgd", "adam", "adamw", "rmsprop")
+OPTIMIZERS: tuple[Optimizer, ...] = ("sgd", "adam", "adamw", "rmsprop", "nadam")
 SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
 IN_FEATURES, N_CLASSES = 28 * 28, 10
 # What fits a machine, refused up front rather than met as an allocator's error mid-run:

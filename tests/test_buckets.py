@@ -56,7 +56,7 @@ def test_padded_units_stay_exactly_zero(synthetic_dir, synth, kind):
     stack = Stack(configs, "cpu", total_steps=2 * 8)
     perm = torch.randperm(len(synth.train), generator=torch.Generator().manual_seed(0))
     stack.run_epoch(synth.train, [perm, perm], 64)
-    states = [stack.flat, stack.buf, *(stack.opt.state.values() if stack.opt else [])]
+    states = [stack.flat, stack.buf, *stack.rule.state.values()]
     for buffer in states:
         views = stack._split(buffer, 2)
         layers = len(stack.shapes)

@@ -63,6 +63,24 @@ def test_graph_replay_equals_the_eager_step(synthetic_dir, monkeypatch, extra, g
     assert len(set(replayed)) == 3  # three different models, not one thrice
 
 
+@pytest.mark.parametrize("optimizer,schedule", [
+    ("sgd", "cosine"), ("sgd", "onecycle"), ("adam", "constant"), ("adam", "cosine"),
+    ("adamw", "onecycle"), ("rmsprop", "cosine"), ("nadam", "constant"), ("nadam", "onecycle"),
+])
+def test_every_rule_and_schedule_replays_as_a_graph_bit_for_bit(synthetic_dir, monkeypatch,
+                                                                 optimizer, schedule):
+    """The numbers a step changes (step count, bias corrections, the schedule's factor) are
+    device tensors the captured step updates itself: a replay is the eager step's bits."""
+    data = load_data(str(synthetic_dir), device="cuda")
+    configs = [cfg(synthetic_dir, seed=s, order_seed=7, optimizer=optimizer, schedule=schedule,
+                   lr=lr, momentum=m, weight_decay=w, dropout=0.2)
+               for s, lr, m, w in ((1, 0.002, 0.0, 0.0), (2, 0.001, 0.5, 0.01))]
+    captured = count_captures(monkeypatch)
+    replayed = digests(train_population(configs, data))
+    assert captured == [1]
+    assert replayed == digests(train_population(configs, data, use_graphs=False))
+
+
 def test_mixed_shapes_side_by_side_equal_their_runs_alone(synthetic_dir, monkeypatch):
     """Groups of different shapes in one CUDA graph (each on its own stream) equal the
     same groups trained one after another, and each member its own re-run."""

@@ -154,3 +154,23 @@ def test_public_api_is_lazy_and_complete():
                                   "load_data", "load_model", "load_results", "load_spec",
                                   "open_study", "report", "rerun_trial", "run_study",
                                   "summary", "train"]
+
+
+TENSOR_MAKERS = {"zeros", "ones", "full", "empty", "tensor", "as_tensor", "arange", "rand",
+                 "randn", "randint", "randperm", "eye", "linspace", "Generator"}
+
+
+def test_every_tensor_made_in_training_names_its_device():
+    """A tensor made without `device=` lands on the CPU: on a GPU that was Adam's state
+    (every such trial failed at its first step). The *_like and new_* forms inherit it."""
+    unnamed = []
+    for name, path in MODULES.items():
+        if not name.startswith("mnist_search.training"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    node.func.attr in TENSOR_MAKERS and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "torch" \
+                    and not any(k.arg == "device" for k in node.keywords):
+                unnamed.append(f"{path.name}:{node.lineno} torch.{node.func.attr}")
+    assert not unnamed, unnamed

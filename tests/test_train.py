@@ -41,7 +41,8 @@ def reference_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, momentum=config.momentum, **kw)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, momentum=config.momentum, **kw)
-    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer](params, **kw)
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+            "nadam": torch.optim.NAdam}[config.optimizer](params, **kw)
 
 
 def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], list[float]]:
@@ -131,6 +132,8 @@ def reference_run(config: TrainConfig, data) -> tuple[nn.Module, list[float], li
     dict(input_dropout=0.2, dropout=0.5, dropout_after="all", max_norm=0.5, momentum=0.9,
          lr=0.1),
     dict(hidden=(64, 32), max_norm=0.3, optimizer="adam", lr=0.01),
+    dict(optimizer="nadam", lr=0.002),  # the rule added through the one interface
+    dict(optimizer="nadam", lr=0.001, weight_decay=0.01, schedule="cosine", momentum=0.5),
 ])
 def test_weights_equal_plain_torch_loop(synthetic_dir, synth, kw):
     config = cfg(synthetic_dir, **kw)
@@ -330,7 +333,8 @@ def test_shared_order_population_survives_dropping_members(synthetic_dir, synth)
 
 
 @pytest.mark.parametrize("optimizer,schedule", [("adam", "cosine"), ("adamw", "onecycle"),
-                                                ("rmsprop", "constant"), ("sgd", "onecycle")])
+                                                ("rmsprop", "constant"), ("sgd", "onecycle"),
+                                                ("nadam", "cosine")])
 def test_optimizer_populations_match_single_runs_and_survive_drops(synthetic_dir, synth,
                                                                    optimizer, schedule):
     """Per-member lr, weight decay and momentum in one stack; a member that diverges drops
@@ -367,3 +371,53 @@ def test_stacked_members_with_input_dropout_and_max_norm_match_single_runs(synth
                [(0, 0.0, 0.0), (1, 0.2, 0.5), (2, 0.4, 0.0), (3, 0.0, 0.3)]]
     together = train_population(configs, synth)
     assert_each_equals_its_own_run(configs, together, synth)
+
+
+def test_every_rule_is_registered_once_under_a_name_a_study_may_give():
+    from mnist_search.config import OPTIMIZERS
+    from mnist_search.training.optim import RULES
+
+    assert sorted(RULES) == sorted(OPTIMIZERS)
+    assert all(RULES[name].name == name for name in RULES)
+
+
+class _Stackish:
+    """What graphable reads of a stack."""
+
+    def __init__(self, device: str, input_dropout: bool = False, use_graphs: bool = True):
+        self.device, self.input_dropout, self.use_graphs = device, input_dropout, use_graphs
+
+
+def test_what_is_graphable():
+    from mnist_search.training.graphs import graphable
+
+    assert graphable(_Stackish("cuda")) and graphable(_Stackish("cuda:1"))
+    assert not graphable(_Stackish("cpu")) and not graphable(_Stackish("mps"))
+    assert not graphable(_Stackish("cuda", input_dropout=True))  # masks drawn in the step
+    assert not graphable(_Stackish("cuda", use_graphs=False))
+
+
+@pytest.mark.parametrize("optimizer,schedule", [("sgd", "constant"), ("sgd", "onecycle"),
+                                                ("adam", "cosine"), ("adamw", "constant"),
+                                                ("rmsprop", "onecycle"), ("nadam", "cosine")])
+def test_a_step_reads_nothing_back_from_the_device(synthetic_dir, synth, optimizer, schedule,
+                                                   monkeypatch):
+    """Every number a step needs is on the device: a tensor's value read on the host
+    inside a step (.item(), bool(), float(), .tolist()) would be a sync, and a frozen
+    value in a CUDA graph. Checked on the CPU by making every such read fail."""
+    from mnist_search.training.engine import Stack
+
+    configs = [cfg(synthetic_dir, optimizer=optimizer, schedule=schedule, momentum=m,
+                   weight_decay=w, lr=0.01, seed=s)
+               for s, m, w in ((0, 0.0, 0.0), (1, 0.9, 0.01))]
+    stack = Stack(configs, "cpu", total_steps=20)
+    x, y = synth.train.x[:64], synth.train.y[:64].expand(2, -1)
+    stack.step(x, y)  # the first step (lazy set-up, if any) may read freely
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("a tensor's value was read on the host inside a step")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    for _ in range(3):
+        stack.step(x, y)

@@ -25,15 +25,17 @@ from ..config import IN_FEATURES, N_CLASSES, TrainConfig
 from ..data import Split
 from .graphs import GraphedGroups, graphable
 from .mlp import build_mlp, linear_layers, sparsity
-from .optim import FlatOptimizer, add_scaled, lr_factor
+from .optim import RULES, lr_factor
 from .pixels import PixelOrder
 
 __all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack"]
 
 # The version of the arithmetic: bumped by any change that moves a trained weight of an
 # existing config, recorded with every trial so `rerun` can say why bits differ.
-# 1: up to 3a5fc6c; 2: the first layer's rows in CPU pixel order (3a5fc6c on).
-NUMERICS = 2
+# 1: up to 3a5fc6c; 2: the first layer's rows in CPU pixel order (3a5fc6c on);
+# 3: Adam, AdamW, RMSprop and every lr schedule computed from device tensors (optim.py;
+# SGD at a constant lr, the notebook's, keeps version 2's bits).
+NUMERICS = 3
 
 EVAL_CHUNK = 10_000
 # From this fused first-layer width on (a CPU stack), the prefix's zero pixels are gathered
@@ -84,9 +86,14 @@ class Stack:
             weights[0] = weights[0].index_select(2, pixels.order)
         biases = [torch.stack([m[j][1] for m in layers]).unsqueeze(1)
                   for j in range(len(self.shapes))]
-        self.opt = None if self.kind == "sgd" else \
-            FlatOptimizer(self.kind, torch.zeros(sum(w.numel() for w in weights + biases),
-                                               device=device))
+        self.rule = RULES[self.kind](torch.zeros(sum(w.numel() for w in weights + biases),
+                                                 device=device))
+        # The updates made so far, on the device: what the bias corrections and the
+        # schedule's factor are computed from inside the step (a CUDA graph replays it).
+        # In float64, as Python's floats were: 1 - 0.999**t in float32 is off by 1e-5 at
+        # t = 1, enough to move Adam's steps on rarely active pixels (MPS has no float64).
+        self.step_t = torch.zeros((), device=device, dtype=torch.float32
+                                  if device.startswith("mps") else torch.float64)
         self._load(weights, biases, [])
         self.drop_gens = [torch.Generator(device=device).manual_seed(c.seed + DROPOUT_SEED_OFFSET)
                           for c in configs]
@@ -100,7 +107,7 @@ class Stack:
         is one matrix for the fused matmul. For SGD `buf` is torch.optim.SGD's momentum
         buffer: the gradient GEMMs accumulate straight into it (C = beta*C + A@B), so the
         momentum update costs no pass of its own; for the other optimizers it holds the
-        gradient, and their state lives in self.opt, laid out like `flat`.
+        gradient, and their state lives in self.rule, laid out like `flat`.
         """
         n = len(self.members)
         self._graph: GraphedGroups | None = None  # captured for this layout; rebuilt with it
@@ -123,6 +130,9 @@ class Stack:
         self.neg_lr = None if self.lr is not None else self._per_member([-c.lr for c in live])
         self.wd = self._value([c.weight_decay for c in live])
         self.momentum_value = self._value([c.momentum for c in live])
+        # decided once per layout, never from a tensor inside a step (a host sync)
+        self.any_decay = any(c.weight_decay for c in live)
+        self.any_momentum = any(c.momentum for c in live)
         self.momentum = _col([c.momentum for c in live], self.device)
         self.l1 = _col([c.l1 for c in live], self.device)
         self.l2 = _col([c.l2 for c in live], self.device)
@@ -183,7 +193,8 @@ class Stack:
             model = build_mlp(config.hidden)
         layers = []
         for (out, inp), lin in zip(self.shapes, linear_layers(model), strict=True):
-            w, b = torch.zeros(out, inp), torch.zeros(out)
+            # on the CPU, as nn.Linear's init drew them; _flatten moves them to the device
+            w, b = torch.zeros(out, inp, device="cpu"), torch.zeros(out, device="cpu")
             w[:lin.out_features, :lin.in_features] = lin.weight.detach()
             b[:lin.out_features] = lin.bias.detach()
             layers.append((w, b))
@@ -347,21 +358,22 @@ class Stack:
             w.mul_(torch.where(norm > self.max_norm, self.max_norm / (norm + 1e-7), 1.0))
 
     def _update(self) -> None:
-        """The optimizer step at this step's lr (the schedule's factor times each lr)."""
-        factor = 1.0 if self.schedule == "constant" else \
-            lr_factor(self.schedule, self.steps, self.total_steps)
-        self.steps += 1
-        if self.opt is not None:
-            lr = self.lr * factor if self.lr is not None else -factor * self.neg_lr_tensor()
-            self.opt.step(self.flat, self.buf, lr, self.wd, self.momentum_value)
-            return
-        if isinstance(self.wd, torch.Tensor) or self.wd:  # SGD: d_p = grad + wd * p
-            add_scaled(self.buf, self.flat, self.wd)
-        if self.lr is not None:
-            self.flat.add_(self.buf, alpha=-self.lr * factor)
+        """The rule's update at this step's lr (the schedule's factor times each lr), every
+        changing number computed on the device from step_t."""
+        neg_lr: float | torch.Tensor
+        if self.schedule == "constant":
+            neg_lr = -self.lr if self.lr is not None else self.neg_lr_tensor()
         else:
-            neg_lr = self.neg_lr_tensor()
-            self.flat.addcmul_(self.buf, neg_lr if factor == 1.0 else neg_lr * factor)
+            factor = lr_factor(self.schedule, self.step_t, self.total_steps)
+            neg_lr = factor * -self.lr if self.lr is not None else self.neg_lr_tensor() * factor
+        self.step_t.add_(1)
+        self.steps += 1
+        self.rule.update(self.flat, self.buf, neg_lr, self.wd, self.momentum_value, self.step_t,
+                         decay=self.any_decay, with_momentum=self.any_momentum)
+
+    def mutable(self) -> list[torch.Tensor]:
+        """Every tensor a step changes, for a CUDA graph's warm-up to put back."""
+        return [self.flat, self.buf, self.step_t, *self.rule.tensors()]
 
     def neg_lr_tensor(self) -> torch.Tensor:
         assert self.neg_lr is not None  # set whenever members' lrs differ
@@ -374,7 +386,7 @@ class Stack:
         member's block is scaled by its own momentum first and the GEMMs add with beta 1.
         Other optimizers than SGD want the bare gradient: beta 0.
         """
-        if self.opt is not None:
+        if self.rule.gradient_in_buffer:
             return 0.0
         if self.beta is not None:
             return self.beta
@@ -487,11 +499,10 @@ class Stack:
         weights = [w.index_select(0, idx) for w in self.W]
         biases = [b.index_select(0, idx) for b in self.b]
         bufs = [v.index_select(0, idx) for v in self.vW + self.vb]
-        if self.opt is not None:  # the optimizer's state follows the members who stay
-            n, layers = len(self.members), len(self.shapes)
-            for name, state in self.opt.state.items():
-                kept = [v.index_select(0, idx) for v in self._split(state, n)]
-                self.opt.state[name] = self._flatten(kept[:layers], kept[layers:])
+        n, layers = len(self.members), len(self.shapes)
+        for name, state in self.rule.state.items():  # it follows the members who stay
+            kept = [v.index_select(0, idx) for v in self._split(state, n)]
+            self.rule.state[name] = self._flatten(kept[:layers], kept[layers:])
         self.members = [self.members[pos] for pos in keep]
         self._load(weights, biases, bufs)
 

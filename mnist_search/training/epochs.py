@@ -111,7 +111,7 @@ def pixel_order(data: Data, device: str, batch_size: int) -> PixelOrder | None:
 
 def order_stream(seed: int, skip: int, n: int) -> torch.Generator:
     """The batch-order generator of `seed`, past its first `skip` epochs."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)  # orders: the CPU's stream
     for _ in range(skip):
         epoch_order(n, gen)
     return gen

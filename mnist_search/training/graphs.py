@@ -6,15 +6,16 @@ H100, with bit-identical weights). The captured step gathers its batch from a st
 buffer, and reads dropout masks from static buffers that each member's own generator fills
 before every replay, exactly as the eager step draws them, so replaying changes no number.
 
-Only the steps whose every value is fixed at capture are graphed: SGD with a constant lr
-(max-norm included; input dropout not).
-Adam's bias correction and the lr schedules change from step to step as Python floats.
+Every rule and every schedule is graphed (max-norm included): the numbers that change from
+step to step (the step count, bias corrections, the schedule's factor) are device tensors
+the captured step updates itself (optim.py). Input dropout is not: its masks are drawn
+inside the step, where a replay would freeze them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -24,7 +25,6 @@ class Stack(Protocol):
     """What a graph needs of engine.Stack (which imports this module)."""
 
     device: str
-    opt: Any
     input_dropout: bool
     use_graphs: bool
 
@@ -39,6 +39,8 @@ class Stack(Protocol):
 
     def masked_layers(self) -> list[bool]: ...
 
+    def mutable(self) -> list[torch.Tensor]: ...
+
     def draw_masks(self, batch: int) -> list[torch.Tensor | None]: ...
 
     def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,
@@ -46,10 +48,9 @@ class Stack(Protocol):
 
 
 def graphable(stack: Stack) -> bool:
-    """SGD at a constant lr on a GPU, without input dropout (whose [P, B, 784] masks are
+    """On a GPU, any rule and schedule, without input dropout (whose [P, B, 784] masks are
     drawn inside the step, where a replay would freeze them)."""
-    return stack.use_graphs and stack.device.startswith("cuda") and stack.opt is None \
-        and stack.schedule == "constant" and not stack.input_dropout
+    return stack.use_graphs and stack.device.startswith("cuda") and not stack.input_dropout
 
 
 class GraphedGroups:
@@ -89,7 +90,9 @@ class GraphedGroups:
             for stream in streams:
                 here.wait_stream(stream)
 
-        saved = [(s.flat.clone(), s.buf.clone(), s.steps) for s in self.stacks]
+        # the warm-up steps change weights, buffers, step counts and optimizer state: all
+        # are put back, so the graph's first replay is the run's next step
+        saved = [([t.clone() for t in s.mutable()], s.steps) for s in self.stacks]
         side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -99,9 +102,9 @@ class GraphedGroups:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             body()
-        for s, (flat, buf, steps) in zip(self.stacks, saved, strict=True):
-            s.flat.copy_(flat)
-            s.buf.copy_(buf)
+        for s, (tensors, steps) in zip(self.stacks, saved, strict=True):
+            for live, before in zip(s.mutable(), tensors, strict=True):
+                live.copy_(before)
             s.steps = steps
 
     def start_epoch(self) -> None:

@@ -59,7 +59,8 @@ class PixelOrder:
     def pays(self, batch_size: int) -> bool:
         """Whether batches of this size leave out at least MIN_SAVING of the rows on average
         (on data without blank margins they leave out none, and reordering buys nothing)."""
-        shuffled = torch.randperm(len(self.extent), generator=torch.Generator().manual_seed(0))
+        shuffled = torch.randperm(len(self.extent), device="cpu",
+                                  generator=torch.Generator(device="cpu").manual_seed(0))
         rows = self.prefixes(shuffled, batch_size)
         return sum(rows) / len(rows) <= (1 - MIN_SAVING) * len(self.order)
 

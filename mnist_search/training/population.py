@@ -115,7 +115,8 @@ class Population(Generic[K]):
         # On a GPU: groups side by side in one graph, and steps replayed as CUDA graphs (the
         # benchmarks switch these off to time groups one after another, or eager steps).
         self.concurrent, self.use_graphs = concurrent, use_graphs
-        self.gen = None if order_seed is None else torch.Generator().manual_seed(order_seed)
+        self.gen = None if order_seed is None else \
+            torch.Generator(device="cpu").manual_seed(order_seed)  # orders: the CPU's stream
         self.epoch = 0  # epochs of the order drawn so far
         self.groups: list[_Group[K]] = []
         self.data_key: tuple[object, ...] | None = None
