@@ -20,6 +20,7 @@ __all__ = ["CONFIG_FIELDS", "ConfigError", "IN_FEATURES", "MAX_BATCH", "MAX_DEPT
 DropoutPlacement = Literal["first", "all"]
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "nadam"]
 Schedule = Literal["constant", "cosine", "onecycle"]
+MatmulPrecision = Literal["highest", "tf32"]
 OPTIMIZERS: tuple[Optimizer, ...] = ("sgd", "adam", "adamw", "rmsprop", "nadam")
 SCHEDULES: tuple[Schedule, ...] = ("constant", "cosine", "onecycle")
 IN_FEATURES, N_CLASSES = 28 * 28, 10
@@ -90,6 +91,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                                 and all(is_int(w) and 1 <= w <= MAX_WIDTH for w in v)),
         "none, or a list of layer widths as long as hidden, each at least its width",
     ),
+    "matmul_precision": (lambda v: v in ("highest", "tf32"),
+                         "'highest' (full fp32) or 'tf32' (CUDA tensor cores)"),
 }
 
 
@@ -137,6 +140,9 @@ class TrainConfig:
     # The model is still `hidden`; the padding changes only the summation shapes, so a
     # re-run trains in the same bucket to be bit for bit.
     pad_hidden: tuple[int, ...] | None = None
+    # "tf32": float32 matrix multiplies on TF32 tensor cores (CUDA only; about 10 mantissa
+    # bits per product, so weights move). "highest": full fp32, the default.
+    matmul_precision: MatmulPrecision = "highest"
 
     def __post_init__(self) -> None:
         for name in ("hidden", "pad_hidden"):  # study files and JSON give lists
@@ -192,7 +198,7 @@ CONFIG_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 # What members of one stack must share; everything else (lr, momentum, dropout rate,
 # penalties, seed) can differ per member.
 STACK_FIELDS = ("hidden", "batch_size", "epochs", "device", "dataset", "val_size", "normalize",
-                "dropout_after", "penalty_layer", "optimizer", "schedule")
+                "dropout_after", "penalty_layer", "optimizer", "schedule", "matmul_precision")
 
 
 def mlp_parameters(hidden: Sequence[int]) -> int:

@@ -44,7 +44,7 @@ PENALTIES = ("none", "l1", "l2")
 # Fields a study may not search: they say where/how a run happens, or identify it.
 # What a trial records about how it trained (its order, its bucket) is not searched either.
 NOT_SEARCHABLE = ("seed", "device", "dataset", "val_size", "normalize", "order_seed",
-                  "order_skip", "pad_hidden")
+                  "order_skip", "pad_hidden", "matmul_precision")
 DERIVED = (DEPTH, WIDTH, PENALTY, PENALTY_LAMBDA)  # search keys that are not config fields
 SEARCH_KEYS = tuple(f for f in CONFIG_FIELDS if f not in NOT_SEARCHABLE) + DERIVED
 INT_KEYS = (DEPTH, WIDTH, "batch_size", "epochs", "penalty_layer")

@@ -421,3 +421,17 @@ def test_a_step_reads_nothing_back_from_the_device(synthetic_dir, synth, optimiz
         monkeypatch.setattr(torch.Tensor, name, refuse)
     for _ in range(3):
         stack.step(x, y)
+
+
+def test_tf32_is_a_recorded_stack_key_and_the_backend_setting_is_restored(synthetic_dir):
+    from mnist_search.training.engine import matmul_precision
+
+    tf32 = cfg(synthetic_dir, matmul_precision="tf32")
+    assert tf32.to_dict()["matmul_precision"] == "tf32"
+    assert TrainConfig(**tf32.to_dict()) == tf32  # what rerun trains again
+    assert tf32.stack_key() != cfg(synthetic_dir).stack_key()
+    assert cfg(synthetic_dir).matmul_precision == "highest"  # off by default
+    before = torch.backends.cuda.matmul.allow_tf32
+    with matmul_precision(not before):
+        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
+    assert torch.backends.cuda.matmul.allow_tf32 is before

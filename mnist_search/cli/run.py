@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..spec import MAX_REPLICATES, MAX_TRIALS
+from ..spec import MAX_REPLICATES, MAX_TRIALS, StudySpec, load_spec
 from .common import (
     INCOMPLETE,
     INTERRUPTED,
@@ -64,12 +64,15 @@ log = logging.getLogger("mnist_search")
                    "older than 3x this is a dead worker's: it is failed and re-run. 0 = off: "
                    "such trials cannot be told from slow ones, so a run neither waits for "
                    "nor takes them over (see reap --older-than).")
+@click.option("--tf32", is_flag=True,
+              help="float32 matmuls on TF32 tensor cores (CUDA): the file's "
+                   "matmul_precision = 'tf32', recorded with each trial and honoured by rerun.")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
             population: int, proposals: int | None, mix: bool | None, warm_start: str | None,
             replicates: int | None, force: bool, artifacts: Path | None,
-            keep_models: int | None, heartbeat: int | None) -> None:
+            keep_models: int | None, heartbeat: int | None, tf32: bool) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
 
     Trials left RUNNING by workers elsewhere are waited for; those whose heartbeat goes stale
@@ -87,10 +90,13 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
+    study: Path | StudySpec = study_file
+    if tf32:
+        study = load_spec(study_file).with_fixed(matmul_precision="tf32")
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, raise_interrupt)  # a closed terminal: the same clean stop
     try:
-        summary = run_study(study_file, trials=trials, workers=workers, timeout=timeout,
+        summary = run_study(study, trials=trials, workers=workers, timeout=timeout,
                             storage=url, device=device, seed=seed, force=force,
                             progress=False if quiet() else None, heartbeat=heartbeat,
                             replicates=replicates, population=population, mixed=mix,

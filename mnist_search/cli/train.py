@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ..config import OPTIMIZERS
 from .common import friendly
 from .data import dataset_option
 
@@ -39,8 +40,8 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
 @click.option("--lr", type=float, default=0.01, show_default=True)
 @click.option("--momentum", type=float, default=0.0, show_default=True,
               help="SGD's and RMSprop's momentum (Adam and AdamW use betas 0.9, 0.999).")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]),
-              default="sgd", show_default=True)
+@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="sgd",
+              show_default=True)
 @click.option("--weight-decay", type=float, default=0.0, show_default=True,
               help="torch.optim's weight decay (decoupled for adamw).")
 @click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),
@@ -55,13 +56,15 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
               help="Images held out of train for validation.")
 @click.option("--normalize", is_flag=True,
               help="Normalize pixels with MNIST's mean and std (the notebook does not).")
+@click.option("--tf32", is_flag=True,
+              help="float32 matmuls on TF32 tensor cores (CUDA; recorded as matmul_precision).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @friendly
-def train_cmd(as_json: bool, **options: Any) -> None:
+def train_cmd(as_json: bool, tf32: bool, **options: Any) -> None:
     """Train one MLP (defaults: the notebook's baseline) and print its result."""
     from ..config import TrainConfig
 
-    config = TrainConfig(**options)
+    config = TrainConfig(**options, matmul_precision="tf32" if tf32 else "highest")
     from ..training.train import EpochReport, resolve_device, train
 
     resolve_device(config.device)

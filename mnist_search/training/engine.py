@@ -14,10 +14,11 @@ first), so each batch uses only the prefix of rows up to its last nonzero pixel.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -28,7 +29,8 @@ from .mlp import build_mlp, linear_layers, sparsity
 from .optim import RULES, lr_factor
 from .pixels import PixelOrder
 
-__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack"]
+__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack",
+           "matmul_precision"]
 
 # The version of the arithmetic: bumped by any change that moves a trained weight of an
 # existing config, recorded with every trial so `rerun` can say why bits differ.
@@ -44,6 +46,18 @@ EVAL_CHUNK = 10_000
 GATHER_MIN_UNITS = 1024
 _LAYOUTS = itertools.count()
 DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
+
+
+@contextlib.contextmanager
+def matmul_precision(tf32: bool) -> Iterator[None]:
+    """float32 matmuls on TF32 tensor cores inside the block when `tf32` (CUDA only: a CPU
+    matmul is full fp32 either way); the process's setting as it was after it."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _col(values: Sequence[float], device: str) -> torch.Tensor:
@@ -70,6 +84,7 @@ class Stack:
         # Shared by all members (TrainConfig.stack_key): the optimizer and the lr schedule,
         # over total_steps batches; steps counts the updates made so far.
         self.kind, self.schedule = c0.optimizer, c0.schedule
+        self.tf32 = c0.matmul_precision == "tf32"  # a stack key field: one for all members
         self.total_steps, self.steps = total_steps, 0
         if self.schedule != "constant" and total_steps < 1:
             raise ValueError(f"schedule {self.schedule!r} needs the run's total_steps")
@@ -208,6 +223,12 @@ class Stack:
         `perms` holds one order per original member; if the live members share one order
         object, batches are gathered once and the fused first layer is used.
         """
+        with matmul_precision(self.tf32):
+            return self._run_epoch(split, perms, batch_size, between_batches)
+
+    def _run_epoch(self, split: Split, perms: list[torch.Tensor], batch_size: int,
+                   between_batches: Callable[[], None] | None,
+                   ) -> tuple[list[float], list[float]]:
         live = [perms[m] for m in self.members]
         shared = all(p is live[0] for p in live)
         order = (live[0] if shared else torch.stack(live)).to(self.device)
@@ -448,6 +469,10 @@ class Stack:
     @torch.inference_mode()
     def accuracy(self, split: Split) -> list[float]:
         """Percent correct per member, in chunks; the first layer is one mm for all members."""
+        with matmul_precision(self.tf32):
+            return self._accuracy(split)
+
+    def _accuracy(self, split: Split) -> list[float]:
         correct = torch.zeros(len(self.members), device=self.device)
         w0t = self.W0t if self.pixels is None else self.W0t.index_select(0, self.pixels.inverse)
         for i in range(0, len(split), EVAL_CHUNK):

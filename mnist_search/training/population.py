@@ -30,7 +30,7 @@ import torch
 from ..config import TrainConfig
 from ..data import Data, epoch_order
 from ..errors import NonFiniteLossError, is_out_of_memory
-from .engine import Stack
+from .engine import Stack, matmul_precision
 from .epochs import (
     EpochReport,
     OutOfTime,
@@ -73,8 +73,10 @@ def buckets(configs: Sequence[TrainConfig], step: int = BUCKET_STEP) -> list[Tra
 
 
 def data_key(config: TrainConfig) -> tuple[object, ...]:
-    """What members of one population share: batch size, data and device."""
-    return (config.batch_size, config.dataset, config.val_size, config.normalize, config.device)
+    """What members of one population share: batch size, data, device and matmul precision
+    (side by side, its groups run in one CUDA graph, under one precision)."""
+    return (config.batch_size, config.dataset, config.val_size, config.normalize, config.device,
+            config.matmul_precision)
 
 
 @dataclass
@@ -231,6 +233,12 @@ class Population(Generic[K]):
                           ) -> list[tuple[list[float], list[float]]]:
         """One epoch of every group through GraphedGroups; (loss sums, last losses) each."""
         stacks = [g.stack for g in self.groups]
+        with matmul_precision(stacks[0].tf32):  # one graph: one precision (a stack key)
+            return self._graph_epoch(stacks, perm, between_batches)
+
+    def _graph_epoch(self, stacks: list[Stack], perm: torch.Tensor,
+                     between_batches: Callable[[], None] | None
+                     ) -> list[tuple[list[float], list[float]]]:
         batch = self.groups[0].configs[0].batch_size
         train = self.data.train
         key = tuple((id(s), s.layout) for s in stacks)
