@@ -100,3 +100,19 @@ def test_workers_find_a_package_put_on_sys_path_by_hand(tmp_path, synthetic_dir)
     proc = subprocess.run([str(venv / "bin" / "python"), "-c", script], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.strip() == "complete", proc.stdout + proc.stderr
+
+
+def test_run_tf32_is_recorded_with_every_trial(tmp_path, synthetic_dir):
+    from click.testing import CliRunner
+
+    from mnist_search.cli import cli
+
+    path = tmp_path / "cell.toml"
+    path.write_text(text(synthetic_dir))
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    res = CliRunner().invoke(cli, ["-q", "run", str(path), "--storage", url, "--tf32"],
+                             obj={})
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="cell", storage=url).trials
+    assert trials and all(t.user_attrs["config"]["matmul_precision"] == "tf32"
+                          for t in trials)
