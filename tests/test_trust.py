@@ -327,3 +327,53 @@ def test_every_fail_reason_is_one_vocabulary_and_documented():
     page = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text()
     for reason in {*cases.values(), "stale", *DETERMINISTIC_FAILURES}:
         assert f"`{reason}`" in page, reason
+
+
+# --- data files: what a run trains on is what was verified -------------------------------
+
+def _copy_data(synthetic_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    from mnist_search.data import FILES
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in FILES:
+        shutil.copy(synthetic_dir / f, data / f)
+    return data
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_caught(synthetic_dir, tmp_path):
+    from mnist_search.data import clear_cache, load_data
+    from mnist_search.errors import DataError
+
+    data = _copy_data(synthetic_dir, tmp_path)
+    load_data(str(data))  # verified, and its digests cached by (size, mtime)
+    clear_cache()
+    target = data / "train-images-idx3-ubyte"
+    st = target.stat()
+    blob = bytearray(target.read_bytes())
+    blob[5000] ^= 0xFF  # one pixel
+    target.write_bytes(bytes(blob))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DataError) as err:
+        load_data(str(data))
+    assert "content changed since it was verified" in str(err.value)
+    clear_cache()
+
+
+@pytest.mark.parametrize("damage", ["zero items", "symlink loop"])
+def test_empty_or_looping_data_files_are_one_line(synthetic_dir, tmp_path, damage):
+    import struct
+
+    data = _copy_data(synthetic_dir, tmp_path)
+    labels = data / "t10k-labels-idx1-ubyte"
+    if damage == "zero items":
+        labels.write_bytes(struct.pack(">II", 2049, 0))
+    else:
+        labels.unlink()
+        os.symlink(labels, labels)  # points at itself
+    res = run("train", "--dataset", str(data), "--epochs", "1", "--device", "cpu")
+    assert res.exit_code != 0 and "internal error" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and str(labels) in res.stderr
+    assert ("holds no items" if damage == "zero items" else "symbolic links") in res.stderr

@@ -111,9 +111,18 @@ def refetch_hint(dataset: str) -> str:
 
 def check_header(path: Path, dataset: str, expected_count: int | None) -> int:
     """Check magic, count and size of one IDX file; return its item count."""
+    try:
+        return _check_header(path, dataset, expected_count)
+    except OSError as exc:  # a symlink loop, a permission, a folder where a file should be
+        raise DataError(f"{path}: {exc.strerror or exc}; {refetch_hint(dataset)}") from None
+
+
+def _check_header(path: Path, dataset: str, expected_count: int | None) -> int:
     name = path.name
     images = "images" in name
     if not path.is_file():
+        if path.is_symlink() and not path.exists():
+            path.stat()  # a dangling link or a loop: its own error (OSError), not "missing"
         raise DataError(f"{path}: file is missing; {refetch_hint(dataset)}")
     size = path.stat().st_size
     header_len = 16 if images else 8
@@ -123,6 +132,9 @@ def check_header(path: Path, dataset: str, expected_count: int | None) -> int:
         raise DataError(f"{path}: {size} bytes is too short for an IDX header; "
                         f"{refetch_hint(dataset)}")
     magic, count = struct.unpack(">II", header[:8])
+    if count == 0:
+        raise DataError(f"{path}: holds no items (its header says 0); "
+                        f"{refetch_hint(dataset)}")
     want_magic = IMAGE_MAGIC if images else LABEL_MAGIC
     if magic != want_magic:
         raise DataError(f"{path}: IDX magic is {magic}, expected {want_magic}; "

@@ -7,6 +7,7 @@ transforms.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,10 +33,17 @@ if TYPE_CHECKING:
 __all__ = ["Data", "RawData", "Split", "clear_cache", "epoch_order", "load_data", "load_raw"]
 
 
-def _read_idx_u8(path: Path, header_len: int) -> torch.Tensor:
+def _read_idx_u8(path: Path, header_len: int, digest: str, dataset: str) -> torch.Tensor:
+    """The file's items, after checking that the bytes read are the ones verified: the
+    checksum cache trusts a file whose size and mtime are unchanged, and an edit that kept
+    both would otherwise train (and record the pinned digest) silently."""
     import torch
 
     raw = path.read_bytes()
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise DataError(f"{path}: its content changed since it was verified (SHA-256 "
+                        f"{hashlib.sha256(raw).hexdigest()[:16]}..., verified "
+                        f"{digest[:16]}...); {refetch_hint(dataset)}")
     return torch.frombuffer(bytearray(raw[header_len:]), dtype=torch.uint8)
 
 
@@ -56,7 +64,7 @@ _RAW: dict[tuple[str, str], RawData] = {}  # per process: read once
 def load_raw(dataset: str = "mnist", root: Path | str | None = None) -> RawData:
     """Verify, then read the four files once per process (cached)."""
     directory = raw_dir(dataset, root)
-    key = (dataset, str(directory.resolve()))
+    key = (dataset, os.path.realpath(directory))  # (realpath: no error on a symlink loop)
     if key in _RAW:
         return _RAW[key]
     if not is_custom(dataset):
@@ -66,8 +74,9 @@ def load_raw(dataset: str = "mnist", root: Path | str | None = None) -> RawData:
     digests = verify(dataset, directory=directory)
     parts: list[torch.Tensor] = []
     for split in ("train", "t10k"):
-        x = _read_idx_u8(directory / f"{split}-images-idx3-ubyte", 16).view(-1, ROWS * COLS)
-        y = _read_idx_u8(directory / f"{split}-labels-idx1-ubyte", 8).long()
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        x = _read_idx_u8(directory / images, 16, digests[images], dataset).view(-1, ROWS * COLS)
+        y = _read_idx_u8(directory / labels, 8, digests[labels], dataset).long()
         if y.numel() and int(y.max()) >= N_CLASSES:
             raise DataError(f"{directory / f'{split}-labels-idx1-ubyte'}: label {int(y.max())} "
                             f"outside 0..{N_CLASSES - 1}; {refetch_hint(dataset)}")
