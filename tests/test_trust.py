@@ -377,3 +377,24 @@ def test_empty_or_looping_data_files_are_one_line(synthetic_dir, tmp_path, damag
     assert res.exit_code != 0 and "internal error" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and str(labels) in res.stderr
     assert ("holds no items" if damage == "zero items" else "symbolic links") in res.stderr
+
+
+def test_confirm_of_an_unreadable_stored_config_writes_nothing(small_db, tmp_path):
+    import sqlite3
+
+    db = tmp_path / "copy.db"
+    src, dst = sqlite3.connect(small_db[len("sqlite:///"):]), sqlite3.connect(db)
+    src.backup(dst)  # (a WAL database: copying the file alone may miss its last commits)
+    src.close()
+    dst.close()
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="t", storage=url)
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND "
+                "key = 'config'", (json.dumps({"hidden": [16], "lr": -1.0}), best._trial_id))
+    con.commit()
+    con.close()
+    res = run("confirm", "t", "--storage", url)
+    assert res.exit_code == 2 and "stored config cannot be trained again" in res.stderr
+    assert "t-confirm" not in optuna.get_all_study_names(storage=url)

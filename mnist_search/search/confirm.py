@@ -110,12 +110,10 @@ def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | 
 
     picked = _winners(study, top)
     names = list(study.user_attrs.get("objectives") or [study.user_attrs.get("objective")])
+    configs = [_stored_config(t, device) for t in picked]  # all readable before any write
     store = _confirm_study(study)
     confirmed = []
-    for trial in picked:
-        config = TrainConfig(**trial.user_attrs["config"])
-        if device is not None:
-            config = dataclasses.replace(config, device=device)
+    for trial, config in zip(picked, configs, strict=True):
         data = load_for(config, resolve_device(config.device))
         values = _replicates(store, trial, config, seeds, names, data)
         confirmed.append(Confirmed(trial.number, float(trial.values[0]), tuple(values),
@@ -123,6 +121,16 @@ def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | 
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     return ConfirmReport(study.study_name, seeds, str(names[0]), maximize, tuple(confirmed),
                          verdict(confirmed, maximize))
+
+
+def _stored_config(trial: FrozenTrial, device: str | None) -> TrainConfig:
+    """The config a trial recorded, as it trains again (on `device`, if given)."""
+    try:
+        config = TrainConfig(**trial.user_attrs["config"])
+    except (TypeError, ValueError) as exc:  # a tampered or foreign database
+        raise UsageError(f"trial {trial.number}'s stored config cannot be trained again "
+                         f"({' '.join(str(exc).split())[:200]}); nothing was written") from None
+    return config if device is None else dataclasses.replace(config, device=device)
 
 
 def _winners(study: optuna.Study, top: int) -> list[FrozenTrial]:
