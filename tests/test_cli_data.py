@@ -111,3 +111,24 @@ def test_help_never_imports_torch_or_optuna():
 def test_every_command_has_help(command):
     res = run(command, "--help")
     assert res.exit_code == 0 and "Usage:" in res.stdout and len(res.stdout) > 100
+
+
+def test_train_has_an_option_for_every_config_field(synthetic_dir):
+    """The options are made from TrainConfig: a field added there is an option here, and the
+    best-mlp reference's regularizers can be given."""
+    import dataclasses
+
+    from mnist_search.cli.train import train_cmd
+    from mnist_search.config import TrainConfig
+
+    options = {p.name for p in train_cmd.params}
+    internal = {"order_seed", "order_skip", "pad_hidden", "matmul_precision"}  # --tf32 sets it
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - internal
+    assert fields <= options, fields - options
+    res = CliRunner().invoke(cli, ["train", "--dataset", str(synthetic_dir), "--epochs", "1",
+                                   "--device", "cpu", "--input-dropout", "0.2", "--max-norm",
+                                   "3.5", "--optimizer", "nadam", "--json"], obj={})
+    assert res.exit_code == 0, res.output
+    config = json.loads(res.stdout)["config"]
+    assert config["input_dropout"] == 0.2 and config["max_norm"] == 3.5
+    assert config["optimizer"] == "nadam"

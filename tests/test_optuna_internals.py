@@ -89,3 +89,6 @@ def test_the_private_names_this_package_uses_exist():
         assert hasattr(models, model)
     assert callable(models.TrialHeartbeatModel.where_trial_id)
     assert callable(_note.note_ver_key) and callable(_note.split_body)
+    from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
+
+    assert isinstance(DEFAULT_STUDY_NAME_PREFIX, str)

@@ -337,3 +337,12 @@ def test_a_study_created_by_a_lost_commit_is_that_study(storage, monkeypatch):
     flaky(monkeypatch, "create_new_study", failures=1, after=True)
     sid = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], "lost")
     assert sid == RDBStorage.get_study_id_from_name(storage, "lost")
+
+
+def test_a_nameless_study_created_by_a_lost_commit_is_created_once(storage, monkeypatch):
+    """Found by Optuna's own storage tests with faults after the commit: the retry of a
+    create without a name used to make a second study under a new generated name."""
+    storage.get_all_studies()
+    flaky(monkeypatch, "create_new_study", failures=1, after=True)
+    sid = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE])
+    assert [s._study_id for s in RDBStorage.get_all_studies(storage)] == [sid]

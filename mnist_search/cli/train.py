@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import typing
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from ..config import OPTIMIZERS
+from ..config import RULES, TrainConfig
 from .common import friendly
 from .data import dataset_option
 
@@ -27,35 +30,45 @@ def _parse_hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> t
     return widths
 
 
+# Set by other options (--tf32, --dataset) or by a population only, never by hand here.
+_NOT_OPTIONS = ("hidden", "dataset", "matmul_precision", "order_seed", "order_skip",
+                "pad_hidden")
+# A few fields say more than their rule does.
+_HELP = {
+    "momentum": "SGD's and RMSprop's momentum (the Adam family uses betas 0.9, 0.999).",
+    "weight_decay": "torch.optim's weight decay (decoupled for adamw).",
+    "schedule": "Learning-rate schedule, stepped once per batch.",
+    "penalty_layer": "1-based Linear layer the L1/L2 penalty applies to (2 = fc2).",
+    "val_size": "Images held out of train for validation.",
+    "normalize": "Normalize pixels with MNIST's mean and std (the notebook does not).",
+    "input_dropout": "Dropout on the 784 input pixels.",
+    "max_norm": "Rescale each hidden unit's incoming weights to at most this L2 norm (0: none).",
+}
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per TrainConfig field, its default and choices read from the dataclass
+    and its help from the field's rule, so the command and the config cannot drift."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        if f.name in _NOT_OPTIONS:
+            continue
+        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+        help_text = _HELP.get(f.name, RULES[f.name][1][:1].upper() + RULES[f.name][1][1:] + ".")
+        if kind is bool:
+            command = click.option(flag, is_flag=True, help=help_text)(command)
+            continue
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else ()
+        command = click.option(flag, type=click.Choice(list(choices)) if choices else kind,
+                               default=f.default, show_default=True, help=help_text)(command)
+    return command
+
+
 @click.command("train")
 @click.option("--hidden", default="128,64", show_default=True, callback=_parse_hidden,
               help="Hidden layer widths.")
-@click.option("--dropout", type=float, default=0.0, show_default=True)
-@click.option("--dropout-after", type=click.Choice(["first", "all"]), default="first",
-              show_default=True)
-@click.option("--l1", type=float, default=0.0, show_default=True, help="L1 lambda.")
-@click.option("--l2", type=float, default=0.0, show_default=True, help="L2 lambda.")
-@click.option("--penalty-layer", type=int, default=2, show_default=True,
-              help="1-based Linear layer the penalty applies to (2 = fc2).")
-@click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--momentum", type=float, default=0.0, show_default=True,
-              help="SGD's and RMSprop's momentum (Adam and AdamW use betas 0.9, 0.999).")
-@click.option("--optimizer", type=click.Choice(list(OPTIMIZERS)), default="sgd",
-              show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True,
-              help="torch.optim's weight decay (decoupled for adamw).")
-@click.option("--schedule", type=click.Choice(["constant", "cosine", "onecycle"]),
-              default="constant", show_default=True,
-              help="Learning-rate schedule, stepped once per batch.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N, mps.")
+@config_options
 @dataset_option
-@click.option("--val-size", type=int, default=0, show_default=True,
-              help="Images held out of train for validation.")
-@click.option("--normalize", is_flag=True,
-              help="Normalize pixels with MNIST's mean and std (the notebook does not).")
 @click.option("--tf32", is_flag=True,
               help="float32 matmuls on TF32 tensor cores (CUDA; recorded as matmul_precision).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

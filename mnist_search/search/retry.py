@@ -31,11 +31,13 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
+from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 from optuna.trial import TrialState
 
 from ..errors import StorageError
@@ -213,6 +215,11 @@ class RetryingRDBStorage(RDBStorage):
 
     def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
                          ) -> int:
+        if study_name is None:
+            # Named here, as Optuna would name it, so that a retry after a lost commit meets
+            # the study that commit created (DuplicatedStudyError) instead of a second one.
+            study_name = DEFAULT_STUDY_NAME_PREFIX + str(uuid.uuid4())
+
         def settled(exc: BaseException) -> tuple[bool, Any]:
             if isinstance(exc, DuplicatedStudyError) and study_name is not None:
                 return True, self.get_study_id_from_name(study_name)
