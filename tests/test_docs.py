@@ -63,8 +63,9 @@ def test_the_example_study_file_on_the_page_is_valid(tmp_path):
 @pytest.mark.slow
 def test_the_site_builds_strictly(tmp_path):
     mkdocs = Path(sys.executable).with_name("mkdocs")
-    if not mkdocs.exists():
-        pytest.fail("mkdocs is not installed: pip install -e '.[docs]'")
+    if not mkdocs.exists():  # CI installs the docs extra: there a missing mkdocs is a fault
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "mkdocs is not installed: pip install -e '.[docs]'")
     res = subprocess.run([str(mkdocs), "build", "--strict", "--site-dir",
                           str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
                          timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})

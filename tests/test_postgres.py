@@ -7,6 +7,7 @@ root, this file starts one itself; elsewhere it skips, saying why. In CI it must
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
-from test_concurrency import FAST
+from test_concurrency import FAST, free_port
 from test_crash import SLOW_STUDY, TAKEOVER_STUDY, sigkill_scenario, takeover_scenario
 
 from helpers import start_run, trials, wait_for, write_study
@@ -32,6 +33,9 @@ def model_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_SEARCH_ARTIFACTS", str(tmp_path / "models"))
 
 
+SERVER_ENV: dict[str, str] = {}  # .ci/postgres.sh's settings for the server in use
+
+
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     url = os.environ.get("MNIST_SEARCH_TEST_PG")
@@ -41,12 +45,20 @@ def pg_url() -> Iterator[str]:
     why = "MNIST_SEARCH_TEST_PG is not set"
     script = str(REPO / ".ci" / "postgres.sh")
     if os.geteuid() == 0:
-        proc = subprocess.run(["bash", script], capture_output=True, text=True)
+        # a server of this module's own (its folder and port), never the shared one at
+        # .ci/postgres.sh's default place, which someone else may be using
+        env = {**os.environ, "MNIST_SEARCH_PG_DIR": f"/tmp/mnist-search-pg-{uuid.uuid4().hex}",
+               "MNIST_SEARCH_PG_PORT": str(free_port())}
+        proc = subprocess.run(["bash", script], capture_output=True, text=True, env=env)
         if proc.returncode == 0:
+            SERVER_ENV.update(env)
             try:
                 yield proc.stdout.strip().splitlines()[-1]
             finally:  # the server this module started stops with it
-                subprocess.run(["bash", script, "stop"], capture_output=True, check=True)
+                subprocess.run(["bash", script, "stop"], capture_output=True, check=True,
+                               env=env)
+                shutil.rmtree(env["MNIST_SEARCH_PG_DIR"], ignore_errors=True)
+                SERVER_ENV.clear()
             return
         why = f".ci/postgres.sh failed: {proc.stderr.strip()[-300:]}"
     if os.environ.get("CI"):
@@ -98,7 +110,9 @@ def test_four_workers_25_trials_each_on_postgresql(pg_url, tmp_path, synthetic_d
     assert all(t.state == TrialState.COMPLETE for t in final)
     print(f"\nPostgreSQL, 4 workers: 100 trials in {wall:.1f} s = {100 / wall:.1f} trials/s, "
           f"0 lost, 0 duplicated, peak {counter.peak} connections")
-    assert 0 < counter.peak < 100
+    # about 4 a worker (its pool, its heartbeat, its study lock's kept connection) and the
+    # parent's: a connection left open per claim or per trial would pass 20 fast
+    assert 0 < counter.peak <= 20
 
 
 def test_sigkilled_worker_on_postgresql(pg_url, tmp_path, slow_synthetic_dir):
@@ -153,7 +167,7 @@ def test_a_search_rides_out_a_server_restart(pg_url, tmp_path, synthetic_dir, do
     assert proc.poll() is None, "the run ended before the restart"
     before = finished(pg_url, name)
     subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "restart", str(down_s)],
-                   check=True, capture_output=True, timeout=60)
+                   check=True, capture_output=True, timeout=60, env=SERVER_ENV or None)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "retrying for up to 60 s" in err  # the outage was met, and ridden out

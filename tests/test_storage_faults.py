@@ -104,6 +104,7 @@ def test_read_only_directory(seeded, tmp_path):
     assert_intact(db)
 
 
+@pytest.mark.slow  # about 15 s a case
 @pytest.mark.parametrize("timeout_s,retry_s,expect_ok,retried", [
     ("1", "0", False, False),  # retrying off: the busy timeout's error, as it was
     ("1", "3", False, True),  # retried, but the lock outlasts the window
