@@ -42,6 +42,8 @@ bench: data
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_notebook_grid.py --workers 2 --repeat 3 --before 7482935
 	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 7482935
+	@# a tiny trial's bookkeeping against Optuna's own loop (SQLite; PostgreSQL with $$MNIST_SEARCH_TEST_PG)
+	$(BIN)/python bench/bench_bookkeeping.py --trials 200 --before 2315163
 	@# 16 workers on one PostgreSQL study: $$MNIST_SEARCH_TEST_PG's server, or (as root) .ci/postgres.sh's
 	@if [ -n "$$MNIST_SEARCH_TEST_PG" ] || [ "$$(id -u)" = 0 ]; then \
 	  $(BIN)/python bench/bench_workers.py --runs 4 --workers 4; \
