@@ -1,9 +1,10 @@
 """The hand-written training step over a stack of P same-shape MLPs.
 
 Weights are stacked as [P, out, in] (nn.Linear's layout) and biases as [P, 1, out], so every
-layer is one bmm for all members. The maths is exactly what autograd and
-torch.optim.SGD(momentum, dampening=0) do for the notebook's loss, cross-entropy plus
-lambda*sum|p| (L1) or lambda*sum p^2 (L2) over the weight and bias of one Linear layer.
+layer is one bmm for all members. The maths is exactly what autograd and torch.optim do for
+the notebook's loss, cross-entropy plus lambda*sum|p| (L1) or lambda*sum p^2 (L2) over the
+weight and bias of one Linear layer, with the members' optimizer (SGD, whose momentum the
+gradient GEMMs accumulate, Adam, AdamW, RMSprop or NAdam: optim.py) and lr schedule.
 
 When all members share one batch order (a population trained together), the first layer,
 which holds most of the FLOPs, is a single wide matmul [B, 784] x [784, P*width] instead of
@@ -308,7 +309,8 @@ class Stack:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,
              masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """Forward, backward and SGD update on one batch per member; returns loss [P].
+        """Forward, backward and the optimizer's update on one batch per member; returns
+        loss [P].
 
         x is [B, 784] when every member sees the same batch, else [P, B, 784], its columns
         in the stored pixel order. With `rows`, the batch's pixels from stored position
