@@ -58,7 +58,7 @@ def test_padded_units_stay_exactly_zero(synthetic_dir, synth, kind):
     stack.run_epoch(synth.train, [perm, perm], 64)
     states = [stack.flat, stack.buf, *stack.rule.state.values()]
     for buffer in states:
-        views = stack._split(buffer, 2)
+        views = stack.layout.views(buffer, 2)
         layers = len(stack.shapes)
         for pos, member in enumerate(stack.members):
             for j, (out, inp) in enumerate(stack.own[member]):

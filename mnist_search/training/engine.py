@@ -11,6 +11,10 @@ which holds most of the FLOPs, is a single wide matmul [B, 784] x [784, P*width]
 P narrow ones: that is where stacking pays on a CPU. Its weights are stored transposed for
 that, a row per input pixel; on a CPU the rows follow a PixelOrder (most often nonzero
 first), so each batch uses only the prefix of rows up to its last nonzero pixel.
+
+Around the step, in modules of their own: the flat layout of the buffers (layout.py), the
+regularizers (regularizers.py), a member's init and its extraction (members.py), and the
+optimizer rules (optim.py).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ..config import IN_FEATURES, N_CLASSES, TrainConfig
+from ..config import TrainConfig
 from ..data import Split
 from .graphs import GraphedGroups, graphable
-from .mlp import build_mlp, linear_layers, sparsity
+from .layout import Layout, column, layer_shapes
+from .members import Linears, initial_linears, member_linears, member_sparsity, member_state_dict
 from .optim import RULES, lr_factor
 from .pixels import PixelOrder
+from .regularizers import add_penalty, dropout_masks, input_dropout, renorm
 
 __all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack",
            "matmul_precision"]
@@ -61,16 +67,6 @@ def matmul_precision(tf32: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def _col(values: Sequence[float], device: str) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
-
-
-def _shapes(hidden: Sequence[int]) -> list[tuple[int, int]]:
-    """(out, in) of each Linear layer of the MLP 784 -> hidden... -> 10."""
-    widths = [IN_FEATURES, *hidden, N_CLASSES]
-    return list(zip(widths[1:], widths[:-1], strict=True))
-
-
 class Stack:
     """P models of one architecture, their momentum buffers and per-member settings."""
 
@@ -91,12 +87,13 @@ class Stack:
             raise ValueError(f"schedule {self.schedule!r} needs the run's total_steps")
         self.dropout_first_only = c0.dropout_after == "first"
         self.penalty_index = c0.penalty_layer - 1
-        self.shapes = _shapes(c0.trained_hidden)  # (out, in) per layer, a bucket's if padded
+        self.shapes = layer_shapes(c0.trained_hidden)  # (out, in) per layer, a bucket's if padded
+        self.layout = Layout(tuple(self.shapes), device)
         # Each member's own (out, in) per layer: a padded member's model is the top-left
-        # block of each layer; the rest stays exactly zero (see _init_layers).
-        self.own = [_shapes(c.hidden) for c in configs]
+        # block of each layer; the rest stays exactly zero (see members.initial_linears).
+        self.own = [layer_shapes(c.hidden) for c in configs]
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
-        layers = [self._init_layers(c) for c in configs]
+        layers = [initial_linears(c, self.shapes) for c in configs]
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
         if pixels is not None:
             weights[0] = weights[0].index_select(2, pixels.order)
@@ -116,26 +113,23 @@ class Stack:
 
     def _load(self, weights: list[torch.Tensor], biases: list[torch.Tensor],
               momentum: list[torch.Tensor]) -> None:
-        """(Re)build the flat buffers for the live members.
+        """(Re)build the flat buffers for the live members (layout.py).
 
-        Each layer's weights for all members are one contiguous block of `flat` (then the
-        biases), so an update is one op over everything, and the first layer of all members
-        is one matrix for the fused matmul. For SGD `buf` is torch.optim.SGD's momentum
-        buffer: the gradient GEMMs accumulate straight into it (C = beta*C + A@B), so the
-        momentum update costs no pass of its own; for the other optimizers it holds the
-        gradient, and their state lives in self.rule, laid out like `flat`.
+        For SGD `buf` is torch.optim.SGD's momentum buffer: the gradient GEMMs accumulate
+        straight into it (C = beta*C + A@B), so the momentum update costs no pass of its
+        own; for the other optimizers it holds the gradient, and their state lives in
+        self.rule, laid out like `flat`.
         """
         n = len(self.members)
         self._graph: GraphedGroups | None = None  # captured for this layout; rebuilt with it
-        self.layout = next(_LAYOUTS)  # changes whenever the buffers are rebuilt
-        self.flat = self._flatten(weights, biases)
-        self.buf = self._flatten(momentum[:len(weights)], momentum[len(weights):]) \
+        self.generation = next(_LAYOUTS)  # changes whenever the buffers are rebuilt
+        self.flat = self.layout.flatten(weights, biases)
+        self.buf = self.layout.flatten(momentum[:len(weights)], momentum[len(weights):]) \
             if momentum else torch.zeros_like(self.flat)
         live = [self.configs[m] for m in self.members]
-        (out0, in0), size0 = self.shapes[0], n * self.shapes[0][0] * self.shapes[0][1]
-        self.W0t = self.flat[:size0].view(in0, n * out0)  # all first layers, transposed
-        self.vW0t = self.buf[:size0].view(in0, n * out0)
-        views, grads = self._split(self.flat, n), self._split(self.buf, n)
+        self.W0t = self.layout.first_rows(self.flat, n)  # all first layers, transposed
+        self.vW0t = self.layout.first_rows(self.buf, n)
+        views, grads = self.layout.views(self.flat, n), self.layout.views(self.buf, n)
         self.W, self.b = views[:len(self.shapes)], views[len(self.shapes):]
         self.vW, self.vb = grads[:len(self.shapes)], grads[len(self.shapes):]
         # One lr / momentum / decay for all members (the usual case) is a scalar in the fused
@@ -143,78 +137,22 @@ class Stack:
         lrs, moms = {c.lr for c in live}, {c.momentum for c in live}
         self.lr = lrs.pop() if len(lrs) == 1 else None
         self.beta = moms.pop() if len(moms) == 1 else None
-        self.neg_lr = None if self.lr is not None else self._per_member([-c.lr for c in live])
-        self.wd = self._value([c.weight_decay for c in live])
-        self.momentum_value = self._value([c.momentum for c in live])
+        self.neg_lr = None if self.lr is not None else \
+            self.layout.per_member([-c.lr for c in live])
+        self.wd = self.layout.value([c.weight_decay for c in live])
+        self.momentum_value = self.layout.value([c.momentum for c in live])
         # decided once per layout, never from a tensor inside a step (a host sync)
         self.any_decay = any(c.weight_decay for c in live)
         self.any_momentum = any(c.momentum for c in live)
-        self.momentum = _col([c.momentum for c in live], self.device)
-        self.l1 = _col([c.l1 for c in live], self.device)
-        self.l2 = _col([c.l2 for c in live], self.device)
+        self.momentum = column([c.momentum for c in live], self.device)
+        self.l1 = column([c.l1 for c in live], self.device) if any(c.l1 for c in live) else None
+        self.l2 = column([c.l2 for c in live], self.device) if any(c.l2 for c in live) else None
         self.p_drop = [c.dropout for c in live]
         self.p_input = [c.input_dropout for c in live]
         self.input_dropout = any(p > 0 for p in self.p_input)
         # each member's max-norm per hidden unit (inf: none), when any member has one
         self.max_norm = None if not any(c.max_norm for c in live) else \
-            _col([c.max_norm or math.inf for c in live], self.device)
-        self._penalised = any(c.l1 > 0 or c.l2 > 0 for c in live)
-        self._any_l1 = any(c.l1 > 0 for c in live)
-        self._any_l2 = any(c.l2 > 0 for c in live)
-
-    def _flatten(self, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
-        """Per-layer [P, out, in] weights and [P, 1, out] biases as one flat buffer.
-
-        The first layer is stored transposed, [784, P*out]: a row per input pixel, so the
-        rows of pixels that are zero in a whole batch can be left out (see step).
-        """
-        first = weights[0].permute(2, 0, 1).reshape(-1)
-        return torch.cat([first, *[t.reshape(-1) for t in weights[1:] + biases]]).to(self.device)
-
-    def _split(self, buffer: torch.Tensor, n: int) -> list[torch.Tensor]:
-        """Views of a flat buffer laid out like `flat`: per layer [P, out, in] weights (the
-        first layer's a transposed view), then per layer [P, 1, out] biases."""
-        (out0, in0), offset = self.shapes[0], n * self.shapes[0][0] * self.shapes[0][1]
-        views = [buffer[:offset].view(in0, n, out0).permute(1, 2, 0)]
-        for out, inp in self.shapes[1:]:
-            views.append(buffer[offset:offset + n * out * inp].view(n, out, inp))
-            offset += n * out * inp
-        for out, _ in self.shapes:
-            views.append(buffer[offset:offset + n * out].view(n, 1, out))
-            offset += n * out
-        return views
-
-    def _value(self, values: list[float]) -> float | torch.Tensor:
-        """One value for all members as a float, else each member's at each parameter."""
-        return values[0] if len(set(values)) == 1 else self._per_member(values)
-
-    def _per_member(self, values: list[float]) -> torch.Tensor:
-        """A flat buffer holding each member's value at each of its parameters."""
-        v = torch.tensor(values, dtype=torch.float32, device=self.device).view(-1, 1, 1)
-        n = len(values)
-        return self._flatten([v.expand(n, out, inp) for out, inp in self.shapes],
-                             [v.expand(n, 1, out) for out, _ in self.shapes])
-
-    def _init_layers(self, config: TrainConfig) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """nn.Linear's own init of the member's model under its seed (without touching the
-        global RNG), zero-padded to the stack's shapes.
-
-        Padded units then stay exactly zero under every update: with zero weights in and
-        out, a padded unit's output, its gradient and every gradient through it are 0, and
-        so are its penalty, decay and optimizer state. A padded member computes its own
-        model's function; only the shapes of the sums around it change.
-        """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            model = build_mlp(config.hidden)
-        layers = []
-        for (out, inp), lin in zip(self.shapes, linear_layers(model), strict=True):
-            # on the CPU, as nn.Linear's init drew them; _flatten moves them to the device
-            w, b = torch.zeros(out, inp, device="cpu"), torch.zeros(out, device="cpu")
-            w[:lin.out_features, :lin.in_features] = lin.weight.detach()
-            b[:lin.out_features] = lin.bias.detach()
-            layers.append((w, b))
-        return layers
+            column([c.max_norm or math.inf for c in live], self.device)
 
     def run_epoch(self, split: Split, perms: list[torch.Tensor], batch_size: int,
                   between_batches: Callable[[], None] | None = None,
@@ -268,22 +206,11 @@ class Stack:
     def draw_masks(self, batch: int) -> list[torch.Tensor | None]:
         """Scaled keep-masks [P, batch, width] per hidden layer (None: no dropout there),
         drawn from each member's own stream, layer by layer, before the step uses them."""
-        live = [(pos, p) for pos, p in enumerate(self.p_drop) if p > 0]
-        masks: list[torch.Tensor | None] = []
-        for masked, (width, _) in zip(self.masked_layers(), self.shapes[:-1], strict=False):
-            if not masked:
-                masks.append(None)
-                continue
-            mask = torch.ones((len(self.members), batch, width), device=self.device)
-            layer = len(masks)
-            for pos, p in live:
-                member = self.members[pos]
-                own = self.own[member][layer][0]  # a padded member draws its own width only
-                keep = torch.rand((batch, own), generator=self.drop_gens[member],
-                                  device=self.device) >= p
-                mask[pos, :, :own] = keep.to(mask.dtype) / (1.0 - p)
-            masks.append(mask)
-        return masks
+        layers = [(masked, width) for masked, (width, _)
+                  in zip(self.masked_layers(), self.shapes[:-1], strict=False)]
+        own = [[out for out, _ in self.own[m][:-1]] for m in self.members]
+        return dropout_masks(batch, layers, self.p_drop, own,
+                             [self.drop_gens[m] for m in self.members], self.device)
 
     def _graphed(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int
                  ) -> GraphedGroups | None:
@@ -320,7 +247,8 @@ class Stack:
         n_layers = len(self.W)
         x0 = x if rows is None or x.dim() == 3 or self.input_dropout else x[:, :rows]
         if self.input_dropout:  # each member its own pixels: [P, B, 784]
-            x0 = self._drop_inputs(x0)
+            x0 = input_dropout(x0, self.p_input, [self.drop_gens[m] for m in self.members],
+                               None if self.pixels is None else self.pixels.order)
         active = self._active(x0)
         if active is not None:
             x0 = x0.index_select(1, active)
@@ -349,36 +277,14 @@ class Stack:
                 mask = masks[j - 1]
                 if mask is not None:
                     g.mul_(mask)
-        if self._penalised:
-            loss = loss + self._penalty()
+        if self.l1 is not None or self.l2 is not None:
+            k = self.penalty_index
+            loss = loss + add_penalty(self.W[k], self.b[k], self.vW[k], self.vb[k],
+                                      self.l1, self.l2)
         self._update()
         if self.max_norm is not None:
-            self._renorm()
+            renorm(self.W[:-1], self.max_norm)  # the first layer's view is strided: fine
         return loss
-
-    def _drop_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, k] or [P, B, k] with each member's input-dropout mask applied: [P, B, k].
-
-        A member's mask is drawn over all 784 pixels in their natural order (as a plain
-        loop draws it), then put in the stored column order and cut to the batch's k."""
-        batch, k = x.shape[-2], x.shape[-1]
-        mask = torch.ones((len(self.members), batch, k), device=self.device)
-        for pos, p in enumerate(self.p_input):
-            if p > 0:
-                gen = self.drop_gens[self.members[pos]]
-                keep = torch.rand((batch, IN_FEATURES), generator=gen, device=self.device) >= p
-                if self.pixels is not None:
-                    keep = keep.index_select(1, self.pixels.order)
-                mask[pos] = keep[:, :k].to(mask.dtype) / (1.0 - p)
-        return x * mask
-
-    def _renorm(self) -> None:
-        """Max-norm: rescale each hidden unit's incoming weights to norm <= its member's
-        limit, with torch.renorm's factor limit / (norm + 1e-7)."""
-        assert self.max_norm is not None
-        for w in self.W[:-1]:  # [P, out, in] views (the first layer's is strided)
-            norm = torch.linalg.vector_norm(w, dim=2, keepdim=True)
-            w.mul_(torch.where(norm > self.max_norm, self.max_norm / (norm + 1e-7), 1.0))
 
     def _update(self) -> None:
         """The rule's update at this step's lr (the schedule's factor times each lr), every
@@ -453,21 +359,6 @@ class Stack:
             rest = self.vW0t[k:]
             rest.mul_(beta) if beta else rest.zero_()
 
-    def _penalty(self) -> torch.Tensor:
-        """Add the penalty's gradient to the buffer; return its value per member."""
-        k = self.penalty_index
-        value = torch.zeros((), device=self.device)
-        w, b = self.W[k], self.b[k]
-        if self._any_l1:
-            self.vW[k].add_(torch.sign(w) * self.l1)
-            self.vb[k].add_(torch.sign(b) * self.l1)
-            value = value + self.l1.view(-1) * (w.abs().sum((1, 2)) + b.abs().sum((1, 2)))
-        if self._any_l2:
-            self.vW[k].add_(w * (2 * self.l2))
-            self.vb[k].add_(b * (2 * self.l2))
-            value = value + self.l2.view(-1) * (w.square().sum((1, 2)) + b.square().sum((1, 2)))
-        return value
-
     @torch.inference_mode()
     def accuracy(self, split: Split) -> list[float]:
         """Percent correct per member, in chunks; the first layer is one mm for all members."""
@@ -485,24 +376,14 @@ class Stack:
             correct += (h.argmax(2) == y).sum(1)
         return (100.0 * correct / len(split)).tolist()
 
-    def linears(self, pos: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def linears(self, pos: int) -> Linears:
         """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies of its
         own model (a padded member's padding left out)."""
-        return [(self._weight(j, pos), self._bias(j, pos)) for j in range(len(self.shapes))]
-
-    def _weight(self, j: int, pos: int) -> torch.Tensor:
-        """Member `pos`'s layer-j weight [out, in] in nn.Linear's own column order, a copy."""
-        out, inp = self.own[self.members[pos]][j]
-        w = self.W[j][pos]
-        if j == 0 and self.pixels is not None:
-            w = w.index_select(1, self.pixels.inverse)
-        return w[:out, :inp].clone()
-
-    def _bias(self, j: int, pos: int) -> torch.Tensor:
-        return self.b[j][pos, 0, :self.own[self.members[pos]][j][0]].clone()
+        return member_linears(self.W, self.b, pos, self.own[self.members[pos]],
+                              None if self.pixels is None else self.pixels.inverse)
 
     @classmethod
-    def alone(cls, config: TrainConfig, linears: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    def alone(cls, config: TrainConfig, linears: Linears,
               device: str) -> Stack:
         """A stack of one member holding these weights: how a trained model is scored by
         itself, so a model saved to a file scores the same as when it was trained."""
@@ -526,23 +407,16 @@ class Stack:
         weights = [w.index_select(0, idx) for w in self.W]
         biases = [b.index_select(0, idx) for b in self.b]
         bufs = [v.index_select(0, idx) for v in self.vW + self.vb]
-        n, layers = len(self.members), len(self.shapes)
+        n = len(self.members)
         for name, state in self.rule.state.items():  # it follows the members who stay
-            kept = [v.index_select(0, idx) for v in self._split(state, n)]
-            self.rule.state[name] = self._flatten(kept[:layers], kept[layers:])
+            self.rule.state[name] = self.layout.select(state, n, idx)
         self.members = [self.members[pos] for pos in keep]
         self._load(weights, biases, bufs)
 
     def state_dict(self, pos: int, config: TrainConfig) -> dict[str, torch.Tensor]:
         """Member `pos` as the state_dict of build_mlp(config...)."""
-        model = build_mlp(config.hidden, config.dropout, config.dropout_after)
-        with torch.no_grad():
-            for j, lin in enumerate(linear_layers(model)):
-                lin.weight.copy_(self._weight(j, pos))
-                lin.bias.copy_(self._bias(j, pos))
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return member_state_dict(self.linears(pos), config)
 
     def sparsity(self, pos: int, tol: float = 1e-3) -> tuple[float, float]:
         """(fraction exactly zero, fraction |w| < tol) of the penalised layer's parameters."""
-        k = self.penalty_index
-        return sparsity([self._weight(k, pos), self._bias(k, pos)], tol)
+        return member_sparsity(self.linears(pos), self.penalty_index, tol)

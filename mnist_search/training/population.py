@@ -241,7 +241,7 @@ class Population(Generic[K]):
                      ) -> list[tuple[list[float], list[float]]]:
         batch = self.groups[0].configs[0].batch_size
         train = self.data.train
-        key = tuple((id(s), s.layout) for s in stacks)
+        key = tuple((id(s), s.generation) for s in stacks)
         if self._graph is None or self._graph_key != key:
             self._graph, self._graph_key = GraphedGroups(stacks, train.x, train.y, batch), key
         graph = self._graph
