@@ -98,3 +98,15 @@ def test_a_confirm_report_is_a_table(shown):
     assert list(frame.columns) == ["trial", "recorded", "mean", "low", "high", "n"]
     assert len(frame) == 2 and (frame["n"] == 2).all()
     assert html.escape(report.verdict) in report._repr_html_()
+
+
+def test_confirm_shows_its_epochs_as_it_trains_and_nothing_when_told_not_to(shown, capsys):
+    url, _, _ = shown
+    from mnist_search.results.rows import load_study
+
+    ms.confirm(load_study("d", url), top=1, seeds=3, device="cpu", progress=True)
+    bar = capsys.readouterr().err
+    # 3 seeds x 2 epochs: six, replicates an earlier confirm stored counted as trained
+    assert "6/6" in bar and "replicate 2: epoch 2/2" in bar, bar[-400:]
+    ms.confirm(load_study("d", url), top=1, seeds=3, device="cpu", progress=False)
+    assert capsys.readouterr().err == ""

@@ -46,6 +46,10 @@ def test_the_tutorial_runs_top_to_bottom(tmp_path, synthetic_dir, monkeypatch):
     html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     progress = [o for o in outputs if o.output_type == "display_data"]
     assert progress and "trials finished" in progress[0].data["text/plain"]  # in place
+    confirming = [o.data["text/plain"] for o in progress
+                  if o.data["text/plain"].startswith("search-confirm:")]
+    assert confirming and "epochs finished" in confirming[0]  # confirm's own, updated
+    assert "starting" not in confirming[0]  # moved on: the display was updated in place
     assert any("<th>ci95</th>" in h for h in html)  # the per-label summary
     assert any("data:image/png;base64," in h for h in html)  # a figure inline
     assert any("Welch" in h for h in html)  # the confirm report

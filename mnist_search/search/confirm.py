@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import TrainConfig
 from ..errors import UsageError
+from ..live import Display, live_display
 from ..stats import Summary, summarize
 from ..tables import Table
 from .internals import set_user_attrs, storage_of, trial_id
@@ -35,6 +36,9 @@ from .lifecycle import fail, metric_values, record_result
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ..training.epochs import EpochReport
+    from ..training.train import EpochCallback
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
            "confirm_study_name", "replicate_seed", "verdict"]
@@ -103,9 +107,13 @@ class ConfirmReport:
                 "winners_curse_pp": self.winners_curse_pp, "verdict": self.verdict}
 
 
-def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | None = None
-            ) -> ConfirmReport:
-    """Retrain the `top` best configs of `study` with `seeds` fresh seeds each."""
+def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | None = None,
+            progress: bool | None = None) -> ConfirmReport:
+    """Retrain the `top` best configs of `study` with `seeds` fresh seeds each.
+
+    Progress (epochs trained, the replicate's loss) is a live display in a notebook cell or
+    a bar on a terminal; `progress=False` shows nothing, True shows it anywhere.
+    """
     from ..training.train import load_for, resolve_device
 
     picked = _winners(study, top)
@@ -113,11 +121,17 @@ def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | 
     configs = [_stored_config(t, device) for t in picked]  # all readable before any write
     store = _confirm_study(study)
     confirmed = []
-    for trial, config in zip(picked, configs, strict=True):
-        data = load_for(config, resolve_device(config.device))
-        values = _replicates(store, trial, config, seeds, names, data)
-        confirmed.append(Confirmed(trial.number, float(trial.values[0]), tuple(values),
-                                   summarize(values)))
+    display = live_display(store.study_name, sum(c.epochs for c in configs) * seeds, "epoch",
+                           progress)
+    try:
+        for trial, config in zip(picked, configs, strict=True):
+            data = load_for(config, resolve_device(config.device))
+            values = _replicates(store, trial, config, seeds, names, data, display)
+            confirmed.append(Confirmed(trial.number, float(trial.values[0]), tuple(values),
+                                       summarize(values)))
+    finally:
+        if display is not None:
+            display.close()
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     return ConfirmReport(study.study_name, seeds, str(names[0]), maximize, tuple(confirmed),
                          verdict(confirmed, maximize))
@@ -163,8 +177,23 @@ def _confirm_study(study: optuna.Study) -> optuna.Study:
     return store
 
 
+def _ticker(display: Display | None, trial: int, replicates: Sequence[int], epochs: int
+            ) -> EpochCallback | None:
+    """The training callback that moves `display` on by one epoch of one replicate."""
+    if display is None:
+        return None
+
+    def tick(member: int, report: EpochReport) -> None:
+        display.n += 1
+        display.set_postfix_str(f"trial {trial}, replicate {replicates[member]}: epoch "
+                                f"{report.epoch}/{epochs}, loss {report.train_loss:.4f}")
+        display.refresh()
+    return tick
+
+
 def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, seeds: int,
-                names: Sequence[str], data: Any) -> list[float]:
+                names: Sequence[str], data: Any, display: Display | None = None
+                ) -> list[float]:
     """Each replicate's first objective: stored ones reused, the missing ones trained as
     one stack and told to the confirm study."""
     from ..training.train import TrainResult, train_population
@@ -179,6 +208,8 @@ def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, se
             storage_of(store).set_trial_user_attr(trial_id(old), "fail_reason", "interrupted")
             store.tell(old.number, state=TrialState.FAIL)  # (its worker is gone: no Trial)
     todo = [r for r in range(seeds) if r not in have]
+    if display is not None:  # the reused replicates count as trained
+        display.n += (seeds - len(todo)) * config.epochs
     configs = [dataclasses.replace(config, seed=replicate_seed(config.seed, r), order_seed=None,
                                    order_skip=0, pad_hidden=None) for r in todo]
     trials = [store.ask() for _ in todo]
@@ -188,7 +219,8 @@ def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, se
                            "seed": c.seed, "config": c.to_dict(),
                            "stack": [x.number for x in trials]})
     try:
-        outcomes = train_population(configs, data)
+        outcomes = train_population(configs, data, _ticker(display, trial.number, todo,
+                                                           config.epochs))
     except BaseException as exc:
         for t in trials:  # interrupted or an error: FAIL with the lifecycle's reason
             fail(store, t, [], exc)

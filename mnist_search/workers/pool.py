@@ -40,8 +40,9 @@ from ..tables import Table
 
 if TYPE_CHECKING:
     import pandas as pd
+from ..live import in_kernel
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
-from .progress import best_value, follow, in_kernel
+from .progress import best_value, follow
 from .signals import stops_recorded
 from .worker import WARM_KEYS
 

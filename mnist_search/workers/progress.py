@@ -13,19 +13,18 @@ import dataclasses
 import logging
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..live import live_display
 from ..search.queue import is_done
 from .signals import raise_if_stopped
 
-__all__ = ["Snapshot", "best_trial", "best_value", "follow", "in_kernel", "snapshot"]
+__all__ = ["Snapshot", "best_trial", "best_value", "follow", "snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +114,7 @@ def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
     outside this run (another machine, a dead worker) are named when their number changes."""
     own = {f"{socket.gethostname()}:{p.pid}" for p in procs}
     started, since = time.monotonic(), time.time()
-    bar = (_CellDisplay(study.study_name, target) if in_kernel() else
-           _bar(study.study_name, target)) if show_bar else None
+    bar = live_display(study.study_name, target, "trial", True) if show_bar else None
     last: tuple[int, int] = (-1, 0)
     try:
         while any(p.poll() is None for p in procs):
@@ -167,68 +165,3 @@ def best_trial(study: optuna.Study) -> tuple[int, float] | None:
     except ValueError:
         return None
     return (trial.number, float(trial.value)) if trial.value is not None else None
-
-
-def in_kernel() -> bool:
-    """Whether this process is a Jupyter kernel (IPython's kernel shell, not a terminal)."""
-    ipython = sys.modules.get("IPython")
-    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
-    return shell is not None and hasattr(shell, "kernel")
-
-
-class _Line:
-    """One line of progress, as a notebook shows it (HTML) and as text."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        import html
-
-        return f"<pre style='margin:0'>{html.escape(self.text)}</pre>"
-
-
-class _CellDisplay:
-    """Progress in a notebook cell, updated in place: tqdm.auto's widget where ipywidgets
-    is installed, else one IPython display updated by its id (no widget needed)."""
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name, self.total, self.n, self.postfix = name, total, 0, ""
-        self.widget: Any = None
-        self.handle: Any = None
-        try:
-            import ipywidgets  # noqa: F401 - what tqdm.auto's widget needs
-            from tqdm.auto import tqdm
-
-            self.widget = tqdm(total=total, desc=name, unit="trial")
-        except ImportError:
-            from IPython.display import display
-
-            self.handle = display(_Line(f"{name}: starting"),  # type: ignore[no-untyped-call]
-                                  display_id=True)
-
-    def set_postfix_str(self, text: str) -> None:
-        self.postfix = text
-
-    def refresh(self) -> None:
-        if self.widget is not None:
-            self.widget.n = self.n
-            self.widget.set_postfix_str(self.postfix)
-            self.widget.refresh()
-        elif self.handle is not None:
-            self.handle.update(_Line(f"{self.name}: {self.n}/{self.total} trials finished, "
-                                     f"{self.postfix}"))
-
-    def close(self) -> None:
-        if self.widget is not None:
-            self.widget.close()
-
-
-def _bar(name: str, total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=name, unit="trial", file=sys.stderr, dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{postfix}]")
