@@ -13,6 +13,7 @@ optuna; each name below is imported on first use.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -57,7 +58,11 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        with warnings.catch_warnings():
+            # Optuna imports tqdm.auto, which warns in a kernel without ipywidgets; the
+            # progress shown here then needs none (live.py), so the warning only misleads
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value  # later lookups skip this function
         return value
     raise AttributeError(f"module 'mnist_search' has no attribute {name!r}")

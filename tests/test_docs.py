@@ -75,4 +75,7 @@ def test_the_site_builds_strictly(tmp_path):
         assert f"mnist-search {command}" in cli  # generated from the click group
     api = (tmp_path / "site" / "python-api" / "index.html").read_text()
     assert "Objective" in api and "winners_curse_pp" in api  # from the docstrings
+    notebook = (tmp_path / "site" / "tutorial-notebook" / "index.html").read_text()
+    assert "ms.run_study" in notebook and "ms.confirm" in notebook  # rendered from the .ipynb
+    assert not (REPO / ".cache").exists()  # the notebook plugin wrote no cache here
     shutil.rmtree(tmp_path / "site")

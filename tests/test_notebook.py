@@ -43,6 +43,8 @@ def test_the_tutorial_runs_top_to_bottom(tmp_path, synthetic_dir, monkeypatch):
     print(f"\nthe tutorial ran in {time.perf_counter() - start:.1f} s")
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    said = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "IProgress" not in said  # tqdm's warning, without ipywidgets, is not the user's
     html = [o.data["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     progress = [o for o in outputs if o.output_type == "display_data"]
     assert progress and "trials finished" in progress[0].data["text/plain"]  # in place
