@@ -324,7 +324,7 @@ def test_every_fail_reason_is_one_vocabulary_and_documented():
              KeyboardInterrupt(): "interrupted", ValueError("x"): "error"}
     assert {fail_reason(e) for e in cases} == set(cases.values())
     assert all(fail_reason(e) == reason for e, reason in cases.items())
-    page = (Path(__file__).resolve().parent.parent / "docs" / "tutorial.md").read_text()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "runs-and-workers.md").read_text()
     for reason in {*cases.values(), "stale", *DETERMINISTIC_FAILURES}:
         assert f"`{reason}`" in page, reason
 
