@@ -124,3 +124,68 @@ def test_a_mixing_worker_asks_for_as_many_proposals_as_it_has_free_slots(
                 Claim(url=url, target=40, workers=1, population=12, **request_))
     assert len(got) == expected
     assert len({t.number for t in got}) == expected
+
+
+def _claim_until_empty(url: str, spec_path: str, workers: int, start, out) -> None:
+    """One worker process: claim (one trial at a time, as a CPU worker claims sampled
+    trials) until the study's target is reached; each claimed trial is told at once."""
+    spec = load_spec(spec_path)
+    storage = make_storage(url)
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    request = Claim(url=url, target=40, workers=workers, population=1)
+    start.wait()
+    got = []
+    while batch := claim(study, storage, spec, request):
+        for trial in batch:
+            got.append(trial.number)
+            study.tell(trial, 0.0)
+    out.put(got)
+
+
+def test_claimed_trials_are_never_claimed_twice_by_racing_processes(tmp_path, synthetic_dir):
+    """Four processes claim from one SQLite study at once, started together: every trial
+    (the 7 queued ones, then sampled ones up to the target) is claimed by exactly one of
+    them, and the study holds exactly its target, no more."""
+    import multiprocessing
+
+    path = write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES)
+    spec = load_spec(path)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(spec, url)
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_claim_until_empty, args=(url, str(path), 4, start, out))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    claimed = [n for _ in procs for n in out.get(timeout=120)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sorted(claimed) == list(range(40))  # each once, none beyond the target
+    final = optuna.load_study(study_name=spec.name, storage=make_storage(url)).get_trials()
+    assert len(final) == 40 and all(t.state == TrialState.COMPLETE for t in final)
+    labels = [t.user_attrs["label"] for t in final if "label" in t.user_attrs]
+    assert sorted(labels) == sorted(r.label for r in spec.references)
+
+
+def test_stale_trials_are_left_alone_for_a_grace_after_an_outage(tmp_path, synthetic_dir):
+    """Right after the storage came back, nobody's heartbeats could be recorded: a claim
+    leaves a trial that looks stale; once a grace period has passed, it fails it."""
+    import time
+
+    spec = load_spec(write_study(tmp_path / "shapes.toml", synthetic_dir, SHAPES))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(spec, url)
+    storage = make_storage(url, heartbeat_interval=1, grace_period=1)
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    request = Claim(url=url, target=7, workers=1, population=1, heartbeat=1)
+    [orphan] = claim(study, storage, spec, request)  # its worker dies: no more beats
+    time.sleep(2.2)
+    storage.outage_ended = time.monotonic()  # the storage just came back
+    claim(study, storage, spec, request)
+    assert study.get_trials()[orphan.number].state == TrialState.RUNNING
+    storage.outage_ended = time.monotonic() - 5  # long enough ago
+    claim(study, storage, spec, request)
+    assert study.get_trials()[orphan.number].state == TrialState.FAIL

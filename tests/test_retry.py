@@ -346,3 +346,30 @@ def test_a_nameless_study_created_by_a_lost_commit_is_created_once(storage, monk
     flaky(monkeypatch, "create_new_study", failures=1, after=True)
     sid = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE])
     assert [s._study_id for s in RDBStorage.get_all_studies(storage)] == [sid]
+
+
+def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, monkeypatch):
+    """The ask's commit landed but its answer was lost: the retry creates a second trial,
+    and the first, owned by nobody, must not stay RUNNING forever. It was created with a
+    heartbeat, so the stale check fails it; an enqueued trial gets no heartbeat until
+    a worker takes it (else it would look stale the moment it was claimed)."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1,
+                           grace_period=1, reached=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    [waiting] = study.get_trials()
+    assert waiting.state == TrialState.WAITING
+    flaky(monkeypatch, "_create_new_trial", failures=1, after=True)
+    storage.create_new_trial(study._study_id)  # as an ask does: the first commit is lost
+    monkeypatch.undo()
+    running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    assert len(running) == 2  # the orphan and the retry's trial
+    with storage.engine.connect() as conn:
+        beats = {r[0] for r in conn.execute(sqlalchemy.text(
+            "SELECT trial_id FROM trial_heartbeats"))}
+    assert beats == {t._trial_id for t in running}  # created with a beat; WAITING without
+    time.sleep(2.5)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    states = sorted(t.state.name for t in study.get_trials())
+    assert states == ["FAIL", "FAIL", "WAITING"]  # nobody beat either: both stale

@@ -292,7 +292,7 @@ def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
 
 
 def fail_reason(exc: BaseException) -> str:
-    """The fail_reason an error gives a trial (docs/tutorial.md lists them all)."""
+    """The fail_reason an error gives a trial (docs/runs-and-workers.md lists them all)."""
     from ..training.train import OutOfTime
 
     if isinstance(exc, NonFiniteLossError):

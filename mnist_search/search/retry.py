@@ -19,9 +19,13 @@ parameter is ignored by Optuna, attributes and intermediate values are overwritt
 same value, and telling a trial that the lost commit already finished, with the same state
 and values, is taken as done (it is told once). Only a failure that may have committed is
 settled so: after a lock that was never taken, a finished trial or a taken study name is
-the error it always was. A trial created or claimed (WAITING to RUNNING) by a commit whose answer
-was lost stays RUNNING with no heartbeat. Optuna 5's stale check skips trials that never
-beat, so no worker fails it: `mnist-search reap STUDY --older-than SECONDS` does.
+the error it always was. A trial created by a commit whose answer was lost is found too: with
+heartbeats on, a new RUNNING trial gets its first heartbeat in the transaction that creates
+it, so when nobody owns it, it goes stale and the next stale check fails it (Optuna 5's
+check skips trials that never beat). One case is left: an enqueued trial claimed (WAITING
+to RUNNING) by a commit whose answer was lost stays RUNNING without a heartbeat, since
+Optuna's claim is one call of its own; `mnist-search reap STUDY --older-than SECONDS` fails
+it.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from typing import Any, TypeVar
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
-from optuna.trial import TrialState
+from optuna.storages._rdb import models
+from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError
 
@@ -199,6 +204,22 @@ class RetryingRDBStorage(RDBStorage):
         if retried:
             self.outage_ended = time.monotonic()
         return result
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None,
+                                session: Any) -> Any:
+        """Optuna's new trial, with its first heartbeat in the same transaction when the
+        storage keeps heartbeats and the trial starts RUNNING.
+
+        A trial whose creating commit went through while its answer was lost (a dropped
+        connection) has no owner: the retry creates another. Without a heartbeat Optuna
+        would never count it stale and it would stay RUNNING forever; with this one it goes
+        stale after the grace period and the next stale check fails it. An enqueued
+        (WAITING) trial gets none: its first beat comes when a worker takes it.
+        """
+        trial = RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
+        if self.heartbeat_interval is not None and trial.state == TrialState.RUNNING:
+            session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        return trial
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
