@@ -4,8 +4,11 @@ commit, and with faults injected after a commit where retry.py says a lost commi
 harmless. The check that the retrying storage is a faithful Optuna storage.
 
 The tests come from the sdist of the installed Optuna (its tests/ folder), fetched once with
-pip (PyPI); without it (no network) the test is skipped with that reason. SQLite only (the
-cached and the plain RDB storage); tests/optuna_suite/conftest_retrying.py does the rest.
+pip (PyPI); without it (no network) the test is skipped with that reason. On SQLite (the
+cached and the plain RDB storage) three times, and once more on PostgreSQL
+($MNIST_SEARCH_TEST_PG's server, every test's storage in a fresh schema) with faults after
+commits, the case a network database meets; tests/optuna_suite/conftest_retrying.py does the
+rest.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ SUBSET = ["tests/storages_tests/rdb_tests/test_storage.py",
 # fails for the stock RDBStorage as well, here: it expects a missing driver module, and
 # meets an unresolvable host first on a machine with psycopg installed
 STOCK_FAILURES = {"test_init_db_module_import_error"}
+# on PostgreSQL: it asserts that the storage's URL is the SQLite file's it was given
+ON_POSTGRES = {"test_init_url_template"}
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +57,37 @@ def optuna_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("faults", ["none", "before", "after"])
-def test_optunas_storage_tests_pass_on_the_retrying_storage(optuna_tests, faults):
+def _suite(optuna_tests: Path, faults: str, **env: str) -> str:
     keyword = "sqlite or not (test_storages or test_heartbeat)"
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            "-o", "addopts=", *SUBSET, "-k", keyword],
                           cwd=optuna_tests, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "MNIST_SEARCH_SUITE_FAULTS": faults})
-    out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+                          env={**os.environ, "MNIST_SEARCH_SUITE_FAULTS": faults, **env})
+    return re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+
+
+def test_optunas_storage_tests_pass_on_postgresql_through_lost_commits(optuna_tests):
+    url = os.environ.get("MNIST_SEARCH_TEST_PG")
+    if not url:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            "MNIST_SEARCH_TEST_PG is not set (.ci/run starts a server and sets it)")
+    out = _suite(optuna_tests, "after", MNIST_SEARCH_SUITE_PG=url)
+    failed = set(re.findall(r"^FAILED \S+::(\w+)", out, re.M))
+    passed = int((re.search(r"(\d+) passed", out) or [0, 0])[1])
+    moved = re.search(r"(\d+) storages on PostgreSQL", out)
+    injected = re.search(r"faults injected \(\w+\): \d+ before a commit, (\d+) after", out)
+    print(f"\noptuna's storage tests on PostgreSQL, faults after commits: {passed} passed, "
+          f"failed {sorted(failed)}; {moved[1] if moved else 0} storages on the server, "
+          f"{injected[1] if injected else 0} faults injected")
+    assert passed > 150, out[-3000:]
+    assert failed <= STOCK_FAILURES | ON_POSTGRES, out[-3000:]
+    assert moved is not None and int(moved[1]) > 100  # the storages did run on the server
+    assert injected is not None and int(injected[1]) > 50
+
+
+@pytest.mark.parametrize("faults", ["none", "before", "after"])
+def test_optunas_storage_tests_pass_on_the_retrying_storage(optuna_tests, faults):
+    out = _suite(optuna_tests, faults)
     failed = set(re.findall(r"^FAILED \S+::(\w+)", out, re.M))
     passed = int((re.search(r"(\d+) passed", out) or [0, 0])[1])
     injected = re.search(r"faults injected \(\w+\): (\d+) before a commit, (\d+) after", out)
