@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -28,11 +29,18 @@ def run(*args: str):
 
 
 def test_every_study_file_is_bundled_and_loads_by_name(tmp_path, monkeypatch):
-    assert len(NAMES) >= 9 and sorted(bundled_studies()) == NAMES
-    monkeypatch.chdir(tmp_path)  # far from the repository's studies/
-    for name in NAMES:
+    """The repository's studies/ is the package's folder itself (so they cannot drift),
+    the studies the tutorial documents are exactly the bundled ones, and each loads by
+    name from a folder far from the repository."""
+    assert (REPO / "studies").resolve() == BUNDLED_DIR.resolve()
+    table = (REPO / "docs" / "tutorial.md").read_text()
+    documented = sorted(re.findall(r"^\| `([\w-]+)\.toml` \|", table, re.M))
+    assert len(documented) >= 9 and sorted(bundled_studies()) == documented
+    monkeypatch.chdir(tmp_path)
+    for name in documented:
         assert resolve_study(name) == BUNDLED_DIR / f"{name}.toml"
-        assert load_spec(name).name == load_spec(REPO / "studies" / f"{name}.toml").name
+        spec = load_spec(name)
+        assert spec.name == name and spec.description  # parsed, validated, named
 
 
 def test_a_local_file_of_the_same_name_wins_with_a_notice(tmp_path, monkeypatch, caplog):

@@ -398,3 +398,29 @@ def test_confirm_of_an_unreadable_stored_config_writes_nothing(small_db, tmp_pat
     res = run("confirm", "t", "--storage", url)
     assert res.exit_code == 2 and "stored config cannot be trained again" in res.stderr
     assert "t-confirm" not in optuna.get_all_study_names(storage=url)
+
+
+# --- a database edited outside Optuna -------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["show", "s"], ["studies"], ["best", "s"]])
+def test_a_tampered_database_names_the_trial_and_attribute(tmp_path, command):
+    """A stored value that is not JSON (edited by hand, or damaged) is one line naming the
+    trial, the study and the attribute, not an internal error."""
+    import sqlite3
+
+    db = tmp_path / "t.db"
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}")
+    for i in range(3):
+        trial = study.ask()
+        trial.set_user_attr("config", {"lr": 0.01 * (i + 1)})
+        study.tell(trial, float(i))
+    con = sqlite3.connect(db)
+    con.execute("UPDATE trial_user_attributes SET value_json = '{broken' WHERE key = 'config' "
+                "AND trial_id = (SELECT trial_id FROM trials WHERE number = 1)")
+    con.commit()
+    con.close()
+    res = run(*command, "--storage", f"sqlite:///{db}")
+    assert res.exit_code == 1
+    line = res.stderr.strip()
+    assert "\n" not in line and "internal error" not in line, line
+    assert "trial 1 of study 's', its user attribute 'config', is not valid JSON" in line

@@ -31,6 +31,7 @@ it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import threading
@@ -39,13 +40,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import sqlalchemy
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import StorageError
+from ..errors import StorageError, redact
 
 __all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
            "with_retries"]
@@ -198,6 +200,11 @@ class RetryingRDBStorage(RDBStorage):
         _inside.active = True
         try:
             result, retried = _retried_call(call, name, window, settled)
+        except json.JSONDecodeError as exc:  # Optuna decodes every stored attribute
+            raise StorageError(f"{redact(str(self.engine.url))}: {damaged_value(self.engine)} "
+                               "is not valid JSON: the database was edited or damaged "
+                               "outside Optuna; restore it from a copy (or delete that "
+                               "row)") from exc
         finally:
             _inside.active = False
         self.reached = True
@@ -248,6 +255,38 @@ class RetryingRDBStorage(RDBStorage):
 
         return self.retrying("create_new_study", lambda: RDBStorage.create_new_study(
             self, directions, study_name), settled)
+
+
+_ATTRIBUTE_TABLES = (("trial_user_attributes", "trial", "user attribute"),
+                     ("trial_system_attributes", "trial", "system attribute"),
+                     ("study_user_attributes", "study", "user attribute"),
+                     ("study_system_attributes", "study", "system attribute"))
+
+
+def damaged_value(engine: sqlalchemy.engine.Engine) -> str:
+    """Which stored attribute fails to decode, named as a user finds it: 'trial 3 of study
+    "notebook", its user attribute "config"' (or 'a stored value' if none is found)."""
+    with engine.connect() as conn:
+        for table, owner, kind in _ATTRIBUTE_TABLES:
+            rows = conn.execute(sqlalchemy.text(
+                f"SELECT {owner}_id, key, value_json FROM {table}"))  # noqa: S608 - constants
+            for owner_id, key, value in rows:
+                try:
+                    json.loads(value)
+                except (TypeError, ValueError):
+                    return _named(conn, owner, owner_id) + f", its {kind} {key!r},"
+    return "a stored value"
+
+
+def _named(conn: sqlalchemy.engine.Connection, owner: str, owner_id: int) -> str:
+    if owner == "study":
+        name = conn.execute(sqlalchemy.text(
+            "SELECT study_name FROM studies WHERE study_id = :i"), {"i": owner_id}).scalar()
+        return f"study {name!r}"
+    row = conn.execute(sqlalchemy.text(
+        "SELECT t.number, s.study_name FROM trials t JOIN studies s ON s.study_id = t.study_id "
+        "WHERE t.trial_id = :i"), {"i": owner_id}).first()
+    return f"trial {row[0]} of study {row[1]!r}" if row else f"trial id {owner_id}"
 
 
 def _retried(name: str) -> Callable[..., Any]:
