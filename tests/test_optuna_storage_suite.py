@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import optuna
@@ -71,7 +72,22 @@ def test_optunas_storage_tests_pass_on_postgresql_through_lost_commits(optuna_te
     if not url:
         (pytest.fail if os.environ.get("CI") else pytest.skip)(
             "MNIST_SEARCH_TEST_PG is not set (.ci/run starts a server and sets it)")
-    out = _suite(optuna_tests, "after", MNIST_SEARCH_SUITE_PG=url)
+    # a database of its own, dropped after: whatever Optuna's tests do to a server (one of
+    # them builds an old schema version) stays out of the database the other tests use
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    own = f"suite_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f"CREATE DATABASE {own}"))
+    try:
+        out = _suite(optuna_tests, "after", MNIST_SEARCH_SUITE_PG=make_url(url).set(
+            database=own).render_as_string(hide_password=False))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"DROP DATABASE {own} WITH (FORCE)"))
+        admin.dispose()
     failed = set(re.findall(r"^FAILED \S+::(\w+)", out, re.M))
     passed = int((re.search(r"(\d+) passed", out) or [0, 0])[1])
     moved = re.search(r"(\d+) storages on PostgreSQL", out)

@@ -7,8 +7,10 @@ root, this file starts one itself; elsewhere it skips, saying why. In CI it must
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -209,3 +211,22 @@ def test_sixteen_workers_in_four_runs_keep_the_total_exact(pg_url, tmp_path, syn
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in final)
     labels = sorted(t.user_attrs["label"] for t in final if t.user_attrs.get("label"))
     assert labels == sorted(f"ref-{i}" for i in range(8))
+
+
+def test_a_short_chaos_run_keeps_every_invariant(pg_url):
+    """bench/bench_chaos.py, short: workers and whole runs SIGKILLed at random and the
+    server restarted once while 60 trials with 8 labels run; then the total is exact,
+    every label finished once, nothing RUNNING, every fail_reason documented, and a
+    sample of COMPLETE trials re-runs bit for bit."""
+    if not os.environ.get("MNIST_SEARCH_TEST_PG") and os.geteuid() != 0:
+        pytest.skip("restarting the server needs the one .ci/postgres.sh started")
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_chaos.py"), "--url",
+                           pg_url, "--seconds", "40", "--trials", "60", "--workers", "2",
+                           "--restarts", "1"], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **SERVER_ENV})
+    print("\n" + proc.stdout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "invariants: all hold" in proc.stdout
+    faults = re.search(r"(\d+) worker killed, (\d+) run killed, (\d+) server restarted",
+                       proc.stdout)
+    assert faults and int(faults[2]) >= 1 and int(faults[3]) == 1  # the faults were real

@@ -37,7 +37,8 @@ def test_every_database_call_of_optunas_storage_is_retried():
     public = {n for n, m in inspect.getmembers(RDBStorage, inspect.isfunction)
               if not n.startswith("_")}
     assert public - NOT_DATABASE_CALLS <= set(RETRIED)
-    for name in [*RETRIED, "create_new_study", "set_trial_state_values"]:
+    for name in [*RETRIED, "create_new_study", "set_trial_state_values",
+                 "_get_stale_trial_ids"]:
         if hasattr(RDBStorage, name):
             assert getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name), name
 
@@ -351,8 +352,8 @@ def test_a_nameless_study_created_by_a_lost_commit_is_created_once(storage, monk
 def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, monkeypatch):
     """The ask's commit landed but its answer was lost: the retry creates a second trial,
     and the first, owned by nobody, must not stay RUNNING forever. It was created with a
-    heartbeat, so the stale check fails it; an enqueued trial gets no heartbeat until
-    a worker takes it (else it would look stale the moment it was claimed)."""
+    heartbeat, so the stale check fails it. An enqueued trial has one too (its claim
+    refreshes it)."""
     storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1,
                            grace_period=1, reached=True)
     study = optuna.create_study(storage=storage, study_name="s")
@@ -367,9 +368,35 @@ def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, mon
     with storage.engine.connect() as conn:
         beats = {r[0] for r in conn.execute(sqlalchemy.text(
             "SELECT trial_id FROM trial_heartbeats"))}
-    assert beats == {t._trial_id for t in running}  # created with a beat; WAITING without
+    assert beats == {t._trial_id for t in study.get_trials()}  # each created with a beat
     time.sleep(2.5)
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         optuna.storages.fail_stale_trials(study)
     states = sorted(t.state.name for t in study.get_trials())
     assert states == ["FAIL", "FAIL", "WAITING"]  # nobody beat either: both stale
+    assert [t.user_attrs.get("fail_reason") for t in study.get_trials()
+            if t.state == TrialState.FAIL] == ["stale", "stale"]  # marked before the FAIL
+
+
+def test_a_claimed_trial_whose_worker_dies_at_once_goes_stale(tmp_path):
+    """An enqueued trial claimed by a worker killed before its own first heartbeat: the
+    claim itself beat, so the trial goes stale and is failed (and re-run by the callback,
+    without the failed one's fail_reason), instead of staying RUNNING forever."""
+    from mnist_search.search.reap import StaleTrialCallback
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=1,
+                           grace_period=1, retry_callback=StaleTrialCallback(max_retry=1))
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1.0}, user_attrs={"label": "ref"})
+    time.sleep(1.5)  # enqueued a while ago: its creation beat is old
+    claimed = study.ask()  # the claim; then the worker is killed
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[claimed.number].state == TrialState.RUNNING  # just claimed
+    time.sleep(2.5)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    failed, again = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"] == "stale"
+    assert again.state == TrialState.WAITING and again.user_attrs["label"] == "ref"
+    assert "fail_reason" not in again.user_attrs

@@ -23,7 +23,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 from optuna.trial import BaseTrial, FrozenTrial
 
-__all__ = ["backend_of", "retried_from", "set_user_attrs",
+__all__ = ["backend_of", "record_fail_reason", "retried_from", "set_user_attrs",
            "stale_trial_ids", "storage_of", "study_id", "trial_id", "trials_with_heartbeat"]
 
 
@@ -105,6 +105,21 @@ def _beat(session: Any, model: Any, tid: int) -> None:
         session.add(model(trial_id=tid))
     else:
         row.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
+
+
+def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
+    """The user attr fail_reason of a trial Optuna has already failed (its stale check
+    fails a trial before anyone can say why): the one attribute written to a finished
+    trial, as Optuna's own set_trial_user_attr would refuse."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    def write() -> None:
+        with _create_scoped_session(storage.scoped_session, True) as session:
+            _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid},
+                    {"fail_reason": reason})
+
+    _retrying(storage, "record_fail_reason", write)
 
 
 def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,

@@ -7,6 +7,7 @@ grid) trials, so the study still completes every label exactly once.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -14,11 +15,18 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .internals import stale_trial_ids, trial_id, trials_with_heartbeat
+from .internals import (
+    backend_of,
+    record_fail_reason,
+    stale_trial_ids,
+    storage_of,
+    trial_id,
+    trials_with_heartbeat,
+)
 from .queue import IDENTITY_KEYS, identity, is_done
 from .storage import make_storage
 
-__all__ = ["reap"]
+__all__ = ["StaleTrialCallback", "reap"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,24 @@ class ReapReport:
     failed: tuple[int, ...]  # trial numbers set to FAIL
     requeued: tuple[str, ...]  # labels / grid points enqueued again
     left_running: tuple[int, ...]  # RUNNING trials that are not stale
+
+
+class StaleTrialCallback:
+    """What a run does with a trial Optuna's stale check has failed: records why
+    (fail_reason "stale", as `reap` does; the retrying storage marked it already, this
+    covers any other RDB storage), then runs it again with its params, label and seed, as
+    Optuna's RetryHeartbeatStaleTrialCallback does (at most `max_retry` times)."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        backend = backend_of(storage_of(study))
+        if backend is not None:
+            record_fail_reason(backend, trial_id(trial), "stale")
+        again = copy.deepcopy(trial)  # the re-run is not a failed trial: no fail_reason
+        again.user_attrs.pop("fail_reason", None)
+        self.retry(study, again)
 
 
 def _stale(trial: FrozenTrial, stale_ids: set[int], beating: set[int],

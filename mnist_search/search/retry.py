@@ -48,6 +48,7 @@ from optuna.storages._rdb import models
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError, redact
+from .internals import record_fail_reason
 
 __all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
            "with_retries"]
@@ -214,19 +215,31 @@ class RetryingRDBStorage(RDBStorage):
 
     def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None,
                                 session: Any) -> Any:
-        """Optuna's new trial, with its first heartbeat in the same transaction when the
-        storage keeps heartbeats and the trial starts RUNNING.
+        """Optuna's new trial, with a heartbeat in the same transaction when the storage
+        keeps heartbeats.
 
         A trial whose creating commit went through while its answer was lost (a dropped
         connection) has no owner: the retry creates another. Without a heartbeat Optuna
         would never count it stale and it would stay RUNNING forever; with this one it goes
         stale after the grace period and the next stale check fails it. An enqueued
-        (WAITING) trial gets none: its first beat comes when a worker takes it.
+        (WAITING) trial gets one too, refreshed when it is claimed (set_trial_state_values),
+        so a claim whose worker dies before that refresh still goes stale.
         """
         trial = RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
-        if self.heartbeat_interval is not None and trial.state == TrialState.RUNNING:
+        if self.heartbeat_interval is not None and trial.state in (TrialState.RUNNING,
+                                                                   TrialState.WAITING):
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
         return trial
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials, each marked fail_reason "stale" before Optuna's stale
+        check fails it: a process killed between that FAIL and its callback leaves no
+        failed trial without its reason."""
+        ids: list[int] = self.retrying("_get_stale_trial_ids",
+                                       lambda: RDBStorage._get_stale_trial_ids(self, study_id))
+        for tid in ids:
+            record_fail_reason(self, tid, "stale")
+        return ids
 
     def set_trial_state_values(self, trial_id: int, state: TrialState,
                                values: Sequence[float] | None = None) -> bool:
@@ -238,8 +251,14 @@ class RetryingRDBStorage(RDBStorage):
                 return stored.state == state and stored.values == same, True
             return False, None
 
-        return self.retrying("set_trial_state_values", lambda: RDBStorage.set_trial_state_values(
-            self, trial_id, state, values), settled)
+        done: bool = self.retrying("set_trial_state_values",
+                                   lambda: RDBStorage.set_trial_state_values(
+                                       self, trial_id, state, values), settled)
+        if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
+            # a claimed WAITING trial beats at once: its owner may die before its own first
+            # beat, and a trial that never beat is never stale (Optuna 5)
+            self.record_heartbeat(trial_id)
+        return done
 
     def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
                          ) -> int:
@@ -307,7 +326,7 @@ RETRIED = ("delete_study", "set_study_user_attr", "set_study_system_attr",
            "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
            "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials",
            "_get_trials", "get_best_trial", "_get_best_trial_id", "record_heartbeat",
-           "_get_stale_trial_ids", "get_n_trials", "get_trial_number_from_id",
+           "get_n_trials", "get_trial_number_from_id",
            "get_trial_params")
 for _name in RETRIED:  # a name a new Optuna drops fails here, not silently unretried
     setattr(RetryingRDBStorage, _name, _retried(_name))

@@ -13,6 +13,7 @@ import optuna
 
 from ..search.artifacts import ModelSaver
 from ..search.queue import Claim
+from ..search.reap import StaleTrialCallback
 from ..search.storage import make_storage
 from ..search.study import make_pruner, make_sampler
 from ..spec import StudySpec, load_spec
@@ -91,7 +92,7 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
     hb = orders.heartbeat or None
     storage = make_storage(
         orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,
-        retry_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+        retry_callback=StaleTrialCallback(max_retry=MAX_RETRY)
         if hb else None, reached=True)
     n_existing = len(optuna.load_study(study_name=spec.name, storage=storage)
                      .get_trials(deepcopy=False))
