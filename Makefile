@@ -48,6 +48,11 @@ bench: data
 	@if [ -n "$$MNIST_SEARCH_TEST_PG" ] || [ "$$(id -u)" = 0 ]; then \
 	  $(BIN)/python bench/bench_workers.py --runs 4 --workers 4; \
 	else echo "bench_workers skipped: no PostgreSQL server (set MNIST_SEARCH_TEST_PG)"; fi
+	@# killed workers and runs, two server restarts, then the invariants (root: it restarts
+	@# the server .ci/postgres.sh started)
+	@if [ -n "$$MNIST_SEARCH_TEST_PG" ] && [ "$$(id -u)" = 0 ]; then \
+	  $(BIN)/python bench/bench_chaos.py --trials 200 --workers 3 --seconds 180; \
+	else echo "bench_chaos skipped: needs root and MNIST_SEARCH_TEST_PG"; fi
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache site

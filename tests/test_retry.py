@@ -400,3 +400,17 @@ def test_a_claimed_trial_whose_worker_dies_at_once_goes_stale(tmp_path):
     assert failed.state == TrialState.FAIL and failed.user_attrs["fail_reason"] == "stale"
     assert again.state == TrialState.WAITING and again.user_attrs["label"] == "ref"
     assert "fail_reason" not in again.user_attrs
+
+
+def test_a_claim_whose_commit_answer_was_lost_is_still_ours(storage, monkeypatch):
+    """Claiming an enqueued trial (WAITING -> RUNNING) commits, the answer is lost, and the
+    retry finds the trial RUNNING: the ask returns that trial, instead of leaving it
+    RUNNING with no owner and creating another."""
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({"x": 1.0})
+    calls = flaky(monkeypatch, "set_trial_state_values", failures=1, after=True)
+    trial = study.ask()
+    assert calls[0] == 2
+    assert trial.number == 0 and len(study.get_trials()) == 1
+    study.tell(trial, 1.0)
+    assert study.get_trials()[0].state == TrialState.COMPLETE

@@ -30,6 +30,7 @@ it.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import json
 import logging
@@ -251,14 +252,35 @@ class RetryingRDBStorage(RDBStorage):
                 return stored.state == state and stored.values == same, True
             return False, None
 
-        done: bool = self.retrying("set_trial_state_values",
-                                   lambda: RDBStorage.set_trial_state_values(
-                                       self, trial_id, state, values), settled)
+        failures: list[BaseException] = []
+        began = datetime.datetime.now()
+
+        def call() -> bool:
+            try:
+                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
+            except Exception as exc:
+                failures.append(exc)
+                raise
+
+        done: bool = self.retrying("set_trial_state_values", call, settled)
+        if not done and state == TrialState.RUNNING and \
+                any(may_have_committed(e) for e in failures):
+            done = self._claimed_by_lost_commit(trial_id, began)
         if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
             # a claimed WAITING trial beats at once: its owner may die before its own first
             # beat, and a trial that never beat is never stale (Optuna 5)
             self.record_heartbeat(trial_id)
         return done
+
+    def _claimed_by_lost_commit(self, trial_id: int, began: datetime.datetime) -> bool:
+        """After a claim (WAITING -> RUNNING) whose commit's answer was lost, the retry finds
+        the trial RUNNING: it is ours when the claim that started it came during this call
+        (Optuna stamps datetime_start at the claim). A claim by another process inside that
+        moment cannot be told apart; mnist-search's workers claim under the study lock, so
+        for them there is none."""
+        stored = self.get_trial(trial_id)
+        return stored.state == TrialState.RUNNING and stored.datetime_start is not None \
+            and stored.datetime_start >= began
 
     def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
                          ) -> int:
