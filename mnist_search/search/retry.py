@@ -22,10 +22,9 @@ settled so: after a lock that was never taken, a finished trial or a taken study
 the error it always was. A trial created by a commit whose answer was lost is found too: with
 heartbeats on, a new RUNNING trial gets its first heartbeat in the transaction that creates
 it, so when nobody owns it, it goes stale and the next stale check fails it (Optuna 5's
-check skips trials that never beat). One case is left: an enqueued trial claimed (WAITING
-to RUNNING) by a commit whose answer was lost stays RUNNING without a heartbeat, since
-Optuna's claim is one call of its own; `mnist-search reap STUDY --older-than SECONDS` fails
-it.
+check skips trials that never beat). An enqueued trial claimed (WAITING to RUNNING) by a
+commit whose answer was lost is found RUNNING by the retry and taken as the caller's when
+its claim was stamped during the call (_claimed_by_lost_commit).
 """
 
 from __future__ import annotations
