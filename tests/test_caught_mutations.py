@@ -164,17 +164,7 @@ def test_a_failed_warm_start_trial_is_enqueued_again(tmp_path, synthetic_dir):
     assert states == [TrialState.FAIL, TrialState.WAITING]
 
 
-CONFIRMED = """
-trials = 2
-[sampler]
-kind = "random"
-[fixed]
-dataset = DATA
-epochs = 1
-hidden = [8]
-[search]
-momentum = { low = 0.0, high = 0.9 }
-"""
+CONFIRMED = TIMED.replace("[constraints]\nmax_train_seconds = 0.0001\n", "")
 
 
 def test_confirm_fails_what_a_killed_confirm_left_running(tmp_path, synthetic_dir):
