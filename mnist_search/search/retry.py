@@ -142,8 +142,9 @@ def with_retries(call: Callable[[], T], what: str, window: float,
 
 
 def _retried_call(call: Callable[[], T], what: str, window: float,
-                  settled: SettleCheck | None) -> tuple[T, bool]:
-    """with_retries, and whether it had to retry."""
+                  settled: SettleCheck | None) -> tuple[T, bool, bool]:
+    """with_retries, whether it had to retry, and whether a failed attempt may have
+    committed (so that the result may be a retry's view of that commit)."""
     started: float | None = None
     delay, lost_commit = FIRST_DELAY_S, False
     while True:
@@ -177,7 +178,7 @@ def _retried_call(call: Callable[[], T], what: str, window: float,
         break
     if started is not None:
         log.info("storage answers again after %.1f s (%s)", time.monotonic() - started, what)
-    return result, started is not None
+    return result, started is not None, lost_commit
 
 
 def _short(exc: BaseException) -> str:
@@ -195,12 +196,13 @@ class RetryingRDBStorage(RDBStorage):
     outage_ended: float = 0.0  # time.monotonic() when the last outage ended (0: none yet)
 
     def retrying(self, name: str, call: Callable[[], T], settled: SettleCheck | None = None) -> T:
+        _inside.lost_commit = False
         if getattr(_inside, "active", False):
             return call()
         window = self.retry_window_s if self.reached else 0.0
         _inside.active = True
         try:
-            result, retried = _retried_call(call, name, window, settled)
+            result, retried, _inside.lost_commit = _retried_call(call, name, window, settled)
         except json.JSONDecodeError as exc:  # Optuna decodes every stored attribute
             raise StorageError(f"{redact(str(self.engine.url))}: {damaged_value(self.engine)} "
                                "is not valid JSON: the database was edited or damaged "
@@ -251,19 +253,14 @@ class RetryingRDBStorage(RDBStorage):
                 return stored.state == state and stored.values == same, True
             return False, None
 
-        failures: list[BaseException] = []
         began = datetime.datetime.now()
-
-        def call() -> bool:
-            try:
-                return RDBStorage.set_trial_state_values(self, trial_id, state, values)
-            except Exception as exc:
-                failures.append(exc)
-                raise
-
-        done: bool = self.retrying("set_trial_state_values", call, settled)
-        if not done and state == TrialState.RUNNING and \
-                any(may_have_committed(e) for e in failures):
+        done: bool = self.retrying("set_trial_state_values", lambda: RDBStorage.
+                                   set_trial_state_values(self, trial_id, state, values),
+                                   settled)
+        # A refused claim after an attempt that may have committed may be that commit's;
+        # judged from the failures the retry loop met, not only those raised inside
+        # Optuna's method, so that a fault raised around the call counts too
+        if not done and state == TrialState.RUNNING and _inside.lost_commit:
             done = self._claimed_by_lost_commit(trial_id, began)
         if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
             # a claimed WAITING trial beats at once: its owner may die before its own first
