@@ -85,10 +85,62 @@ def test_the_private_names_this_package_uses_exist():
         assert getattr(RetryingRDBStorage, name) is not getattr(RDBStorage, name)
     assert callable(storage._create_scoped_session)
     for model in ("TrialModel", "TrialUserAttributeModel", "StudySystemAttributeModel",
-                  "TrialHeartbeatModel"):
+                  "TrialSystemAttributeModel", "TrialHeartbeatModel"):
         assert hasattr(models, model)
     assert callable(models.TrialHeartbeatModel.where_trial_id)
     assert callable(_note.note_ver_key) and callable(_note.split_body)
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+    from optuna.study._tell import _tell_with_warning
+
+    assert isinstance(ARTIFACTS_ATTR_PREFIX, str) and callable(_tell_with_warning)
     from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 
     assert isinstance(DEFAULT_STUDY_NAME_PREFIX, str)
+
+
+def test_an_artifact_recorded_with_the_results_reads_back_as_upload_artifacts(tmp_path):
+    """The record written beside a trial's results is what Optuna's own readers find, the
+    same as upload_artifact writes for the same file."""
+    from optuna.artifacts import (
+        ArtifactMeta,
+        FileSystemArtifactStore,
+        download_artifact,
+        get_all_artifact_meta,
+        upload_artifact,
+    )
+
+    from mnist_search.search.internals import artifact_attr, set_user_attrs
+
+    store = FileSystemArtifactStore(tmp_path)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
+    ours, theirs = study.ask(), study.ask()
+    (tmp_path / "m.safetensors").write_bytes(b"weights")
+    upload_artifact(artifact_store=store, file_path=str(tmp_path / "m.safetensors"),
+                    study_or_trial=theirs, mimetype="application/x")
+    meta = ArtifactMeta(artifact_id="a1", filename="m.safetensors", mimetype="application/x",
+                        encoding=None)
+    (tmp_path / "a1").write_bytes(b"weights")
+    set_user_attrs(ours, {"seed": 1}, system_attrs=dict([artifact_attr(meta)]))
+    assert get_all_artifact_meta(ours) == [meta]
+    (theirs_meta,) = get_all_artifact_meta(theirs)
+    stored = {t.number: t.system_attrs for t in study.get_trials()}
+    assert stored[0] == {artifact_attr(meta)[0]: artifact_attr(meta)[1]}
+    assert stored[1] == dict([artifact_attr(theirs_meta)])  # byte for byte Optuna's format
+    download_artifact(artifact_store=store, file_path=str(tmp_path / "back"), artifact_id="a1")
+    assert (tmp_path / "back").read_bytes() == b"weights"
+
+
+def test_tell_trial_tells_and_refuses_as_study_tell_does(tmp_path):
+    from mnist_search.search.internals import tell_trial
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 't.db'}")
+    done, pruned, bad = study.ask(), study.ask(), study.ask()
+    tell_trial(study, done, [0.5])
+    pruned.report(0.25, 1)
+    tell_trial(study, pruned, state=optuna.trial.TrialState.PRUNED)
+    with pytest.warns(UserWarning, match="nan is not acceptable"):  # FAIL, as Study.tell
+        tell_trial(study, bad, [float("nan")])
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
+        tell_trial(study, done, [0.75])
+    states = [(t.state.name, t.values) for t in study.get_trials()]
+    assert states == [("COMPLETE", [0.5]), ("PRUNED", [0.25]), ("FAIL", None)]

@@ -4,8 +4,9 @@ and how many are kept.
 Files go to a FileSystemArtifactStore: beside a SQLite database by default
 (`<database>.artifacts/`), else `--artifacts DIR` or $MNIST_SEARCH_ARTIFACTS (a PostgreSQL
 storage has no file beside it). A model is staged whole in the store's folder, then renamed
-into place as the artifact is recorded, so no reader ever sees half a file; a store that is
-full or read-only costs the model, never the trial's result.
+into place before the artifact is recorded (in the transaction of the trial's results, as
+upload_artifact would record it in one of its own), so no reader ever sees half a file; a
+store that is full or read-only costs the model, never the trial's result.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore, get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UsageError
+from .internals import artifact_attr
 from .storage import sqlite_path
 
 __all__ = ["ENV_VAR", "MODEL_MIMETYPE", "ModelSaver", "ModelStore", "artifact_dir",
@@ -90,23 +93,29 @@ class ModelSaver:
         self.store = ModelStore(directory)
         self.directory, self.keep = directory, keep
 
-    def save(self, trial: optuna.Trial, write: WriteModel) -> str | None:
-        """Stage the file (`write(path)`), then record it as the trial's artifact. A full or
-        read-only folder is a warning naming the cause; the trial's result is not touched."""
+    def place(self, trial: optuna.Trial, write: WriteModel) -> tuple[dict[str, Any],
+                                                                     dict[str, Any]]:
+        """Stage the file (`write(path)`) and move it into the store; (user attrs, system
+        attrs) that record it on the trial, for the caller to write in the transaction of
+        the trial's results: the artifact as upload_artifact records it, or, when the
+        folder is full or read-only, a warning naming the cause and a `model_error` (the
+        trial's result is not touched)."""
         if self.keep == 0:
-            return None
+            return {}, {}
         staged = self.directory / STAGING / f"trial-{trial.number}.safetensors"
         try:
             staged.parent.mkdir(parents=True, exist_ok=True)
             write(staged)
-            return upload_artifact(artifact_store=self.store, file_path=str(staged),
-                                   study_or_trial=trial, mimetype=MODEL_MIMETYPE)
+            meta = ArtifactMeta(artifact_id=str(uuid.uuid4()), filename=staged.name,
+                                mimetype=MODEL_MIMETYPE, encoding=None)
+            with open(staged, "rb") as fh:
+                self.store.write(meta.artifact_id, fh)
+            return {}, dict([artifact_attr(meta)])
         except OSError as exc:
             cause = f"{type(exc).__name__}: {exc.strerror or exc}"
             log.warning("trial %d: model not saved to %s (%s); its result is kept",
                         trial.number, self.directory, cause)
-            trial.set_user_attr("model_error", cause)
-            return None
+            return {"model_error": cause}, {}
         finally:
             staged.unlink(missing_ok=True)
 

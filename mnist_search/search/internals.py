@@ -14,17 +14,20 @@ caps optuna below 6 for the same reason.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
-from optuna.trial import BaseTrial, FrozenTrial
+from optuna.trial import BaseTrial, FrozenTrial, TrialState
 
-__all__ = ["backend_of", "record_fail_reason", "retried_from", "set_user_attrs",
-           "stale_trial_ids", "storage_of", "study_id", "trial_id", "trials_with_heartbeat"]
+__all__ = ["artifact_attr", "backend_of", "record_fail_reason", "retried_from", "set_user_attrs",
+           "stale_trial_ids", "storage_of", "study_id", "tell_trial", "trial_id",
+           "trials_with_heartbeat"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -122,12 +125,31 @@ def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
     _retrying(storage, "record_fail_reason", write)
 
 
+def artifact_attr(meta: ArtifactMeta) -> tuple[str, str]:
+    """The trial system attr (key, value) by which upload_artifact records an artifact, and
+    get_all_artifact_meta finds it: written here with the trial's results instead of in a
+    transaction of its own."""
+    from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+
+    return ARTIFACTS_ATTR_PREFIX + meta.artifact_id, json.dumps(dataclasses.asdict(meta))
+
+
+def tell_trial(study: optuna.Study, trial: optuna.Trial, values: Sequence[float] | None = None,
+               state: TrialState | None = None) -> None:
+    """study.tell(trial, values, state), with Study.tell's checks and errors, less its closing
+    read of the whole trial (six queries) and deep copy, whose result is never used."""
+    from optuna.study._tell import _tell_with_warning
+
+    _tell_with_warning(study, trial, None if values is None else list(values), state)
+
+
 def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
-                   beat: bool = False) -> None:
+                   beat: bool = False, system_attrs: Mapping[str, Any] | None = None) -> None:
     """trial.set_user_attr for each of `attrs` (with `note`, the trial's first
-    optuna-dashboard note; with `beat`, a heartbeat, as storage.record_heartbeat), in one
-    transaction where the trial is an optuna.Trial on an RDB storage; upserts, so a retried
-    commit is harmless. Like Optuna, it refuses a finished trial (UpdateFinishedTrialError).
+    optuna-dashboard note; with `beat`, a heartbeat, as storage.record_heartbeat; with
+    `system_attrs`, storage.set_trial_system_attr for each), in one transaction where the
+    trial is an optuna.Trial on an RDB storage; upserts, so a retried commit is harmless.
+    Like Optuna, it refuses a finished trial (UpdateFinishedTrialError).
 
     The note is written as optuna_dashboard.save_note writes a first note (version 1, the
     body in chunks, in the dashboard's keys) without save_note's two reads of every system
@@ -136,6 +158,9 @@ def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None 
     if backend is None:  # (heartbeats exist on RDB storages only)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        for key, value in (system_attrs or {}).items():
+            assert isinstance(trial, optuna.Trial), "a FixedTrial has no storage"
+            trial.storage.set_trial_system_attr(trial_id(trial), key, value)
         if note is not None and isinstance(trial, optuna.Trial):
             from optuna_dashboard import save_note
 
@@ -157,9 +182,13 @@ def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None 
                 _beat(session, models.TrialHeartbeatModel, tid)
             if attrs:
                 _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, attrs)
+            if system_attrs:
+                _upsert(session, models.TrialSystemAttributeModel, {"trial_id": tid},
+                        system_attrs)
             if note_attrs:
                 _upsert(session, models.StudySystemAttributeModel, {"study_id": sid},
                         note_attrs)
 
     _retrying(backend, "set_user_attrs", write)
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr does too
+    trial._cached_frozen_trial.system_attrs.update(system_attrs or {})

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import retried_from, set_user_attrs
+from .internals import retried_from, set_user_attrs, tell_trial
 from .notes import trial_note
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
@@ -175,9 +175,12 @@ def versions() -> dict[str, Any]:
             "numerics": NUMERICS}
 
 
-def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = None) -> None:
+def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = None,
+                  more: Mapping[str, Any] | None = None,
+                  system_attrs: Mapping[str, Any] | None = None) -> None:
     """Everything a reader needs to understand or re-run the trial, as user attrs (`digest`:
-    the weights digest, when the caller has it already: it hashes every weight)."""
+    the weights digest, when the caller has it already: it hashes every weight), with `more`
+    user attrs and `system_attrs` (its model's artifact record) in the same transaction."""
     attrs = {
         "parameters": result.parameter_count,
         "train_loss": [round(x, 6) for x in result.train_loss],
@@ -197,8 +200,9 @@ def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = No
         "weights_digest": digest or result.weights_digest(),
         "holdout_digest": result.holdout_digest,
         **versions(),
+        **(more or {}),
     }
-    set_user_attrs(trial, attrs)
+    set_user_attrs(trial, attrs, system_attrs=system_attrs)
 
 
 def record_partial(trial: BaseTrial, history: list[EpochReport], reason: str) -> None:
@@ -239,17 +243,18 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
 
     if isinstance(outcome, TrainResult):
         digest = outcome.weights_digest()
-        record_result(trial, outcome, digest)
+        values = objective_values(spec, outcome)
+        kept: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        if saver is not None and isinstance(trial, optuna.Trial):
+            if saver.admits(trial, values[0]):  # the file first, recorded with the results
+                kept = saver.place(trial, model_writer(trial, outcome, digest))
+            else:
+                kept = ({"model_error": f"not kept: outside the {saver.keep} best when it "
+                                        "finished (--keep-models)"}, {})
+        record_result(trial, outcome, digest, *kept)
         cap = spec.constraints.get("max_train_seconds")
         if cap is not None:
             trial.set_constraint("train_seconds", outcome.member_seconds - cap)
-        values = objective_values(spec, outcome)
-        if saver is not None and isinstance(trial, optuna.Trial):
-            if saver.admits(trial, values[0]):
-                saver.save(trial, model_writer(trial, outcome, digest))
-            else:
-                trial.set_user_attr("model_error", f"not kept: outside the {saver.keep} best "
-                                                   "when it finished (--keep-models)")
         return Settled(TrialState.COMPLETE, values)
     if isinstance(outcome, StopTraining):
         record_partial(trial, history, "pruned")
@@ -276,9 +281,9 @@ def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcepti
 def tell(study: optuna.Study, trial: optuna.Trial, settled: Settled) -> None:
     """Tell the study how a settled trial ended."""
     if settled.state == TrialState.COMPLETE:
-        study.tell(trial, list(settled.values or ()))
+        tell_trial(study, trial, list(settled.values or ()))
     else:
-        study.tell(trial, state=settled.state)
+        tell_trial(study, trial, state=settled.state)
 
 
 def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
@@ -288,7 +293,7 @@ def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
     ended it (a divergence: `nonfinite`). The reason is one of the documented ones."""
     record_partial(trial, history, fail_reason(exc))
     trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
-    study.tell(trial, state=TrialState.FAIL)
+    tell_trial(study, trial, state=TrialState.FAIL)
 
 
 def fail_reason(exc: BaseException) -> str:

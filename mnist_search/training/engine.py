@@ -71,7 +71,8 @@ class Stack:
     """P models of one architecture, their momentum buffers and per-member settings."""
 
     def __init__(self, configs: Sequence[TrainConfig], device: str, total_steps: int = 0,
-                 pixels: PixelOrder | None = None, *, use_graphs: bool = True) -> None:
+                 pixels: PixelOrder | None = None, *, use_graphs: bool = True,
+                 initial: Sequence[Linears] | None = None) -> None:
         self.device = device
         self.use_graphs = use_graphs  # on a GPU, replay the step as a CUDA graph if it can
         self.pixels = pixels  # first-layer rows (and train columns) in this order, if set
@@ -93,7 +94,8 @@ class Stack:
         # block of each layer; the rest stays exactly zero (see members.initial_linears).
         self.own = [layer_shapes(c.hidden) for c in configs]
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
-        layers = [initial_linears(c, self.shapes) for c in configs]
+        # Each member's init, unless given (a trained model scored alone: see alone)
+        layers = initial or [initial_linears(c, self.shapes) for c in configs]
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
         if pixels is not None:
             weights[0] = weights[0].index_select(2, pixels.order)
@@ -388,12 +390,8 @@ class Stack:
         """A stack of one member holding these weights: how a trained model is scored by
         itself, so a model saved to a file scores the same as when it was trained."""
         # Scored, never trained; at the model's own widths, as its file is scored.
-        stack = cls([dataclasses.replace(config, pad_hidden=None)], device, total_steps=1)
-        with torch.no_grad():
-            for j, (w, b) in enumerate(linears):
-                stack.W[j][0].copy_(w)
-                stack.b[j][0, 0].copy_(b)
-        return stack
+        return cls([dataclasses.replace(config, pad_hidden=None)], device, total_steps=1,
+                   initial=[[(w.detach().float(), b.detach().float()) for w, b in linears]])
 
     def drop(self, members: list[int]) -> None:
         """Remove members (original indices) from the stack."""
