@@ -144,3 +144,25 @@ def test_tell_trial_tells_and_refuses_as_study_tell_does(tmp_path):
         tell_trial(study, done, [0.75])
     states = [(t.state.name, t.values) for t in study.get_trials()]
     assert states == [("COMPLETE", [0.5]), ("PRUNED", [0.25]), ("FAIL", None)]
+
+
+def test_a_stacks_writes_are_one_transaction_and_a_finished_trial_is_refused_alone(tmp_path):
+    import sqlalchemy
+
+    from mnist_search.search.internals import AttrWrite, backend_of, write_attrs
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'w.db'}")
+    trials = [study.ask() for _ in range(4)]
+    commits: list[int] = []
+    engine = backend_of(storage_of(study)).engine
+    sqlalchemy.event.listen(engine, "commit", lambda _conn: commits.append(1))
+    write_attrs([AttrWrite(t, {"seed": t.number}, note=f"n{t.number}",
+                           system_attrs={"s": t.number}) for t in trials])
+    assert len(commits) == 1
+    study.tell(trials[1], 1.0)  # finished meanwhile (by a stale check elsewhere, say)
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        write_attrs([AttrWrite(t, {"late": t.number}) for t in trials])
+    stored = {t.number: t for t in study.get_trials()}
+    assert [stored[n].user_attrs.get("late") for n in range(4)] == [0, None, 2, 3]
+    assert [stored[n].user_attrs["seed"] for n in range(4)] == [0, 1, 2, 3]
+    assert [stored[n].system_attrs["s"] for n in range(4)] == [0, 1, 2, 3]

@@ -93,6 +93,12 @@ class ModelSaver:
         self.store = ModelStore(directory)
         self.directory, self.keep = directory, keep
 
+    @property
+    def ranks(self) -> bool:
+        """Whether it keeps only the best K (K > 0): a trial is ranked against those told
+        before it, so trials are settled and told one at a time."""
+        return bool(self.keep)
+
     def place(self, trial: optuna.Trial, write: WriteModel) -> tuple[dict[str, Any],
                                                                      dict[str, Any]]:
         """Stage the file (`write(path)`) and move it into the store; (user attrs, system

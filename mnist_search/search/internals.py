@@ -25,9 +25,9 @@ from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
 from optuna.trial import BaseTrial, FrozenTrial, TrialState
 
-__all__ = ["artifact_attr", "backend_of", "record_fail_reason", "retried_from", "set_user_attrs",
-           "stale_trial_ids", "storage_of", "study_id", "tell_trial", "trial_id",
-           "trials_with_heartbeat"]
+__all__ = ["AttrWrite", "artifact_attr", "backend_of", "record_fail_reason", "retried_from",
+           "set_user_attrs", "stale_trial_ids", "storage_of", "study_id", "tell_trial",
+           "trial_id", "trials_with_heartbeat", "write_attrs"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -143,6 +143,17 @@ def tell_trial(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]
     _tell_with_warning(study, trial, None if values is None else list(values), state)
 
 
+@dataclasses.dataclass(frozen=True)
+class AttrWrite:
+    """What set_user_attrs writes to one trial (see there)."""
+
+    trial: BaseTrial
+    attrs: Mapping[str, Any]
+    note: str | None = None
+    beat: bool = False
+    system_attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
                    beat: bool = False, system_attrs: Mapping[str, Any] | None = None) -> None:
     """trial.set_user_attr for each of `attrs` (with `note`, the trial's first
@@ -154,41 +165,73 @@ def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None 
     The note is written as optuna_dashboard.save_note writes a first note (version 1, the
     body in chunks, in the dashboard's keys) without save_note's two reads of every system
     attr of the study (every trial's note), which cost O(trials) per trial."""
-    backend = backend_of(trial.storage) if isinstance(trial, optuna.Trial) else None
+    write_attrs([AttrWrite(trial, attrs, note, beat, system_attrs or {})])
+
+
+def write_attrs(writes: Sequence[AttrWrite]) -> None:
+    """set_user_attrs for each write, the trials of one study together in one transaction
+    (a stack's members start and end together). Should one of them be finished already,
+    each is written on its own, so the refusal falls on that trial alone, as it would."""
+    first = writes[0].trial if writes else None
+    backend = backend_of(first.storage) if isinstance(first, optuna.Trial) and all(
+        isinstance(w.trial, optuna.Trial) for w in writes) else None
     if backend is None:  # (heartbeats exist on RDB storages only)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        for key, value in (system_attrs or {}).items():
-            assert isinstance(trial, optuna.Trial), "a FixedTrial has no storage"
-            trial.storage.set_trial_system_attr(trial_id(trial), key, value)
-        if note is not None and isinstance(trial, optuna.Trial):
+        for w in writes:
+            _write_through_optuna(w)
+        return
+    try:
+        _retrying(backend, "set_user_attrs", lambda: _write_rows(backend, writes))
+        written, refused = list(writes), None
+    except optuna.exceptions.UpdateFinishedTrialError as exc:
+        if len(writes) == 1:
+            raise
+        written, refused = [], exc
+        for w in writes:
+            try:
+                _retrying(backend, "set_user_attrs", lambda w=w: _write_rows(backend, [w]))
+                written.append(w)
+            except optuna.exceptions.UpdateFinishedTrialError as one:
+                refused = one
+    for w in written:  # the trial's own view kept current, as Trial.set_user_attr does
+        assert isinstance(w.trial, optuna.Trial)
+        w.trial._cached_frozen_trial.user_attrs.update(w.attrs)
+        w.trial._cached_frozen_trial.system_attrs.update(w.system_attrs)
+    if refused is not None:
+        raise refused
+
+
+def _write_through_optuna(w: AttrWrite) -> None:
+    """One write by Optuna's own calls, an attribute at a time (a storage that is no RDB)."""
+    for key, value in w.attrs.items():
+        w.trial.set_user_attr(key, value)
+    if isinstance(w.trial, optuna.Trial):  # a FixedTrial has no storage
+        for key, value in w.system_attrs.items():
+            w.trial.storage.set_trial_system_attr(trial_id(w.trial), key, value)
+        if w.note is not None:
             from optuna_dashboard import save_note
 
-            save_note(trial, note)
-        return
+            save_note(w.trial, w.note)
+
+
+def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
     from optuna_dashboard._note import note_ver_key, split_body
 
-    assert isinstance(trial, optuna.Trial)
-    tid, sid = trial_id(trial), study_id(trial.study)
-    note_attrs = {} if note is None else {note_ver_key(tid): 1, **split_body(note, tid)}
-
-    def write() -> None:
-        with _create_scoped_session(backend.scoped_session, True) as session:
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for w in writes:
+            assert isinstance(w.trial, optuna.Trial)
+            tid = trial_id(w.trial)
             stored = models.TrialModel.find_or_raise_by_id(tid, session)
             backend.check_trial_is_updatable(tid, stored.state)
-            if beat:
+            if w.beat:
                 _beat(session, models.TrialHeartbeatModel, tid)
-            if attrs:
-                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, attrs)
-            if system_attrs:
+            if w.attrs:
+                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, w.attrs)
+            if w.system_attrs:
                 _upsert(session, models.TrialSystemAttributeModel, {"trial_id": tid},
-                        system_attrs)
-            if note_attrs:
-                _upsert(session, models.StudySystemAttributeModel, {"study_id": sid},
-                        note_attrs)
-
-    _retrying(backend, "set_user_attrs", write)
-    trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr does too
-    trial._cached_frozen_trial.system_attrs.update(system_attrs or {})
+                        w.system_attrs)
+            if w.note is not None:
+                _upsert(session, models.StudySystemAttributeModel,
+                        {"study_id": study_id(w.trial.study)},
+                        {note_ver_key(tid): 1, **split_body(w.note, tid)})

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import retried_from, set_user_attrs, tell_trial
+from .internals import AttrWrite, retried_from, set_user_attrs, tell_trial, write_attrs
 from .notes import trial_note
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "fail",
            "fail_reason", "metric_values", "objective_value", "objective_values",
-           "record_partial", "record_result", "settle", "start_trial", "study_seed", "tell",
+           "partial_attrs", "record_result", "result_attrs", "settle", "settle_all",
+           "start_trial", "start_write", "study_seed", "tell",
            "trial_config", "trial_seed", "versions", "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -101,14 +102,21 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
     """Everything before training, in one transaction: the config (trial_config's, unless
     given), its seed, what ran it, any further `attrs`, and a dashboard note."""
     config = config or trial_config(trial, spec, device, seed_base)
+    write_attrs([start_write(trial, spec, config, attrs)])
+    return config
+
+
+def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,
+                attrs: dict[str, Any] | None = None) -> AttrWrite:
+    """What start_trial writes, for writing with other trials' (internals.write_attrs); the
+    parameters constraint, where the study caps them, is set at once."""
     cap = spec.constraints.get("max_parameters")
     if cap is not None:  # known before training: pruned and failed trials carry it too
         trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
-    set_user_attrs(trial, {"seed": config.seed, "architecture": config.architecture,
-                           "config": config.to_dict(), "worker": worker_name(),
-                           **(attrs or {})},
-                   note=trial_note(trial, config))  # a FixedTrial has no study: no note
-    return config
+    return AttrWrite(trial, {"seed": config.seed, "architecture": config.architecture,
+                             "config": config.to_dict(), "worker": worker_name(),
+                             **(attrs or {})},
+                     note=trial_note(trial, config))  # a FixedTrial has no study: no note
 
 
 def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float | None) -> float:
@@ -175,13 +183,15 @@ def versions() -> dict[str, Any]:
             "numerics": NUMERICS}
 
 
-def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = None,
-                  more: Mapping[str, Any] | None = None,
-                  system_attrs: Mapping[str, Any] | None = None) -> None:
-    """Everything a reader needs to understand or re-run the trial, as user attrs (`digest`:
-    the weights digest, when the caller has it already: it hashes every weight), with `more`
-    user attrs and `system_attrs` (its model's artifact record) in the same transaction."""
-    attrs = {
+def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = None) -> None:
+    """Everything a reader needs to understand or re-run the trial, as user attrs."""
+    set_user_attrs(trial, result_attrs(result, digest))
+
+
+def result_attrs(result: TrainResult, digest: str | None = None) -> dict[str, Any]:
+    """What record_result writes (`digest`: the weights digest, when the caller has it
+    already: it hashes every weight)."""
+    return {
         "parameters": result.parameter_count,
         "train_loss": [round(x, 6) for x in result.train_loss],
         "last_batch_loss": [round(e.last_batch_loss, 6) for e in result.epochs],
@@ -200,16 +210,15 @@ def record_result(trial: BaseTrial, result: TrainResult, digest: str | None = No
         "weights_digest": digest or result.weights_digest(),
         "holdout_digest": result.holdout_digest,
         **versions(),
-        **(more or {}),
     }
-    set_user_attrs(trial, attrs, system_attrs=system_attrs)
 
 
-def record_partial(trial: BaseTrial, history: list[EpochReport], reason: str) -> None:
-    """For pruned or failed trials: the curve so far and why it stopped."""
-    set_user_attrs(trial, {"train_loss": [round(e.train_loss, 6) for e in history],
-                           "test_accuracy_curve": [round(e.test_accuracy, 4) for e in history],
-                           "fail_reason": reason})
+def partial_attrs(history: list[EpochReport], reason: str,
+                  message: str | None = None) -> dict[str, Any]:
+    """For pruned or failed trials: the curve so far, why it stopped, and what was said."""
+    return {"train_loss": [round(e.train_loss, 6) for e in history],
+            "test_accuracy_curve": [round(e.test_accuracy, 4) for e in history],
+            "fail_reason": reason, **({} if message is None else {"fail_message": message})}
 
 
 def model_writer(trial: optuna.Trial, result: TrainResult, digest: str
@@ -237,44 +246,57 @@ class Settled:
 
 def settle(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseException,
            history: list[EpochReport], saver: ModelSaver | None = None) -> Settled:
-    """Record a training outcome on the trial (and its model, with a saver) and say how it
-    ends; other errors re-raise."""
+    """Record a training outcome on the trial (and its model, with a saver) in one
+    transaction and say how it ends; other errors re-raise."""
+    return settle_all([(trial, spec, outcome, history)], saver)[0]
+
+
+Ended = tuple[BaseTrial, StudySpec, "TrainResult | BaseException", list["EpochReport"]]
+
+
+def settle_all(ended: Sequence[Ended], saver: ModelSaver | None = None) -> list[Settled]:
+    """settle for trials that ended together (a stack's members): every record in one
+    transaction. A saver that ranks (keeps the best K) ranks a trial against those told
+    before it: its callers settle and tell one trial at a time."""
+    from ..training.train import TrainResult
+
+    done = [_settled(*e, saver) for e in ended]
+    write_attrs([w for _, w in done])
+    for trial, spec, outcome, _ in ended:
+        cap = spec.constraints.get("max_train_seconds")
+        if cap is not None and isinstance(outcome, TrainResult):
+            trial.set_constraint("train_seconds", outcome.member_seconds - cap)
+    return [settled for settled, _ in done]
+
+
+def _settled(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseException,
+             history: list[EpochReport], saver: ModelSaver | None) -> tuple[Settled, AttrWrite]:
     from ..training.train import OutOfTime, StopTraining, TrainResult
 
     if isinstance(outcome, TrainResult):
         digest = outcome.weights_digest()
         values = objective_values(spec, outcome)
-        kept: tuple[dict[str, Any], dict[str, Any]] = ({}, {})
+        more: dict[str, Any] = {}
+        kept: dict[str, Any] = {}
         if saver is not None and isinstance(trial, optuna.Trial):
             if saver.admits(trial, values[0]):  # the file first, recorded with the results
-                kept = saver.place(trial, model_writer(trial, outcome, digest))
+                more, kept = saver.place(trial, model_writer(trial, outcome, digest))
             else:
-                kept = ({"model_error": f"not kept: outside the {saver.keep} best when it "
-                                        "finished (--keep-models)"}, {})
-        record_result(trial, outcome, digest, *kept)
-        cap = spec.constraints.get("max_train_seconds")
-        if cap is not None:
-            trial.set_constraint("train_seconds", outcome.member_seconds - cap)
-        return Settled(TrialState.COMPLETE, values)
+                more = {"model_error": f"not kept: outside the {saver.keep} best when it "
+                                       "finished (--keep-models)"}
+        return Settled(TrialState.COMPLETE, values), AttrWrite(
+            trial, {**result_attrs(outcome, digest), **more}, system_attrs=kept)
     if isinstance(outcome, StopTraining):
-        record_partial(trial, history, "pruned")
-        return Settled(TrialState.PRUNED)
-    if isinstance(outcome, NonFiniteLossError):
-        record_partial(trial, history, "nonfinite")
-        trial.set_user_attr("fail_message", str(outcome))
-        log.warning("trial %d failed: %s", trial.number, outcome)
-        return Settled(TrialState.FAIL)
-    if isinstance(outcome, ConfigError) or is_out_of_memory(outcome):
-        # a model that cannot be built, or not in this machine's memory: this config's
-        # outcome here, so it counts as finished (and is never re-run in a loop)
-        record_partial(trial, history, fail_reason(outcome))
-        trial.set_user_attr("fail_message", " ".join(str(outcome).split())[:500])
-        log.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_message"])
-        return Settled(TrialState.FAIL)
-    if isinstance(outcome, OutOfTime):  # not its config's fault: run again next time
-        record_partial(trial, history, "timeout")
-        trial.set_user_attr("fail_message", str(outcome))
-        return Settled(TrialState.FAIL)
+        return Settled(TrialState.PRUNED), AttrWrite(trial, partial_attrs(history, "pruned"))
+    if isinstance(outcome, ConfigError | NonFiniteLossError | OutOfTime) or \
+            is_out_of_memory(outcome):
+        # nonfinite, invalid_config, out_of_memory: this config's outcome here, so it
+        # counts as finished (never re-run in a loop); timeout: run again next time
+        message = " ".join(str(outcome).split())[:500]
+        if not isinstance(outcome, OutOfTime):
+            log.warning("trial %d failed: %s", trial.number, message)
+        return Settled(TrialState.FAIL), AttrWrite(
+            trial, partial_attrs(history, fail_reason(outcome), message))
     raise outcome
 
 
@@ -291,8 +313,8 @@ def fail(study: optuna.Study, trial: optuna.Trial, history: list[EpochReport],
     """Tell a trial FAIL with its curve so far, because its runner stops (`exc`: an
     interrupt or an error; such a trial is run again by the next run) or because training
     ended it (a divergence: `nonfinite`). The reason is one of the documented ones."""
-    record_partial(trial, history, fail_reason(exc))
-    trial.set_user_attr("fail_message", f"{type(exc).__name__}: {exc}"[:500])
+    set_user_attrs(trial, partial_attrs(history, fail_reason(exc),
+                                        f"{type(exc).__name__}: {exc}"[:500]))
     tell_trial(study, trial, state=TrialState.FAIL)
 
 

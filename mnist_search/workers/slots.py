@@ -24,12 +24,13 @@ import optuna
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from ..search.internals import trial_id
+from ..search.internals import trial_id, write_attrs
 from ..search.lifecycle import (
     EpochReporter,
     fail,
     settle,
-    start_trial,
+    settle_all,
+    start_write,
     study_seed,
     tell,
     trial_config,
@@ -93,6 +94,7 @@ class Slots:
                 pending.append((t, trial_config(t, spec, device, seed_base)))
             except ConfigError as exc:  # sampled values no model can be built from
                 self._refuse(t, exc)
+        writes = []
         while pending:
             # A population shares one batch size and data: claims that differ in those
             # (a searched batch_size, say) go to populations of their own.
@@ -103,8 +105,9 @@ class Slots:
             joined = pop.add([(t.number, c) for t, c in fits])
             for (t, _), config in zip(fits, joined, strict=True):
                 stack = pop.stack_of(t.number)  # the joined config: what `rerun` trains
-                start_trial(t, spec, device, config=config,
-                            attrs={"population_size": len(stack), "stack": stack})
+                writes.append(start_write(t, spec, config, {"population_size": len(stack),
+                                                            "stack": stack}))
+        write_attrs(writes)  # every trial's start in one transaction
 
     def _refuse(self, trial: optuna.Trial, exc: ConfigError) -> None:
         """Fail a claimed trial that cannot be built, alone: the search goes on."""
@@ -133,19 +136,26 @@ class Slots:
             ended = pop.run_epoch(self._report, deadline=self.ctx.orders.deadline,
                                   between_batches=raise_if_stopped)
             was_held = hold_stop_signals()  # telling finished trials is not interrupted
-            for number, outcome in ended:
-                self._tell(number, outcome)
+            self._tell(ended)
             release_stop_signals(was_held)
         self.populations = [p for p in self.populations if len(p)]
 
     def _report(self, number: int, report: EpochReport) -> None:
         self.reporters[number](report)
 
-    def _tell(self, number: int, outcome: TrainResult | BaseException) -> None:
-        trial, reporter = self.trials.pop(number), self.reporters.pop(number)
-        self.heartbeat.discard([trial_id(trial)])
-        tell(self.ctx.study, trial,
-             settle(trial, reporter.spec, outcome, reporter.history, self.ctx.saver))
+    def _tell(self, ended: list[tuple[int, TrainResult | BaseException]]) -> None:
+        """Record the trials that ended (in one transaction, unless the saver ranks them
+        against each other), then tell each; until told, a trial is failed on an error."""
+        saver = self.ctx.saver
+        groups = [[e] for e in ended] if saver is not None and saver.ranks else [ended]
+        for group in groups:
+            settled = settle_all([(self.trials[n], self.reporters[n].spec, outcome,
+                                   self.reporters[n].history) for n, outcome in group], saver)
+            for (number, _), how in zip(group, settled, strict=True):
+                trial = self.trials.pop(number)
+                self.reporters.pop(number)
+                self.heartbeat.discard([trial_id(trial)])
+                tell(self.ctx.study, trial, how)
 
     def _fail_all(self, exc: BaseException) -> None:
         for number, trial in list(self.trials.items()):
