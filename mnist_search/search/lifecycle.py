@@ -25,7 +25,14 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import AttrWrite, retried_from, set_user_attrs, tell_trial, write_attrs
+from .internals import (
+    AttrWrite,
+    new_trial,
+    retried_from,
+    set_user_attrs,
+    tell_trial,
+    write_attrs,
+)
 from .notes import trial_note
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
@@ -56,10 +63,10 @@ def study_seed(study: optuna.Study, spec: StudySpec) -> int:
 
 
 def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
-              heartbeat: int) -> optuna.Trial:
+              heartbeat: int, queued: bool = True) -> optuna.Trial:
     """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
-    recorded at once."""
-    trial = study.ask()
+    recorded at once; `queued=False`: the caller knows the queue is empty (no search)."""
+    trial = study.ask() if queued else new_trial(study)
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
     attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}

@@ -27,7 +27,8 @@ from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, study_seed
 from .storage import study_lock
 
 __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
-           "queue_order", "queued_shape", "trial_cost", "unfinished_identities", "waiting_on"]
+           "queue_order", "queued_shape", "tally", "trial_cost", "unfinished_identities",
+           "waiting_on"]
 
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
 log = logging.getLogger(__name__)
@@ -44,7 +45,11 @@ def is_done(trial: FrozenTrial) -> bool:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
+    return tally(study.get_trials(deepcopy=False))
+
+
+def tally(trials: Sequence[FrozenTrial]) -> dict[str, int]:
+    """counts() of these trials."""
     return {
         "done": sum(is_done(t) for t in trials),
         "running": sum(t.state == TrialState.RUNNING for t in trials),
@@ -193,11 +198,13 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
                   request: Claim) -> list[optuna.Trial]:
     if request.heartbeat and not just_recovered(storage):
         optuna.storages.fail_stale_trials(study)
-    c = counts(study)
+    trials = study.get_trials(deepcopy=False)
+    c = tally(trials)
     free = request.target - c["done"] - c["running"]
     if free <= 0:
         return []
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[:free]
+    queued = [t for t in trials if t.state == TrialState.WAITING]  # in the order ask pops
+    waiting = queued[:free]
     costs = [trial_cost(spec, t.user_attrs) for t in waiting]
     remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
     share = remaining / max(1, min(request.workers, free))
@@ -219,7 +226,11 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
             break
         if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
             break  # a sampled trial of its own shape: one per claim
-        trial = ask_trial(study, storage, seed_base, request.heartbeat)
+        # Past the trials queued when the claim began, a new trial without ask's search of
+        # the queue: all that enqueues holds this lock (but `reap`: the next claim takes
+        # what it queues)
+        trial = ask_trial(study, storage, seed_base, request.heartbeat,
+                          queued=i < len(queued))
         claimed.append(trial)
         cost += trial_cost(spec, trial.user_attrs)
     return claimed
