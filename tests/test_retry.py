@@ -440,3 +440,35 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
     monkeypatch.setattr(RetryingRDBStorage, "retrying", retrying)
     trial = study.ask()
     assert faults and trial.number == 0 and len(study.get_trials()) == 1
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_commit(tmp_path):
+    """No moment in which it exists without them; an enqueued trial gets them at its claim."""
+    from mnist_search.search.internals import trials_with_heartbeat, trial_id
+    from mnist_search.search.lifecycle import ask_trial, trial_seed
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10)
+    study = optuna.create_study(storage=storage)
+    study.enqueue_trial({}, user_attrs={"label": "ref"})
+    writes, commits = [0], []  # statements that write in the open transaction; per commit
+
+    def statement(_conn, _cursor, sql, *_args):
+        writes[0] += sql.lstrip().split(" ", 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
+
+    def commit(_conn):
+        commits.append(writes[0])
+        writes[0] = 0
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(storage.engine, "commit", commit)
+    sampled = ask_trial(study, storage, 5, 10, queued=False)
+    assert len([n for n in commits if n]) == 1  # the creating transaction wrote it all
+    popped = ask_trial(study, storage, 5, 10, queued=True)
+    assert (popped.number, sampled.number) == (0, 1)
+    for t in (sampled, popped):
+        stored = storage.get_trial(trial_id(t))
+        assert stored.user_attrs["seed"] == trial_seed(5, t.number)
+        assert stored.user_attrs["heartbeat_s"] == 10 and ":" in stored.user_attrs["worker"]
+    assert popped.user_attrs["label"] == "ref"
+    assert trials_with_heartbeat(storage) == {trial_id(sampled), trial_id(popped)}

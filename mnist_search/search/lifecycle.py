@@ -66,10 +66,14 @@ def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_bas
               heartbeat: int, queued: bool = True) -> optuna.Trial:
     """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
     recorded at once; `queued=False`: the caller knows the queue is empty (no search)."""
+    attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
+    at_creation = getattr(storage, "attrs_at_creation", None)
+    if not queued and at_creation is not None:  # all of it in the creating transaction
+        with at_creation(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
+            return new_trial(study)
     trial = study.ask() if queued else new_trial(study)
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
-    attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
     if "seed" not in trial.user_attrs:
         attrs["seed"] = trial_seed(seed_base, trial.number)
     else:  # inherited: only a re-run of a stale trial (or a warm start) starts with one

@@ -29,6 +29,7 @@ its claim was stamped during the call (_claimed_by_lost_commit).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -37,7 +38,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy
@@ -231,7 +232,24 @@ class RetryingRDBStorage(RDBStorage):
         if self.heartbeat_interval is not None and trial.state in (TrialState.RUNNING,
                                                                    TrialState.WAITING):
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
+        attrs = getattr(_inside, "new_trial_attrs", None)
+        if attrs is not None and template_trial is None:  # a new RUNNING trial: see below
+            for key, value in attrs(trial.number).items():
+                session.add(models.TrialUserAttributeModel(trial_id=trial.trial_id, key=key,
+                                                           value_json=json.dumps(value)))
         return trial
+
+    @contextlib.contextmanager
+    def attrs_at_creation(self, attrs: Callable[[int], Mapping[str, Any]]) -> Iterator[None]:
+        """Within it, a new trial that this thread creates (from no template: a sampled
+        trial, not an enqueued one) gets `attrs(its number)` as user attrs in the
+        transaction that creates it: one transaction fewer, and no moment in which it
+        exists without them."""
+        _inside.new_trial_attrs = attrs
+        try:
+            yield
+        finally:
+            _inside.new_trial_attrs = None
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, each marked fail_reason "stale" before Optuna's stale
