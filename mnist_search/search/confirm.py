@@ -32,7 +32,8 @@ from ..live import Display, live_display
 from ..stats import Summary, summarize
 from ..tables import Table
 from .internals import set_user_attrs, storage_of, trial_id
-from .lifecycle import fail, metric_values, record_result
+from .lifecycle import fail, metric_values
+from .records import record_result
 
 if TYPE_CHECKING:
     import pandas as pd
