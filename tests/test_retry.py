@@ -445,7 +445,7 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_commit(tmp_path):
     """No moment in which it exists without them; an enqueued trial gets them at its claim."""
-    from mnist_search.search.internals import trials_with_heartbeat, trial_id
+    from mnist_search.search.internals import trial_id, trials_with_heartbeat
     from mnist_search.search.lifecycle import ask_trial, trial_seed
 
     storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10)

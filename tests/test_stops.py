@@ -87,3 +87,23 @@ def test_a_stop_while_the_workers_import_is_quiet(tmp_path, slow_synthetic_dir):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert not [t for t in trials(url, "kill") if t.state == TrialState.RUNNING]
+
+
+def test_a_second_stop_while_a_worker_waits_for_orders_is_quiet(tmp_path, synthetic_dir):
+    """A worker still warming up (no trial held) ends at once on a stop, even when a second
+    stop follows (SIGTERM to the group, then the run's own Ctrl-C to its workers): no
+    interpreter teardown for the second to land in."""
+    from mnist_search.spec import load_spec
+    from mnist_search.workers.spawn import Pool
+
+    spec = write_study(tmp_path / "s.toml", synthetic_dir, SLOW_STUDY)
+    for _ in range(3):
+        pool = Pool(1, load_spec(spec), "cpu")
+        proc = pool.procs[0]
+        time.sleep(2.5)  # torch imported, the data loading or loaded: atexit work exists
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.01)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        pool.cancel()

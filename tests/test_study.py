@@ -144,10 +144,10 @@ def test_cancelled_pool_stops_its_waiting_workers(tmp_path, synthetic_dir):
     do, cancel must end them at once (they would otherwise wait for orders)."""
     import threading
 
-    from mnist_search.workers.pool import Pool
+    from mnist_search.workers.spawn import Pool
 
     spec = study_file(tmp_path, synthetic_dir, SHAPES)
-    pool = Pool(2, 1, load_spec(spec), "cpu")
+    pool = Pool(2, load_spec(spec), "cpu")
     done = threading.Event()
     threading.Thread(target=lambda: (pool.cancel(), done.set()), daemon=True).start()
     assert done.wait(30), "cancel did not return"

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from ..spec import MAX_REPLICATES, MAX_TRIALS, StudySpec, load_spec
+from ..spec import MAX_REPLICATES, MAX_TRIALS, load_spec
 from .common import (
     INCOMPLETE,
     INTERRUPTED,
@@ -86,13 +86,17 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     """
     import signal
 
+    from ..workers.spawn import start_early
+
+    study = load_spec(study_file)  # a bad file is one line before any process starts
+    if tf32:
+        study = study.with_fixed(matmul_precision="tf32")
+    start_early(workers, study, device)  # their imports overlap this process's, next
+
     from ..workers.pool import RunInterrupted, run_study
     from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
-    study: Path | StudySpec = study_file
-    if tf32:
-        study = load_spec(study_file).with_fixed(matmul_precision="tf32")
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, raise_interrupt)  # a closed terminal: the same clean stop
     try:

@@ -1,4 +1,4 @@
-"""A worker process's entry point (`python -m mnist_search.workers.launch ARGS`; pool.Pool
+"""A worker process's entry point (`python -m mnist_search.workers.launch ARGS`; spawn.Pool
 starts it through `python -c`, to add the package's folder to sys.path first); worker.main
 reads ARGS.
 
@@ -24,7 +24,10 @@ PR_SET_PDEATHSIG = 1
 
 
 def _quiet_exit(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+    # At once, without the interpreter's teardown: nothing is held yet, and a second stop
+    # (the run passes Ctrl-C on to its workers) landing in an atexit finalizer printed a
+    # traceback there
+    os._exit(128 + signum)
 
 
 def follow_parent() -> None:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
@@ -44,13 +44,12 @@ from ..live import in_kernel
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
 from .progress import best_value, follow
 from .signals import stops_recorded
-from .worker import WARM_KEYS
+from .spawn import Pool, take_early
 
-__all__ = ["DEFAULT_POPULATION", "Pool", "RunInterrupted", "RunSummary", "run_study"]
+__all__ = ["DEFAULT_POPULATION", "RunInterrupted", "RunSummary", "run_study"]
 
 log = logging.getLogger(__name__)
 
-LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
 DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
 STOP_GRACE_S = 30.0
 
@@ -143,13 +142,22 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
                artifacts: str | Path | None, keep_models: int | None, proposals: int | None,
                warm_start: str | None) -> RunSummary:
     start = time.monotonic()
-    spec = as_spec(study, replicates)  # a bad file is reported before any process starts
-    _check_trials(trials)
-    url = resolve_url(storage)
-    check_spec(spec)
-    check_device(device)
-    models = None if keep_models == 0 else str(artifact_dir(url, artifacts))
-    pool = Pool(workers, max(1, (os.cpu_count() or 1) // workers), spec, device)
+    early = take_early()  # workers the CLI started before importing this module, if any
+    try:
+        spec = as_spec(study, replicates)  # a bad file is reported before any process starts
+        _check_trials(trials)
+        url = resolve_url(storage)
+        check_spec(spec)
+        check_device(device)
+        models = None if keep_models == 0 else str(artifact_dir(url, artifacts))
+    except BaseException:
+        if early is not None:
+            early.cancel()
+        raise
+    if early is not None and not early.fits(workers, spec, device):
+        early.cancel()
+        early = None
+    pool = early or Pool(workers, spec, device)
     interrupted, errors = False, list[str]()
     try:
         check_data(spec, _fetch_progress)
@@ -239,48 +247,6 @@ def _unfinished(study: optuna.Study, orders: WorkerOrders) -> str | None:
     return f"stopped with {done}/{orders.target} trials finished"
 
 
-class Pool:
-    """Worker processes started before the study is ready, so that their torch import (about
-    2 s) overlaps the parent's storage work; each then waits for its orders on stdin.
-
-    Closing stdin without orders (cancel) ends a worker quietly: it has touched nothing yet.
-    """
-
-    def __init__(self, workers: int, threads: int, spec: StudySpec, device: str) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        self.threads = threads
-        warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
-        # Workers import this package from where this process found it (a folder put on
-        # sys.path by hand, as on Colab, included), appended so it shadows nothing; the
-        # study's source stays on the command line so that `ps` tells runs apart.
-        here = str(Path(__file__).resolve().parents[2])
-        boot = f"import sys; sys.path.append({here!r}); {LAUNCH}"
-        cmd = [sys.executable, "-c", boot, "--wait", spec.path, device, json.dumps(warm)]
-        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
-                      for _ in range(workers)]
-
-    def start(self, orders: list[WorkerOrders]) -> None:
-        for p, o in zip(self.procs, orders, strict=True):
-            stdin: IO[str] | None = p.stdin
-            try:
-                assert stdin is not None
-                stdin.write(json.dumps(dataclasses.asdict(o)) + "\n")
-                stdin.close()
-            except OSError:  # it died before its orders: its exit code tells the story
-                pass
-
-    def cancel(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()  # still importing or waiting: nothing of the study is held
-            p.wait()
-            if p.stdin and not p.stdin.closed:
-                try:
-                    p.stdin.close()
-                except OSError:
-                    pass
-
-
 def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: bool | None
                  ) -> tuple[bool, list[str]]:
     """Give the pool's workers their orders and follow them to `target` finished trials;
@@ -292,8 +258,8 @@ def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: 
     procs = pool.procs
     with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
         errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(len(procs))]
-        pool.start([dataclasses.replace(base, index=i, error_file=errs[i])
-                    for i in range(len(procs))])
+        pool.start([json.dumps(dataclasses.asdict(dataclasses.replace(
+            base, index=i, error_file=errs[i]))) for i in range(len(procs))])
         interrupted = False
         with stops_recorded():  # a Ctrl-C lands between polls, never inside a storage call
             try:

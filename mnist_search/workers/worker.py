@@ -1,6 +1,6 @@
 """One worker process: claim trials, train them, tell the results; until the study is full.
 
-Started by pool.Pool as `python -m mnist_search.workers.launch --wait SOURCE DEVICE DATA`
+Started by spawn.Pool as `python -m mnist_search.workers.launch --wait SOURCE DEVICE DATA`
 (orders then come as one JSON line on stdin) or by hand as `python -m mnist_search.workers.launch
 '<json>'`. Claiming happens under the study lock (search.queue.claim).
 """
@@ -27,8 +27,9 @@ from .signals import (
     raise_if_stopped,
     release_stop_signals,
 )
+from .spawn import WARM_KEYS
 
-__all__ = ["WARM_KEYS", "main", "work"]
+__all__ = ["main", "work"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 # It is also how late an idle worker notices that the last trials elsewhere finished, so
 # it adds to every run's wall (measured 1.0-1.6 s at 2 s); one query of the trials each.
 WAIT_POLL_S = 0.5
-WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
 
 # (phase, time.monotonic()) of this worker's start-up, logged at debug level once logging
 # is set up: where the seconds before the first training step go.
@@ -120,7 +120,7 @@ def _sleep(seconds: float, deadline: float | None) -> None:
 
 
 def _orders(argv: list[str]) -> WorkerOrders | None:
-    """The orders, from argv; or, for a worker started early by pool.Pool (`--wait SOURCE
+    """The orders, from argv; or, for a worker started early by spawn.Pool (`--wait SOURCE
     DEVICE DATA`: where the study came from, for `ps`, and its data settings as JSON), from
     one line of stdin once it has warmed up. None: cancelled."""
     if argv[:1] != ["--wait"]:

@@ -1,0 +1,94 @@
+"""Starting a run's worker processes, as early as the command allows.
+
+A worker's start-up is mostly imports (torch above all) and its data; it starts before the
+study is ready and waits for its orders on stdin. This module is light on purpose (no torch,
+no Optuna): the CLI starts a run's workers with it before it imports the rest of the run
+(`start_early`), so their imports overlap the parent's; run_study takes them over
+(`take_early`) or starts its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+from ..spec import StudySpec
+
+__all__ = ["LAUNCH", "WARM_KEYS", "Pool", "start_early", "take_early", "threads_per_worker"]
+
+LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
+WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
+
+
+def threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+class Pool:
+    """Worker processes started before the study is ready, so that their torch import (about
+    2 s) overlaps the parent's storage work; each then waits for its orders on stdin.
+
+    Closing stdin without orders (cancel) ends a worker quietly: it has touched nothing yet.
+    """
+
+    def __init__(self, workers: int, spec: StudySpec, device: str) -> None:
+        self.threads = threads_per_worker(workers)
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads),
+               "MKL_NUM_THREADS": str(self.threads)}
+        warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
+        self.key = (workers, spec.path, device, json.dumps(warm, sort_keys=True))
+        # Workers import this package from where this process found it (a folder put on
+        # sys.path by hand, as on Colab, included), appended so it shadows nothing; the
+        # study's source stays on the command line so that `ps` tells runs apart.
+        here = str(Path(__file__).resolve().parents[2])
+        boot = f"import sys; sys.path.append({here!r}); {LAUNCH}"
+        cmd = [sys.executable, "-c", boot, "--wait", spec.path, device, json.dumps(warm)]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, env=env, text=True)
+                      for _ in range(workers)]
+
+    def fits(self, workers: int, spec: StudySpec, device: str) -> bool:
+        """Whether these workers warmed up for this run (its data, device and count)."""
+        warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
+        return self.key == (workers, spec.path, device, json.dumps(warm, sort_keys=True))
+
+    def start(self, orders: list[str]) -> None:
+        """Each worker's orders (one JSON line each), in order."""
+        for p, line in zip(self.procs, orders, strict=True):
+            stdin: IO[str] | None = p.stdin
+            try:
+                assert stdin is not None
+                stdin.write(line + "\n")
+                stdin.close()
+            except OSError:  # it died before its orders: its exit code tells the story
+                pass
+
+    def cancel(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()  # still importing or waiting: nothing of the study is held
+            p.wait()
+            if p.stdin and not p.stdin.closed:
+                try:
+                    p.stdin.close()
+                except OSError:
+                    pass
+
+
+_early: list[Pool] = []  # the pool start_early made, until run_study takes it
+
+
+def start_early(workers: int, spec: StudySpec, device: str) -> None:
+    """Start a run's workers now, before the caller imports what the run needs (Optuna,
+    SQLAlchemy: about half a second it would otherwise spend before starting them);
+    run_study takes them over if it is called for the same workers, study data and device,
+    and stops them otherwise."""
+    _early.append(Pool(workers, spec, device))
+
+
+def take_early() -> Pool | None:
+    """The pool start_early made (the caller owns it now), if any."""
+    return _early.pop() if _early else None
