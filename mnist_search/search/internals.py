@@ -25,9 +25,10 @@ from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
 from optuna.trial import BaseTrial, FrozenTrial, TrialState
 
-__all__ = ["AttrWrite", "artifact_attr", "backend_of", "new_trial", "record_fail_reason",
-           "retried_from", "set_user_attrs", "stale_trial_ids", "storage_of", "study_id",
-           "tell_trial", "trial_id", "trials_with_heartbeat", "write_attrs"]
+__all__ = ["AttrWrite", "artifact_attr", "backend_of", "new_trial", "new_trial_id",
+           "record_fail_reason", "retried_from", "set_user_attrs", "stale_trial_ids",
+           "storage_of", "study_id", "tell_trial", "trial_id", "trial_of",
+           "trials_with_heartbeat", "write_attrs"]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -135,11 +136,23 @@ def artifact_attr(meta: ArtifactMeta) -> tuple[str, str]:
 
 
 def new_trial(study: optuna.Study) -> optuna.Trial:
-    """study.ask() where the caller knows no trial is WAITING (it holds the study lock, under
-    which it found none): Study.ask first searches the queue, a read of every unfinished
-    trial of every worker with all their attributes, to find nothing to pop."""
+    """study.ask() where the caller knows no trial is WAITING: trial_of(new_trial_id)."""
+    return trial_of(study, new_trial_id(study))
+
+
+def new_trial_id(study: optuna.Study) -> int:
+    """The id of a trial created as study.ask() creates one, where the caller knows no trial
+    is WAITING (it holds the study lock, under which it found none): Study.ask first
+    searches the queue, a read of every unfinished trial of every worker with all their
+    attributes, to find nothing to pop."""
     study._thread_local.cached_all_trials = None  # as ask does: the study's view is stale
-    return optuna.Trial(study, study._storage.create_new_trial(study._study_id))
+    return int(study._storage.create_new_trial(study._study_id))
+
+
+def trial_of(study: optuna.Study, tid: int) -> optuna.Trial:
+    """The live trial of a RUNNING trial's id, as study.ask returns it (its constructor
+    reads the trial and runs the sampler's before_trial)."""
+    return optuna.Trial(study, tid)
 
 
 def tell_trial(study: optuna.Study, trial: optuna.Trial, values: Sequence[float] | None = None,

@@ -27,9 +27,11 @@ from .artifacts import ModelSaver
 from .internals import (
     AttrWrite,
     new_trial,
+    new_trial_id,
     retried_from,
     set_user_attrs,
     tell_trial,
+    trial_of,
     write_attrs,
 )
 from .notes import trial_note
@@ -38,7 +40,8 @@ from .records import model_writer, partial_attrs, result_attrs
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
 
-__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "fail",
+__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
+           "fail",
            "fail_reason", "metric_values", "objective_value", "objective_values",
            "settle", "settle_all", "start_trial", "start_write",
            "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
@@ -65,11 +68,11 @@ def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_bas
               heartbeat: int, queued: bool = True) -> optuna.Trial:
     """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
     recorded at once; `queued=False`: the caller knows the queue is empty (no search)."""
+    if not queued:
+        tid = create_trial(study, storage, seed_base, heartbeat)
+        if tid is not None:
+            return trial_of(study, tid)
     attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
-    at_creation = getattr(storage, "attrs_at_creation", None)
-    if not queued and at_creation is not None:  # all of it in the creating transaction
-        with at_creation(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
-            return new_trial(study)
     trial = study.ask() if queued else new_trial(study)
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
@@ -84,6 +87,19 @@ def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_bas
     # which Optuna never counts as stale) and with its seed.
     set_user_attrs(trial, attrs, beat=bool(heartbeat))
     return trial
+
+
+def create_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
+                 heartbeat: int) -> int | None:
+    """The id of a new trial created with what ask_trial records (its worker, heartbeat
+    interval, seed and first beat) in the same transaction, for a caller that knows the
+    queue is empty; None where the storage cannot (ask_trial then writes them after)."""
+    at_creation = getattr(storage, "attrs_at_creation", None)
+    if at_creation is None:
+        return None
+    attrs = {"worker": worker_name(), "heartbeat_s": heartbeat}
+    with at_creation(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
+        return new_trial_id(study)
 
 
 def trial_config(trial: BaseTrial, spec: StudySpec, device: str,

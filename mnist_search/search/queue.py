@@ -23,7 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import CONFIG_FIELDS, STACK_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
-from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, study_seed
+from .internals import trial_of
+from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, create_trial, study_seed
 from .storage import study_lock
 
 __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
@@ -189,13 +190,17 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
     with study_lock(request.url, spec.name), _heartbeats_as_meant():
         start = time.perf_counter()
         try:
-            return _claim_locked(study, storage, spec, request)
+            made = _claim_locked(study, storage, spec, request)
         finally:  # bench/bench_workers.py reads these lines: how long claims hold the lock
             log.debug("held the study lock %.4f s", time.perf_counter() - start)
+        # a new trial becomes a live Trial (a read, the sampler's before_trial) once the
+        # lock is released: the other workers' claims need not wait for that
+    return [t if isinstance(t, optuna.Trial) else trial_of(study, t) for t in made]
 
 
 def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
-                  request: Claim) -> list[optuna.Trial]:
+                  request: Claim) -> list[optuna.Trial | int]:
+    """The claim's trials: popped ones as live Trials, new ones by id (see claim)."""
     if request.heartbeat and not just_recovered(storage):
         optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
@@ -211,7 +216,7 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     asks = request.proposals or (request.population if request.mixed else SAMPLED_AT_ONCE)
     limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
     shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
-    claimed: list[optuna.Trial] = []
+    claimed: list[optuna.Trial | int] = []
     cost, seed_base = 0.0, study_seed(study, spec)
     samples_stack = not spec.search.fields & set(STACK_FIELDS)
     # Several CPU workers split a same-shape group at the share (stacking gains little
@@ -229,10 +234,14 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
         # Past the trials queued when the claim began, a new trial without ask's search of
         # the queue: all that enqueues holds this lock (but `reap`: the next claim takes
         # what it queues)
-        trial = ask_trial(study, storage, seed_base, request.heartbeat,
-                          queued=i < len(queued))
-        claimed.append(trial)
-        cost += trial_cost(spec, trial.user_attrs)
+        made: optuna.Trial | int | None = None
+        if i >= len(queued):
+            made = create_trial(study, storage, seed_base, request.heartbeat)
+        if made is None:
+            made = ask_trial(study, storage, seed_base, request.heartbeat,
+                             queued=i < len(queued))
+        claimed.append(made)
+        cost += trial_cost(spec, made.user_attrs if isinstance(made, optuna.Trial) else {})
     return claimed
 
 
