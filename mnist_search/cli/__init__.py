@@ -7,6 +7,8 @@ in the module of its family and is registered here.
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from .. import __version__
@@ -43,4 +45,6 @@ for command in (data, train_cmd, check_cmd, run_cmd, studies_cmd, show_cmd, best
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="mnist-search", obj={})
+    # when the command started, for the workers' start-up log (time.monotonic: one clock
+    # for every process of the machine)
+    cli.main(args=argv, prog_name="mnist-search", obj={"started": time.monotonic()})

@@ -91,7 +91,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     study = load_spec(study_file)  # a bad file is one line before any process starts
     if tf32:
         study = study.with_fixed(matmul_precision="tf32")
-    start_early(workers, study, device)  # their imports overlap this process's, next
+    # their imports overlap this process's, next
+    start_early(workers, study, device, click.get_current_context().obj.get("started"))
 
     from ..workers.pool import RunInterrupted, run_study
     from ..workers.signals import raise_interrupt

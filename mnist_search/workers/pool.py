@@ -169,7 +169,7 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
-            overrides=dict(spec.overrides), started=start,
+            overrides=dict(spec.overrides), started=min(start, pool.started),
             artifacts=models, keep_models=keep_models, proposals=proposals)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)

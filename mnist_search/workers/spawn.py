@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -36,6 +37,7 @@ class Pool:
     """
 
     def __init__(self, workers: int, spec: StudySpec, device: str) -> None:
+        self.started = time.monotonic()  # what the workers' start-up log counts from
         self.threads = threads_per_worker(workers)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads),
                "MKL_NUM_THREADS": str(self.threads)}
@@ -81,12 +83,15 @@ class Pool:
 _early: list[Pool] = []  # the pool start_early made, until run_study takes it
 
 
-def start_early(workers: int, spec: StudySpec, device: str) -> None:
+def start_early(workers: int, spec: StudySpec, device: str,
+                started: float | None = None) -> None:
     """Start a run's workers now, before the caller imports what the run needs (Optuna,
     SQLAlchemy: about half a second it would otherwise spend before starting them);
     run_study takes them over if it is called for the same workers, study data and device,
-    and stops them otherwise."""
-    _early.append(Pool(workers, spec, device))
+    and stops them otherwise. `started`: time.monotonic() when the command started."""
+    pool = Pool(workers, spec, device)
+    pool.started = started or pool.started
+    _early.append(pool)
 
 
 def take_early() -> Pool | None:
