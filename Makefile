@@ -44,6 +44,8 @@ bench: data
 	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 7482935
 	@# a tiny trial's bookkeeping against Optuna's own loop (SQLite; PostgreSQL with $$MNIST_SEARCH_TEST_PG)
 	$(BIN)/python bench/bench_bookkeeping.py --trials 200 --before 2315163
+	@# from the command's start to the first training step, phase by phase
+	$(BIN)/python bench/bench_startup.py --repeat 3 --before a9ddc18
 	@# 16 workers on one PostgreSQL study: $$MNIST_SEARCH_TEST_PG's server, or (as root) .ci/postgres.sh's
 	@if [ -n "$$MNIST_SEARCH_TEST_PG" ] || [ "$$(id -u)" = 0 ]; then \
 	  $(BIN)/python bench/bench_workers.py --runs 4 --workers 4; \
