@@ -20,6 +20,7 @@ Run: python bench/bench_bookkeeping.py [--trials 200] [--pg URL] [--before REV]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -155,7 +156,7 @@ def main() -> None:
         print(f"bookkeeping: {args.trials} tiny trials; mnist_search.train alone "
               f"{1000 * train_s:.1f} ms/trial; {os.cpu_count()} CPUs")
         trees: list[tuple[str, Path | None]] = [("this tree", None)]
-        with checkout(args.before) if args.before else _none() as old:
+        with checkout(args.before) if args.before else contextlib.nullcontext() as old:
             if old is not None:
                 trees.append((args.before, old))
             print("SQLite:")
@@ -177,14 +178,6 @@ def main() -> None:
                                       "--artifacts", str(tmp / "models"))
                     print(line(f"run --workers 4 ({label}; wall {wall:.1f} s)", rate, train_s,
                                ref))
-
-
-class _none:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ Run: python bench/bench_startup.py [--repeat 5] [--study notebook] [--before REV
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -57,7 +58,7 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_name, \
-            (checkout(args.before) if args.before else _Here()) as old:
+            (checkout(args.before) if args.before else contextlib.nullcontext()) as old:
         trees = [("this tree", None)] + ([(args.before, old)] if old is not None else [])
         times: dict[str, list[float]] = {label: [] for label, _ in trees}
         print(f"start-up of `run {args.study} --workers 2`, {os.cpu_count()} CPUs:")
@@ -70,14 +71,6 @@ def main() -> None:
         for label, values in times.items():
             print(f"{label}: first epoch {statistics.median(values):.2f} s after the command "
                   f"started (median of {len(values)}; {min(values):.2f}-{max(values):.2f})")
-
-
-class _Here:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 if __name__ == "__main__":
