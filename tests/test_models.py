@@ -160,18 +160,30 @@ def test_rerun_says_what_differs_and_exits_1(study_db, tmp_path):
     assert f"numerics 1 -> {NUMERICS}" in line[0]
 
 
-def test_keep_models_keeps_the_best_k(tmp_path, synthetic_dir):
-    spec = write_study(tmp_path / "k.toml", synthetic_dir, STUDY)
+@pytest.mark.parametrize("population", ["1", "16"])  # 16: members that end together
+def test_keep_models_keeps_the_best_k(tmp_path, synthetic_dir, population):
+    study_text = STUDY if population == "1" else \
+        STUDY.replace("trials = 6", "trials = 10").replace('optimizer = "adam"', "")
+    spec = write_study(tmp_path / "k.toml", synthetic_dir, study_text)
     url = f"sqlite:///{tmp_path / 'k.db'}"
     assert run("-q", "run", str(spec), "--storage", url, "--keep-models", "2",
-               "--population", "1").exit_code == 0
+               "--population", population).exit_code == 0
     study = optuna.load_study(study_name="k", storage=url)
+    if population != "1":  # sampled trials stacked: several ended in one epoch
+        assert max(t.user_attrs["population_size"] for t in study.trials) > 2
     best2 = sorted(study.trials, key=lambda t: -t.value)[:2]
     files = {p.name for p in (tmp_path / "k.db.artifacts").iterdir() if p.is_file()}
     store = optuna.storages.RDBStorage(url)
     kept = {optuna.artifacts.get_all_artifact_meta(t, storage=store)[0].artifact_id
             for t in best2}
     assert files == kept
+    # each trial was ranked against those told before it: kept while among the best 2 then
+    told = sorted(study.trials, key=lambda t: (t.datetime_complete, t.number))
+    for i, t in enumerate(told):
+        rank = sorted((-u.value, u.number) for u in told[:i + 1]).index((-t.value, t.number))
+        assert ("model_error" in t.user_attrs) == (rank >= 2), (t.number, rank)
+    if population != "1":
+        return
     worst = min(study.trials, key=lambda t: t.value)
     res = run("model", "k", "--storage", url, "--trial", str(worst.number), "-o",
               str(tmp_path / "w.st"))

@@ -168,18 +168,18 @@ def test_a_stacks_writes_are_one_transaction_and_a_finished_trial_is_refused_alo
     assert [stored[n].system_attrs["s"] for n in range(4)] == [0, 1, 2, 3]
 
 
-def test_new_trial_is_what_ask_makes_when_nothing_is_queued(tmp_path):
+def test_new_trial_is_what_ask_makes_without_searching_the_queue(tmp_path):
     from mnist_search.search.internals import new_trial
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'n.db'}",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     asked = study.ask()
+    study.enqueue_trial({"x": 0.5})  # a caller under the study lock knows of none
     made = new_trial(study)
-    assert (asked.number, made.number) == (0, 1)
+    assert (asked.number, made.number) == (0, 2)  # created, not popped
     assert 0.0 <= made.suggest_float("x", 0.0, 1.0) <= 1.0  # a live trial of the study
     study.tell(made, 1.0)
-    study.enqueue_trial({"x": 0.5})
-    (stored_made,) = [t for t in study.get_trials() if t.number == 1]
-    assert stored_made.state == optuna.trial.TrialState.COMPLETE
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {0: "RUNNING", 1: "WAITING", 2: "COMPLETE"}
     popped = study.ask()  # the queue is still ask's to pop
-    assert popped.number == 2 and popped.suggest_float("x", 0.0, 1.0) == 0.5
+    assert popped.number == 1 and popped.suggest_float("x", 0.0, 1.0) == 0.5
