@@ -183,3 +183,81 @@ def test_new_trial_is_what_ask_makes_without_searching_the_queue(tmp_path):
     assert states == {0: "RUNNING", 1: "WAITING", 2: "COMPLETE"}
     popped = study.ask()  # the queue is still ask's to pop
     assert popped.number == 1 and popped.suggest_float("x", 0.0, 1.0) == 0.5
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_trials_created_together_are_stored_as_optuna_stores_one_in_one_commit(tmp_path):
+    """A claim's new trials: one transaction for all, each row as Optuna's own create
+    writes it (read back by a storage of Optuna's that never saw them), and the live trials
+    made of them are not read back first."""
+    import sqlalchemy
+
+    from mnist_search.search.internals import live_trials
+    from mnist_search.search.lifecycle import create_trials, trial_seed
+    from mnist_search.search.storage import make_storage
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    storage = make_storage(url, heartbeat_interval=10)
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    by_optuna = study.ask()  # number 0, as Optuna creates it
+    commits, selects = [], []
+    sqlalchemy.event.listen(storage.engine, "commit", lambda _conn: commits.append(1))
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", lambda _c, _cur, sql, *_:
+                            selects.append(sql) if sql.lstrip().upper().startswith("SELECT")
+                            else None)
+    ids = create_trials(study, storage, 5, 10, 3)
+    assert ids is not None and len(commits) == 1
+    selects.clear()
+    live = live_trials(study, ids)
+    assert not [s for s in selects if "FROM trials" in s]  # not read back
+    fresh = optuna.storages.RDBStorage(url)  # Optuna's own reader, no cache of ours
+    for t in live:
+        stored = fresh.get_trial(t._trial_id)
+        assert stored.number == t.number and stored.state == optuna.trial.TrialState.RUNNING
+        assert stored.user_attrs == t.user_attrs == {
+            "worker": t.user_attrs["worker"], "heartbeat_s": 10,
+            "seed": trial_seed(5, t.number)}
+        assert stored.datetime_start == t.datetime_start and stored.params == {}
+    assert [t.number for t in live] == [1, 2, 3]
+    assert trials_with_heartbeat(storage) == {trial_id(t) for t in [by_optuna, *live]}
+    assert storage.get_trial(trial_id(live[0])).number == 1  # outside the claim: read
+    assert fresh.get_trial(by_optuna._trial_id).user_attrs == {}
+    for t in live:  # live trials of the study, as ask's are
+        t.suggest_float("x", 0.0, 1.0)
+        study.tell(t, t.number)
+    assert [t.value for t in study.get_trials(states=[optuna.trial.TrialState.COMPLETE])] == \
+        [1.0, 2.0, 3.0]
+    assert study.ask().number == 4
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("rdb", [True, False])
+def test_state_reasons_count_what_reading_every_trial_counts(tmp_path, rdb):
+    from optuna.trial import TrialState
+
+    from mnist_search.search.internals import state_reasons, waiting_trials
+    from mnist_search.search.queue import tally_states
+
+    storage = f"sqlite:///{tmp_path / 's.db'}" if rdb else None
+    study = optuna.create_study(storage=storage)
+    for value in (1.0, 2.0):
+        study.tell(study.ask(), value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    for reason in ("nonfinite", "invalid_config", "stale", None, ["not", "a", "string"]):
+        trial = study.ask()
+        if reason is not None:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, state=TrialState.FAIL)
+    study.ask().set_user_attr("fail_reason", "nonfinite")  # RUNNING: a reason, not failed
+    for x in (0.3, 0.1, 0.2):
+        study.enqueue_trial({"x": x})
+    counted = state_reasons(study)
+    assert counted[(TrialState.FAIL, "nonfinite")] == 1
+    assert counted[(TrialState.FAIL, None)] == 2  # no reason, or one that is no string
+    assert counted[(TrialState.RUNNING, None)] == 1
+    assert tally_states(counted) == {"done": 5, "running": 1, "waiting": 3, "failed": 3,
+                                     "complete": 2}
+    queued = waiting_trials(study)
+    assert [t.system_attrs["fixed_params"] for t in queued] == [{"x": 0.3}, {"x": 0.1},
+                                                                 {"x": 0.2}]
+    assert study.ask().number == queued[0].number  # the order ask pops them in

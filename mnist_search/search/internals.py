@@ -14,10 +14,12 @@ caps optuna below 6 for the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -25,10 +27,12 @@ from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
 from optuna.trial import BaseTrial, FrozenTrial, TrialState
 
-__all__ = ["AttrWrite", "artifact_attr", "backend_of", "new_trial", "new_trial_id",
-           "record_fail_reason", "retried_from", "set_user_attrs", "stale_trial_ids",
-           "storage_of", "study_id", "tell_trial", "trial_id", "trial_of",
-           "trials_with_heartbeat", "write_attrs"]
+__all__ = ["AttrWrite", "artifact_attr", "backend_of", "live_trials", "new_trial", "new_trial_id",
+           "new_trial_ids", "record_fail_reason", "retried_from", "set_user_attrs",
+           "stale_trial_ids", "state_reasons", "storage_of", "study_id", "tell_trial",
+           "trial_id", "trial_of", "trials_with_heartbeat", "waiting_trials", "write_attrs"]
+
+T = TypeVar("T")
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
@@ -73,12 +77,9 @@ def backend_of(storage: optuna.storages.BaseStorage) -> RDBStorage | None:
     return inner if isinstance(inner, RDBStorage) else None
 
 
-def _retrying(storage: RDBStorage, name: str, call: Any) -> None:
+def _retrying(storage: RDBStorage, name: str, call: Callable[[], T]) -> T:
     retrying = getattr(storage, "retrying", None)  # a RetryingRDBStorage rides out faults
-    if retrying is None:
-        call()
-    else:
-        retrying(name, call)
+    return call() if retrying is None else retrying(name, call)
 
 
 def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
@@ -149,6 +150,81 @@ def new_trial_id(study: optuna.Study) -> int:
     return int(study._storage.create_new_trial(study._study_id))
 
 
+def new_trial_ids(study: optuna.Study, n: int) -> list[int]:
+    """n trials created as new_trial_id creates each, in one transaction where the storage
+    can (RetryingRDBStorage.create_new_trials), each put in Optuna's cache as its
+    create_new_trial does (set_trial_param looks the trial up there)."""
+    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+
+    cached, backend = study._storage, backend_of(study._storage)
+    create = getattr(backend, "create_new_trials", None)
+    if n == 1 or create is None or not isinstance(cached, _CachedStorage):
+        return [new_trial_id(study) for _ in range(n)]
+    sid = study_id(study)
+    study._thread_local.cached_all_trials = None  # as ask does: the study's view is stale
+    frozen: list[FrozenTrial] = create(sid, n)
+    with cached._lock:
+        cached._studies.setdefault(sid, _StudyInfo())
+        cached._add_trials_to_cache(sid, frozen)
+    return [t._trial_id for t in frozen]
+
+
+def state_reasons(study: optuna.Study) -> dict[tuple[TrialState, str | None], int]:
+    """How many trials of the study are in each state, FAIL ones by their `fail_reason`
+    user attribute (None: none), in one aggregate query: what a claim counts, without
+    Optuna's read of every unfinished trial with all its attributes (get_trials)."""
+    backend = backend_of(study._storage)
+    if backend is None:
+        out: dict[tuple[TrialState, str | None], int] = {}
+        for t in study.get_trials(deepcopy=False):
+            key = (t.state, _reason(t.user_attrs.get("fail_reason"), t.state))
+            out[key] = out.get(key, 0) + 1
+        return out
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    trial, attr = models.TrialModel, models.TrialUserAttributeModel
+    query = sqlalchemy.select(trial.state, attr.value_json, sqlalchemy.func.count()) \
+        .select_from(trial).outerjoin(attr, sqlalchemy.and_(
+            attr.trial_id == trial.trial_id, attr.key == "fail_reason",
+            trial.state == TrialState.FAIL)) \
+        .where(trial.study_id == study_id(study)).group_by(trial.state, attr.value_json)
+
+    def read() -> dict[tuple[TrialState, str | None], int]:
+        with _create_scoped_session(backend.scoped_session) as session:
+            rows = session.execute(query).all()
+        counted: dict[tuple[TrialState, str | None], int] = {}
+        for state, reason, n in rows:
+            state = TrialState(state)
+            key = (state, None if reason is None else _reason(json.loads(reason), state))
+            counted[key] = counted.get(key, 0) + int(n)
+        return counted
+
+    return _retrying(backend, "state_reasons", read)
+
+
+def _reason(value: Any, state: TrialState) -> str | None:
+    """A FAIL trial's fail_reason as counted: a string, else None (so is any other state's)."""
+    return value if state == TrialState.FAIL and isinstance(value, str) else None
+
+
+def waiting_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's WAITING trials in the order Study.ask pops them, read alone (Optuna's
+    cache would read every unfinished trial to find them)."""
+    backend = backend_of(study._storage)
+    source = study._storage if backend is None else backend
+    trials = source.get_all_trials(study_id(study), deepcopy=False, states=(TrialState.WAITING,))
+    return sorted(trials, key=lambda t: t.number)
+
+
+def live_trials(study: optuna.Study, made: Sequence[optuna.Trial | int]) -> list[optuna.Trial]:
+    """Each trial as a live optuna.Trial, those given by id made by trial_of; a trial that
+    this thread has just created (create_new_trials) is not read back first."""
+    known = getattr(backend_of(study._storage), "created_known", None)
+    with contextlib.nullcontext() if known is None else known():
+        return [t if isinstance(t, optuna.Trial) else trial_of(study, t) for t in made]
+
+
 def trial_of(study: optuna.Study, tid: int) -> optuna.Trial:
     """The live trial of a RUNNING trial's id, as study.ask returns it (its constructor
     reads the trial and runs the sampler's before_trial)."""
@@ -209,7 +285,7 @@ def write_attrs(writes: Sequence[AttrWrite]) -> None:
         written, refused = [], exc
         for w in writes:
             try:
-                _retrying(backend, "set_user_attrs", lambda w=w: _write_rows(backend, [w]))
+                _retrying(backend, "set_user_attrs", functools.partial(_write_rows, backend, [w]))
                 written.append(w)
             except optuna.exceptions.UpdateFinishedTrialError as one:
                 refused = one

@@ -27,7 +27,7 @@ from .artifacts import ModelSaver
 from .internals import (
     AttrWrite,
     new_trial,
-    new_trial_id,
+    new_trial_ids,
     retried_from,
     set_user_attrs,
     tell_trial,
@@ -41,9 +41,8 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
     from ..training.train import EpochReport, TrainResult
 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
-           "fail",
-           "fail_reason", "metric_values", "objective_value", "objective_values",
-           "settle", "settle_all", "start_trial", "start_write",
+           "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
+           "objective_values", "settle", "settle_all", "start_trial", "start_write",
            "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -94,12 +93,19 @@ def create_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_
     """The id of a new trial created with what ask_trial records (its worker, heartbeat
     interval, seed and first beat) in the same transaction, for a caller that knows the
     queue is empty; None where the storage cannot (ask_trial then writes them after)."""
+    made = create_trials(study, storage, seed_base, heartbeat, 1)
+    return None if made is None else made[0]
+
+
+def create_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
+                  heartbeat: int, n: int) -> list[int] | None:
+    """create_trial for n new trials, all in one transaction."""
     at_creation = getattr(storage, "attrs_at_creation", None)
     if at_creation is None:
         return None
     attrs = {"worker": worker_name(), "heartbeat_s": heartbeat}
     with at_creation(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
-        return new_trial_id(study)
+        return new_trial_ids(study, n)
 
 
 def trial_config(trial: BaseTrial, spec: StudySpec, device: str,

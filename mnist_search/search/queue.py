@@ -23,13 +23,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import CONFIG_FIELDS, STACK_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
-from .internals import trial_of
-from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, create_trial, study_seed
+from .internals import live_trials, state_reasons, waiting_trials
+from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, create_trials, study_seed
 from .storage import study_lock
 
 __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
-           "queue_order", "queued_shape", "tally", "trial_cost", "unfinished_identities",
-           "waiting_on"]
+           "queue_order", "queued_shape", "tally", "tally_states", "trial_cost",
+           "unfinished_identities", "waiting_on"]
 
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
 log = logging.getLogger(__name__)
@@ -51,12 +51,28 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 def tally(trials: Sequence[FrozenTrial]) -> dict[str, int]:
     """counts() of these trials."""
+    by_state: dict[tuple[TrialState, str | None], int] = {}
+    for t in trials:
+        reason = t.user_attrs.get("fail_reason") if t.state == TrialState.FAIL else None
+        key = (t.state, reason if isinstance(reason, str) else None)
+        by_state[key] = by_state.get(key, 0) + 1
+    return tally_states(by_state)
+
+
+def tally_states(by_state: Mapping[tuple[TrialState, str | None], int]) -> dict[str, int]:
+    """counts() from how many trials are in each state, FAIL ones by fail_reason
+    (internals.state_reasons): is_done's verdict without reading the trials."""
+    def total(*states: TrialState, reasons: bool | None = None) -> int:
+        return sum(n for (state, reason), n in by_state.items() if state in states and
+                   (reasons is None or (reason in DETERMINISTIC_FAILURES) == reasons))
+
+    done, fail = (TrialState.COMPLETE, TrialState.PRUNED), TrialState.FAIL
     return {
-        "done": sum(is_done(t) for t in trials),
-        "running": sum(t.state == TrialState.RUNNING for t in trials),
-        "waiting": sum(t.state == TrialState.WAITING for t in trials),
-        "failed": sum(t.state == TrialState.FAIL and not is_done(t) for t in trials),
-        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "done": total(*done) + total(fail, reasons=True),
+        "running": total(TrialState.RUNNING),
+        "waiting": total(TrialState.WAITING),
+        "failed": total(fail, reasons=False),
+        "complete": total(TrialState.COMPLETE),
     }
 
 
@@ -195,7 +211,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
             log.debug("held the study lock %.4f s", time.perf_counter() - start)
         # a new trial becomes a live Trial (a read, the sampler's before_trial) once the
         # lock is released: the other workers' claims need not wait for that
-    return [t if isinstance(t, optuna.Trial) else trial_of(study, t) for t in made]
+    return live_trials(study, made)
 
 
 def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
@@ -203,12 +219,11 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     """The claim's trials: popped ones as live Trials, new ones by id (see claim)."""
     if request.heartbeat and not just_recovered(storage):
         optuna.storages.fail_stale_trials(study)
-    trials = study.get_trials(deepcopy=False)
-    c = tally(trials)
+    c = tally_states(state_reasons(study))  # a count, not a read of every unfinished trial
     free = request.target - c["done"] - c["running"]
     if free <= 0:
         return []
-    queued = [t for t in trials if t.state == TrialState.WAITING]  # in the order ask pops
+    queued = waiting_trials(study) if c["waiting"] else []  # in the order ask pops
     waiting = queued[:free]
     costs = [trial_cost(spec, t.user_attrs) for t in waiting]
     remaining = sum(costs) + max(0, free - len(costs)) * trial_cost(spec, {})
@@ -216,7 +231,7 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     asks = request.proposals or (request.population if request.mixed else SAMPLED_AT_ONCE)
     limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
     shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
-    claimed: list[optuna.Trial | int] = []
+    claimed: list[optuna.Trial | None] = []  # None: a new trial, created after the loop
     cost, seed_base = 0.0, study_seed(study, spec)
     samples_stack = not spec.search.fields & set(STACK_FIELDS)
     # Several CPU workers split a same-shape group at the share (stacking gains little
@@ -231,18 +246,29 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
             break
         if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
             break  # a sampled trial of its own shape: one per claim
-        # Past the trials queued when the claim began, a new trial without ask's search of
-        # the queue: all that enqueues holds this lock (but `reap`: the next claim takes
-        # what it queues)
-        made: optuna.Trial | int | None = None
-        if i >= len(queued):
-            made = create_trial(study, storage, seed_base, request.heartbeat)
-        if made is None:
-            made = ask_trial(study, storage, seed_base, request.heartbeat,
-                             queued=i < len(queued))
+        queued_one = i < len(queued)
+        made = ask_trial(study, storage, seed_base, request.heartbeat) if queued_one else None
         claimed.append(made)
-        cost += trial_cost(spec, made.user_attrs if isinstance(made, optuna.Trial) else {})
-    return claimed
+        cost += trial_cost(spec, made.user_attrs if made is not None else {})
+    return _with_new_trials(study, storage, seed_base, request.heartbeat, claimed)
+
+
+def _with_new_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
+                     heartbeat: int, claimed: list[optuna.Trial | None]
+                     ) -> list[optuna.Trial | int]:
+    """The claim with its new trials (the Nones, past every popped one) created, in one
+    transaction where the storage can: past the trials queued when the claim began, a new
+    trial needs no search of the queue, since all that enqueues holds the study lock (but
+    `reap`: the next claim takes what it queues)."""
+    popped: list[optuna.Trial | int] = [t for t in claimed if t is not None]
+    n = len(claimed) - len(popped)
+    if not n:
+        return popped
+    made = create_trials(study, storage, seed_base, heartbeat, n)
+    if made is None:
+        return [*popped, *(ask_trial(study, storage, seed_base, heartbeat, queued=False)
+                           for _ in range(n))]
+    return [*popped, *made]
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ its claim was stamped during the call (_claimed_by_lost_commit).
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import functools
 import json
@@ -46,9 +47,11 @@ from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError, redact
+from .damage import damaged_value
 from .internals import record_fail_reason
 
 __all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
@@ -251,6 +254,39 @@ class RetryingRDBStorage(RDBStorage):
         finally:
             _inside.new_trial_attrs = None
 
+    def create_new_trials(self, study_id: int, n: int) -> list[FrozenTrial]:
+        """n new RUNNING trials as _get_prepared_new_trial makes each (numbered in turn, a
+        heartbeat, the attrs_at_creation attrs), in one transaction of a few statements
+        for all of them: a claim of several trials holds the study lock that much less."""
+        attrs = getattr(_inside, "new_trial_attrs", None)
+
+        def create() -> list[FrozenTrial]:
+            with _create_scoped_session(self.scoped_session) as session:
+                return _insert_trials(session, study_id, n, attrs,
+                                      beat=self.heartbeat_interval is not None)
+
+        made = self.retrying("create_new_trials", create)
+        _inside.created = {t._trial_id: copy.deepcopy(t) for t in made}
+        return made
+
+    @contextlib.contextmanager
+    def created_known(self) -> Iterator[None]:
+        """Within it, get_trial of a trial that this thread's last create_new_trials made
+        answers, once, with what that call wrote instead of reading it back (six queries):
+        an optuna.Trial of a new trial reads it at once. Forgotten at the block's end."""
+        _inside.serve_created = True
+        try:
+            yield
+        finally:
+            _inside.serve_created, _inside.created = False, {}
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        if getattr(_inside, "serve_created", False):
+            known: FrozenTrial | None = getattr(_inside, "created", {}).pop(trial_id, None)
+            if known is not None:
+                return known
+        return self.retrying("get_trial", lambda: RDBStorage.get_trial(self, trial_id))
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         """Optuna's stale trials, each marked fail_reason "stale" before Optuna's stale
         check fails it: a process killed between that FAIL and its callback leaves no
@@ -312,36 +348,35 @@ class RetryingRDBStorage(RDBStorage):
             self, directions, study_name), settled)
 
 
-_ATTRIBUTE_TABLES = (("trial_user_attributes", "trial", "user attribute"),
-                     ("trial_system_attributes", "trial", "system attribute"),
-                     ("study_user_attributes", "study", "user attribute"),
-                     ("study_system_attributes", "study", "system attribute"))
-
-
-def damaged_value(engine: sqlalchemy.engine.Engine) -> str:
-    """Which stored attribute fails to decode, named as a user finds it: 'trial 3 of study
-    "notebook", its user attribute "config"' (or 'a stored value' if none is found)."""
-    with engine.connect() as conn:
-        for table, owner, kind in _ATTRIBUTE_TABLES:
-            rows = conn.execute(sqlalchemy.text(
-                f"SELECT {owner}_id, key, value_json FROM {table}"))  # noqa: S608 - constants
-            for owner_id, key, value in rows:
-                try:
-                    json.loads(value)
-                except (TypeError, ValueError):
-                    return _named(conn, owner, owner_id) + f", its {kind} {key!r},"
-    return "a stored value"
-
-
-def _named(conn: sqlalchemy.engine.Connection, owner: str, owner_id: int) -> str:
-    if owner == "study":
-        name = conn.execute(sqlalchemy.text(
-            "SELECT study_name FROM studies WHERE study_id = :i"), {"i": owner_id}).scalar()
-        return f"study {name!r}"
-    row = conn.execute(sqlalchemy.text(
-        "SELECT t.number, s.study_name FROM trials t JOIN studies s ON s.study_id = t.study_id "
-        "WHERE t.trial_id = :i"), {"i": owner_id}).first()
-    return f"trial {row[0]} of study {row[1]!r}" if row else f"trial id {owner_id}"
+def _insert_trials(session: Any, study_id: int, n: int,
+                   attrs: Callable[[int], Mapping[str, Any]] | None, beat: bool
+                   ) -> list[FrozenTrial]:
+    """The rows Optuna's _create_new_trial writes for n trials, numbered under its lock of
+    the study's row (so the count of the study's trials is the first one's number)."""
+    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    trials = models.TrialModel.__table__
+    first = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
+                           .where(trials.c.study_id == study_id))
+    now = datetime.datetime.now()  # local, as Optuna's; stored as naive UTC, as its column
+    utc = now.astimezone(datetime.UTC).replace(tzinfo=None)
+    session.execute(sqlalchemy.insert(trials), [
+        {"study_id": study_id, "number": first + i, "state": TrialState.RUNNING,
+         "datetime_start": utc} for i in range(n)])
+    ids = dict(session.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
+        trials.c.study_id == study_id, trials.c.number >= first)).all())
+    made = {number: dict(attrs(number)) if attrs else {} for number in range(first, first + n)}
+    if beat:
+        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__),
+                        [{"trial_id": ids[number]} for number in made])
+    rows = [{"trial_id": ids[number], "key": k, "value_json": json.dumps(v)}
+            for number, user in made.items() for k, v in user.items()]
+    if rows:
+        session.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), rows)
+    return [FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
+                        datetime_start=now, datetime_complete=None, params={},
+                        distributions={}, user_attrs=user, system_attrs={},
+                        intermediate_values={}, trial_id=ids[number])
+            for number, user in made.items()]
 
 
 def _retried(name: str) -> Callable[..., Any]:
@@ -365,4 +400,6 @@ RETRIED = ("delete_study", "set_study_user_attr", "set_study_system_attr",
            "get_n_trials", "get_trial_number_from_id",
            "get_trial_params")
 for _name in RETRIED:  # a name a new Optuna drops fails here, not silently unretried
-    setattr(RetryingRDBStorage, _name, _retried(_name))
+    getattr(RDBStorage, _name)
+    if _name not in RetryingRDBStorage.__dict__:  # (get_trial retries in its own way)
+        setattr(RetryingRDBStorage, _name, _retried(_name))
