@@ -6,7 +6,11 @@ engine fuses them ([B, 784] x [784, columns]).
 - padded: every member as wide as the widest, the padding computed (today's buckets);
 - gathered: padded storage, the real columns gathered out and scattered back every step;
 - concatenated: the members' real columns stored side by side (unpadded), the activations
-  scattered into the later layers' padded [B, K*widest].
+  scattered into the later layers' padded [B, K*widest];
+- its GEMMs alone: concatenated without the scatter and gather, the bound for a layout
+  whose later layers read the concatenated activations directly;
+- separate: each member its own [784, width] GEMMs, as a CPU trains distinct shapes today
+  (each a group of its own, one after another).
 
 Prints ms per batch for each and the ratios against padded. The FLOPs padded is K*widest /
 sum(widths). A layout only pays if its storage is unpadded: gathering per step costs more
@@ -65,10 +69,28 @@ def main() -> None:
         h.index_copy_(1, cols, torch.addmm(bias_cat, x, w_cat))
         v_cat.addmm_(x.t(), g.index_select(1, cols), beta=0.9)
 
-    ms = {f.__name__: timed(f, args.repeat) for f in (padded, gathered, concatenated)}
+    w_own = [torch.randn(k, w) for w in widths]
+    v_own, b_own = [torch.zeros(k, w) for w in widths], [torch.zeros(w) for w in widths]
+    g_own = [torch.randn(b, w) for w in widths]
+
+    g_cat = torch.randn(b, real)
+
+    def gemms_alone() -> None:
+        torch.addmm(bias_cat, x, w_cat)
+        v_cat.addmm_(x.t(), g_cat, beta=0.9)
+
+    def separate() -> None:
+        for w, v, bias, grad in zip(w_own, v_own, b_own, g_own, strict=True):
+            torch.addmm(bias, x, w)
+            v.addmm_(x.t(), grad, beta=0.9)
+
+    ms = {f.__name__: timed(f, args.repeat) for f in (padded, gathered, concatenated,
+                                                       gemms_alone, separate)}
     print(f"K={args.members} widths {widths}: FLOPs padded {args.members * widest / real:.2f}x; "
           f"batch {b}, {args.threads} thread(s)")
     print("; ".join(f"{name} {t:.1f} ms ({ms['padded'] / t:.2f}x)" for name, t in ms.items()))
+    print(f"against separate: concatenated {ms['separate'] / ms['concatenated']:.2f}x, "
+          f"its GEMMs alone {ms['separate'] / ms['gemms_alone']:.2f}x")
 
 
 if __name__ == "__main__":
