@@ -44,7 +44,7 @@ from ..live import in_kernel
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
 from .progress import best_value, follow
 from .signals import stops_recorded
-from .spawn import Pool, take_early
+from .spawn import Pool, start_ahead, take_early
 
 __all__ = ["DEFAULT_POPULATION", "RunInterrupted", "RunSummary", "run_study"]
 
@@ -95,7 +95,8 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
               heartbeat: int | None = None, replicates: int | None = None,
               population: int = DEFAULT_POPULATION, mixed: bool | None = None,
               artifacts: str | Path | None = None, keep_models: int | None = None,
-              proposals: int | None = None, warm_start: str | None = None) -> RunSummary:
+              proposals: int | None = None, warm_start: str | None = None,
+              keep_warm: bool | None = None) -> RunSummary:
     """Run a study file to `trials` finished trials (in total) with `workers` processes.
 
     Everything it depends on (the file, the dataset and its data, the device, the storage
@@ -105,12 +106,15 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     Each worker trains up to `population` trials at once; with `mixed` (default: on a GPU)
     it fills a free slot at every epoch boundary with a trial of any shape, asking the
     sampler for up to `proposals` trials at once (default: every free slot when mixing,
-    else 8).
+    else 8). With `keep_warm` (default: in a notebook) it starts the next call's workers as it
+    returns, so that a call with the same study, workers and device skips their start-up
+    (torch's import, the data); spawn.release_warm() stops them.
     """
     with messages_to_cell(progress is not False):
         return _run_study(study, trials, workers, timeout, storage, device, seed, force,
                           progress, heartbeat, replicates, population, mixed, artifacts,
-                          keep_models, proposals, warm_start)
+                          keep_models, proposals, warm_start,
+                          in_kernel() if keep_warm is None else keep_warm)
 
 
 @contextlib.contextmanager
@@ -140,7 +144,7 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
                force: bool, progress: bool | None, heartbeat: int | None,
                replicates: int | None, population: int, mixed: bool | None,
                artifacts: str | Path | None, keep_models: int | None, proposals: int | None,
-               warm_start: str | None) -> RunSummary:
+               warm_start: str | None, keep_warm: bool) -> RunSummary:
     start = time.monotonic()
     early = take_early()  # workers the CLI started before importing this module, if any
     try:
@@ -169,7 +173,8 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
             deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
-            overrides=dict(spec.overrides), started=min(start, pool.started),
+            overrides=dict(spec.overrides),
+            started=start if pool.ahead else min(start, pool.started),
             artifacts=models, keep_models=keep_models, proposals=proposals)
         if counts(opened)["done"] < target:
             interrupted, errors = _run_workers(pool, opened, orders, progress)
@@ -183,6 +188,8 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
         _tell_cell(summary)
     if interrupted:  # as study.optimize does: "Run All" stops here, not at the next cell
         raise RunInterrupted(summary)
+    if keep_warm:  # for the next call, likely the same (a cell run again)
+        start_ahead(workers, spec, device)
     return summary
 
 

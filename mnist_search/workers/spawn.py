@@ -4,11 +4,13 @@ A worker's start-up is mostly imports (torch above all) and its data; it starts 
 study is ready and waits for its orders on stdin. This module is light on purpose (no torch,
 no Optuna): the CLI starts a run's workers with it before it imports the rest of the run
 (`start_early`), so their imports overlap the parent's; run_study takes them over
-(`take_early`) or starts its own.
+(`take_early`) or starts its own. In a notebook, run_study starts the next run's workers as
+it returns (`start_ahead`), so a second call finds them warm instead of importing torch again.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -19,7 +21,8 @@ from typing import IO
 
 from ..spec import StudySpec
 
-__all__ = ["LAUNCH", "WARM_KEYS", "Pool", "start_early", "take_early", "threads_per_worker"]
+__all__ = ["LAUNCH", "WARM_KEYS", "Pool", "release_warm", "start_ahead", "start_early",
+           "take_early", "threads_per_worker"]
 
 LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
 WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
@@ -38,6 +41,7 @@ class Pool:
 
     def __init__(self, workers: int, spec: StudySpec, device: str) -> None:
         self.started = time.monotonic()  # what the workers' start-up log counts from
+        self.ahead = False  # started for a call yet to come (start_ahead), not this one
         self.threads = threads_per_worker(workers)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads),
                "MKL_NUM_THREADS": str(self.threads)}
@@ -56,6 +60,10 @@ class Pool:
         """Whether these workers warmed up for this run (its data, device and count)."""
         warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
         return self.key == (workers, spec.path, device, json.dumps(warm, sort_keys=True))
+
+    def alive(self) -> bool:
+        """Whether every worker still waits for its orders (none was killed meanwhile)."""
+        return all(p.poll() is None for p in self.procs)
 
     def start(self, orders: list[str]) -> None:
         """Each worker's orders (one JSON line each), in order."""
@@ -95,5 +103,32 @@ def start_early(workers: int, spec: StudySpec, device: str,
 
 
 def take_early() -> Pool | None:
-    """The pool start_early made (the caller owns it now), if any."""
-    return _early.pop() if _early else None
+    """The pool start_early or start_ahead made (the caller owns it now), if any is alive."""
+    pool = _early.pop() if _early else None
+    if pool is not None and not pool.alive():  # one was killed while it waited: start anew
+        pool.cancel()
+        return None
+    return pool
+
+
+def start_ahead(workers: int, spec: StudySpec, device: str) -> None:
+    """Start the workers of a run likely to come (the same study, workers and device, as a
+    notebook runs a cell again), so that its run_study takes them over warm; a call that
+    differs stops them. Waiting, they hold their data and no trial; they end with this
+    process (their stdin closes, and it stops them at exit) or with release_warm()."""
+    release_warm()
+    pool = Pool(workers, spec, device)
+    pool.ahead = True
+    if not _early_registered:
+        atexit.register(release_warm)
+        _early_registered.append(True)
+    _early.append(pool)
+
+
+_early_registered: list[bool] = []  # release_warm is registered with atexit once
+
+
+def release_warm() -> None:
+    """Stop the workers started for a run to come (start_ahead), if any are waiting."""
+    while _early:
+        _early.pop().cancel()
