@@ -351,19 +351,25 @@ class RetryingRDBStorage(RDBStorage):
 def _insert_trials(session: Any, study_id: int, n: int,
                    attrs: Callable[[int], Mapping[str, Any]] | None, beat: bool
                    ) -> list[FrozenTrial]:
-    """The rows Optuna's _create_new_trial writes for n trials, numbered under its lock of
-    the study's row (so the count of the study's trials is the first one's number)."""
+    """The rows Optuna's _create_new_trial writes for n trials, numbered as it numbers one:
+    under its lock of the study's row, the first is inserted before its number is counted
+    (the insert takes SQLite's write lock too), so no other writer's trial comes between."""
     models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
     trials = models.TrialModel.__table__
-    first = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials)
-                           .where(trials.c.study_id == study_id))
     now = datetime.datetime.now()  # local, as Optuna's; stored as naive UTC, as its column
-    utc = now.astimezone(datetime.UTC).replace(tzinfo=None)
-    session.execute(sqlalchemy.insert(trials), [
-        {"study_id": study_id, "number": first + i, "state": TrialState.RUNNING,
-         "datetime_start": utc} for i in range(n)])
+    row = {"study_id": study_id, "state": TrialState.RUNNING,
+           "datetime_start": now.astimezone(datetime.UTC).replace(tzinfo=None)}
+    first_id = session.execute(sqlalchemy.insert(trials).values(**row, number=None)
+                               ).inserted_primary_key[0]
+    first = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(
+        trials.c.study_id == study_id, trials.c.trial_id < first_id))
+    session.execute(sqlalchemy.update(trials).where(trials.c.trial_id == first_id)
+                    .values(number=first))
+    if n > 1:
+        session.execute(sqlalchemy.insert(trials),
+                        [{**row, "number": first + i} for i in range(1, n)])
     ids = dict(session.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
-        trials.c.study_id == study_id, trials.c.number >= first)).all())
+        trials.c.study_id == study_id, trials.c.trial_id >= first_id)).all())
     made = {number: dict(attrs(number)) if attrs else {} for number in range(first, first + n)}
     if beat:
         session.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__),
