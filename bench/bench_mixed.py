@@ -3,11 +3,12 @@
 Draws K shapes as studies/search.toml's space does (depth 1-4, widths 16-512 log-uniform;
 momentum 0-0.99; dropout 0-0.6 after the first layer) and trains them as one Population
 for --epochs epochs: each shape its own group, one after another ("apart"); on a GPU, the
-same groups side by side in one CUDA graph ("side by side"); and padded into one bucket per
-depth ("buckets", Population(bucket=True)), which trains up to 4 stacks whatever K is.
+same groups side by side in one CUDA graph ("side by side"); and padded into buckets
+("buckets", Population(bucket=True)): per depth, width quantiles of about 16 members.
 Prints each way's wall, trials/min and the useful arithmetic rate (6 x the members' own
-parameters x images x epochs), the padded FLOPs against the useful ones, and, where both
-ran, whether side by side is bit-identical to apart.
+parameters x images x epochs), and, where both ran, whether side by side is bit-identical
+to apart; then the FLOPs the buckets pad and in how many stacks, against the earlier one
+bucket per depth (--flops-only prints only that, training nothing).
 
 Run: python bench/bench_mixed.py --device cuda --k 1 8 16 64 256 [--epochs 5]
 """
@@ -22,7 +23,7 @@ import time
 import torch
 
 from mnist_search.config import TrainConfig, mlp_parameters
-from mnist_search.training.population import Population, buckets
+from mnist_search.training.population import BUCKET_MEMBERS, Population, buckets
 from mnist_search.training.train import TrainResult, load_for, resolve_device
 
 
@@ -59,6 +60,18 @@ def flops(configs: list[TrainConfig], padded: bool = False) -> float:
                for c in configs)
 
 
+def padding(configs: list[TrainConfig]) -> str:
+    """How buckets pad these configs' FLOPs, and in how many stacks: in quantiles of
+    BUCKET_MEMBERS (today's buckets) and every member of a depth in one (the earlier ones)."""
+    useful, out = flops(configs), []
+    for name, members in (("quantile buckets", BUCKET_MEMBERS), ("one per depth", len(configs))):
+        padded = buckets(configs, members=members)
+        stacks = len({c.stack_key() for c in padded})
+        out.append(f"{name} pad the FLOPs {flops(padded, padded=True) / useful:.2f}x "
+                   f"in {stacks} stacks")
+    return f"K={len(configs)}: " + "; ".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--device", default="auto")
@@ -66,7 +79,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--max-apart", type=int, default=16,
                     help="largest K also trained one group after another (that is slow)")
+    ap.add_argument("--flops-only", action="store_true",
+                    help="print how buckets pad each K's FLOPs, train nothing")
     args = ap.parse_args()
+    if args.flops_only:
+        for k in args.k:
+            print(padding(shapes(k)))
+        return
     device = resolve_device(args.device)
     data = load_for(TrainConfig(val_size=10000), device)
     cuda = device.startswith("cuda")
@@ -86,9 +105,8 @@ def main() -> None:
                              if isinstance(r, TrainResult)}
             parts.append(f"{name} {wall:.2f} s ({60 * k / wall:.0f} trials/min, "
                          f"{useful / wall / 1e9:.0f} GFLOP/s)")
-        padded = flops(buckets(configs), padded=True) / useful
         line = f"K={k:4d}, {args.epochs} epochs on {device}: " + "; ".join(parts)
-        line += f"; buckets pad the FLOPs {padded:.2f}x"
+        line += f"; {padding(configs)}"
         if cuda and "apart" in digests:
             same = sum(digests["side by side"][key] == digests["apart"].get(key)
                        for key in digests["apart"])

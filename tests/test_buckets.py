@@ -35,6 +35,21 @@ def test_buckets_pad_each_depth_to_its_widest_layer_rounded_up(synthetic_dir):
     assert buckets([configs[0], adam]) == [configs[0], adam]
 
 
+def test_many_of_a_depth_are_bucketed_by_width_quantiles(synthetic_dir):
+    """40 one-layer widths 16..640 (given in a shuffled order) in quantiles of about 16: three
+    buckets of neighbouring widths, each padded to its own widest, not all to 640."""
+    widths = [16 * i for i in range(1, 41)]
+    shuffled = widths[::7] + [w for w in widths if w not in widths[::7]]
+    configs = [cfg(synthetic_dir, hidden=(w,)) for w in shuffled]
+    padded = buckets(configs, members=16)
+    pad_of = {c.hidden[0]: c.pad_hidden for c in padded}
+    assert [pad_of[w] for w in (16, 208, 224, 416, 432, 640)] == \
+        [(208,), (208,), (416,), (416,), (640,), (640,)]
+    assert len({c.stack_key() for c in padded}) == 3
+    assert buckets(configs, members=40) == buckets(configs, members=100)  # one per depth
+    assert {c.pad_hidden for c in buckets(configs, members=40)} == {(640,)}
+
+
 def test_pad_hidden_must_cover_hidden():
     with pytest.raises(ConfigError, match="pad_hidden"):
         TrainConfig(hidden=(64, 32), pad_hidden=(64,))

@@ -45,30 +45,44 @@ from .epochs import (
 from .graphs import GraphedGroups, graphable
 from .pixels import PixelOrder
 
-__all__ = ["BUCKET_STEP", "Outcome", "Population", "buckets", "data_key"]
+__all__ = ["BUCKET_MEMBERS", "BUCKET_STEP", "Outcome", "Population", "buckets", "data_key"]
 
 K = TypeVar("K", bound=Hashable)
 BUCKET_STEP = 16  # a bucket's widths are multiples of this (the search's narrowest layer)
+# Members per bucket, about: a depth's members are split into quantiles of their widths of
+# about this many. 256 search-like shapes padded to each depth's widest computed 4.95x
+# their own FLOPs in 4 stacks; in quantiles of 16, 2.45x in 18 (bench/bench_mixed.py
+# --flops-only). Up to 16 of a depth, buckets are as before: one per depth.
+BUCKET_MEMBERS = 16
 Outcome = TrainResult | BaseException
 
 
-def buckets(configs: Sequence[TrainConfig], step: int = BUCKET_STEP) -> list[TrainConfig]:
-    """The configs, those that differ from others only in their widths padded to one
-    bucket: per depth, each layer as wide as the group's widest, rounded up to `step`.
-    A config with no other of its depth and kind is left as it is."""
+def buckets(configs: Sequence[TrainConfig], step: int = BUCKET_STEP,
+            members: int = BUCKET_MEMBERS) -> list[TrainConfig]:
+    """The configs, those that differ from others only in their widths padded to a bucket.
+
+    Per depth (and stack kind), members are ranked by their widths (the first layer's, which
+    holds most FLOPs, then the next) and split into quantiles of about `members` each, so a
+    bucket holds similar widths instead of padding every member to the depth's widest; each
+    layer of a bucket is as wide as its widest member's, rounded up to `step`. A config
+    alone in its bucket is left as it is.
+    """
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, c in enumerate(configs):
         kind = dataclasses.replace(c, hidden=(1,) * len(c.hidden), pad_hidden=None)
         groups.setdefault(kind.stack_key(), []).append(i)
     out = list(configs)
     for idx in groups.values():
-        if len({configs[i].hidden for i in idx}) < 2:
-            continue
-        depth = len(configs[idx[0]].hidden)
-        pad = tuple(-(-max(configs[i].hidden[j] for i in idx) // step) * step
-                    for j in range(depth))
-        for i in idx:
-            out[i] = dataclasses.replace(configs[i], pad_hidden=pad)
+        ranked = sorted(idx, key=lambda i: (configs[i].hidden, i))
+        parts = math.ceil(len(ranked) / members)
+        for part in range(parts):
+            bucket = ranked[len(ranked) * part // parts:len(ranked) * (part + 1) // parts]
+            if len({configs[i].hidden for i in bucket}) < 2:
+                continue
+            pad = tuple(-(-max(configs[i].hidden[j] for i in bucket) // step) * step
+                        for j in range(len(configs[bucket[0]].hidden)))
+            for i in bucket:
+                out[i] = dataclasses.replace(configs[i], pad_hidden=pad)
     return out
 
 
