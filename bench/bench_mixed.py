@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--max-apart", type=int, default=16,
                     help="largest K also trained one group after another (that is slow)")
+    ap.add_argument("--ways", nargs="+", default=["apart", "buckets", "side by side"],
+                    help="which ways to train [default: all that the device has]")
     ap.add_argument("--flops-only", action="store_true",
                     help="print how buckets pad each K's FLOPs, train nothing")
     args = ap.parse_args()
@@ -92,6 +94,7 @@ def main() -> None:
     modes = {"apart": (False, False), "buckets": (cuda, True)}
     if cuda:
         modes["side by side"] = (True, False)
+    modes = {name: way for name, way in modes.items() if name in args.ways}
     for k in args.k:
         configs = [TrainConfig(**{**c.to_dict(), "epochs": args.epochs, "device": device,
                                   "val_size": 10000}) for c in shapes(k)]

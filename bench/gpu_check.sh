@@ -37,9 +37,11 @@ print(f'fp32 sgemm 8192^3 (no TF32): {2 * 8192**3 / s / 1e12:.1f} TFLOP/s')"
 # The CUDA paths bit for bit (graph against eager, side by side, buckets) before any figure.
 step gpu-tests 120 $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
 # Earlier runs' figures are in docs/speed.md; this one measures mixed-shape populations
-# (side by side against buckets at K = 8 and 64; K = 256 in buckets took over 100 s on an
-# H200) and the grid and search that use them.
+# (side by side against buckets at K = 8 and 64; K = 256 in one bucket per depth took over
+# 100 s on an H200, in width quantiles it pads half the FLOPs) and the grid and search
+# that use them.
 step mixed 120 $PY bench/bench_mixed.py --device cuda --k 8 64 --epochs 5 --max-apart 8
+step mixed256 60 $PY bench/bench_mixed.py --device cuda --k 256 --epochs 2 --ways buckets
 step same-shape 40 $PY bench/bench_population.py --device cuda --k 256 --epochs 5
 step grid 60 $PY bench/bench_notebook_grid.py --workers 1 --device cuda
 step search 60 $PY bench/bench_search.py --device cuda --workers 2 --trials 40 --before none
