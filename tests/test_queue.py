@@ -126,6 +126,31 @@ def test_a_mixing_worker_asks_for_as_many_proposals_as_it_has_free_slots(
     assert len({t.number for t in got}) == expected
 
 
+@pytest.mark.parametrize("retrying", [True, False])
+def test_new_trials_claimed_together_carry_the_callers_seed_on_any_rdb_storage(
+        tmp_path, synthetic_dir, retrying):
+    """Created in one transaction by mnist-search's storage, one by one (then their attrs)
+    by Optuna's own; either way each is RUNNING with the seed of the seed base the claim
+    was given (a worker reads the study's once), and its live trial says the same."""
+    from mnist_search.search.lifecycle import trial_seed
+
+    spec = load_spec(write_study(tmp_path / "s.toml", synthetic_dir,
+                                 "[fixed]\ndataset = DATA\nepochs = 1\n[search]\n"
+                                 "lr = { low = 0.01, high = 0.1 }\n"))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(spec, url)
+    storage = make_storage(url) if retrying else optuna.storages.RDBStorage(url)
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    got = claim(study, storage, spec, Claim(url=url, target=40, population=6, mixed=True,
+                                            seed=7))
+    assert [t.number for t in got] == list(range(6))
+    reader = optuna.storages.RDBStorage(url)
+    for t in got:
+        stored = reader.get_trial(trial_id(t))
+        assert stored.state == TrialState.RUNNING
+        assert stored.user_attrs["seed"] == t.user_attrs["seed"] == trial_seed(7, t.number)
+
+
 def _claim_until_empty(url: str, spec_path: str, workers: int, start, out) -> None:
     """One worker process: claim (one trial at a time, as a CPU worker claims sampled
     trials) until the study's target is reached; each claimed trial is told at once."""

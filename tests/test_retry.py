@@ -445,8 +445,8 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_commit(tmp_path):
     """No moment in which it exists without them; an enqueued trial gets them at its claim."""
-    from mnist_search.search.internals import trial_id, trials_with_heartbeat
-    from mnist_search.search.lifecycle import ask_trial, trial_seed
+    from mnist_search.search.internals import trial_id, trial_of, trials_with_heartbeat
+    from mnist_search.search.lifecycle import ask_trial, create_trial, trial_seed
 
     storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10)
     study = optuna.create_study(storage=storage)
@@ -462,8 +462,9 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
 
     sqlalchemy.event.listen(storage.engine, "before_cursor_execute", statement)
     sqlalchemy.event.listen(storage.engine, "commit", commit)
-    sampled = ask_trial(study, storage, 5, 10, queued=False)
-    assert len([n for n in commits if n]) == 1  # the creating transaction wrote it all
+    made = create_trial(study, storage, 5, 10)  # what a claim does with an empty queue
+    assert made is not None and len([n for n in commits if n]) == 1  # one wrote it all
+    sampled = trial_of(study, made)
     popped = ask_trial(study, storage, 5, 10, queued=True)
     assert (popped.number, sampled.number) == (0, 1)
     for t in (sampled, popped):

@@ -31,7 +31,6 @@ from .internals import (
     retried_from,
     set_user_attrs,
     tell_trial,
-    trial_of,
     write_attrs,
 )
 from .notes import trial_note
@@ -66,11 +65,8 @@ def study_seed(study: optuna.Study, spec: StudySpec) -> int:
 def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
               heartbeat: int, queued: bool = True) -> optuna.Trial:
     """A new trial (or an enqueued one) from the study, its first heartbeat and its seed
-    recorded at once; `queued=False`: the caller knows the queue is empty (no search)."""
-    if not queued:
-        tid = create_trial(study, storage, seed_base, heartbeat)
-        if tid is not None:
-            return trial_of(study, tid)
+    recorded at once; `queued=False`: the caller knows the queue is empty (no search), and
+    its storage cannot create the trial with them (create_trial, else)."""
     attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
     trial = study.ask() if queued else new_trial(study)
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies

@@ -178,6 +178,7 @@ class Claim:
     # Most sampled trials asked at once (None: SAMPLED_AT_ONCE, or every free slot for a
     # worker that mixes shapes, whose engine is as wide as its slots).
     proposals: int | None = None
+    seed: int | None = None  # the study's seed, if the caller has read it (else read here)
 
 
 def just_recovered(storage: optuna.storages.RDBStorage) -> bool:
@@ -232,7 +233,8 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     limit = min(request.population, asks, math.ceil(free / max(1, request.workers)))
     shapes = [queued_shape(spec, t.user_attrs) for t in waiting]
     claimed: list[optuna.Trial | None] = []  # None: a new trial, created after the loop
-    cost, seed_base = 0.0, study_seed(study, spec)
+    cost = 0.0
+    seed_base = study_seed(study, spec) if request.seed is None else request.seed
     samples_stack = not spec.search.fields & set(STACK_FIELDS)
     # Several CPU workers split a same-shape group at the share (stacking gains little
     # there, an idle worker loses its whole share); a GPU worker takes it whole.

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from ..search.artifacts import ModelSaver
+from ..search.lifecycle import study_seed
 from ..search.queue import Claim
 from ..search.reap import StaleTrialCallback
 from ..search.storage import make_storage
@@ -54,10 +55,10 @@ class WorkerOrders:
     # changed in memory or never a file; None: load spec_path (a worker started by hand)
     spec: str | None = None
 
-    def claim_request(self) -> Claim:
+    def claim_request(self, seed: int | None = None) -> Claim:
         return Claim(url=self.url, target=self.target, workers=self.workers,
                      population=self.population, heartbeat=self.heartbeat,
-                     mixed=bool(self.mixed), proposals=self.proposals)
+                     mixed=bool(self.mixed), proposals=self.proposals, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class WorkerContext:
     spec: StudySpec
     storage: optuna.storages.RDBStorage
     study: optuna.Study
+    seed_base: int  # the stored study's seed (fixed when it was created), read once
     saver: ModelSaver | None = None
 
 
@@ -101,4 +103,4 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
                               pruner=make_pruner(spec))
     saver = None if orders.artifacts is None else \
         ModelSaver(Path(orders.artifacts), orders.keep_models)
-    return WorkerContext(orders, spec, storage, study, saver)
+    return WorkerContext(orders, spec, storage, study, study_seed(study, spec), saver)

@@ -31,7 +31,6 @@ from ..search.lifecycle import (
     settle,
     settle_all,
     start_write,
-    study_seed,
     tell,
     trial_config,
 )
@@ -82,7 +81,7 @@ class Slots:
 
     def join(self, trials: list[optuna.Trial]) -> None:
         """Start claimed trials (with stop signals held) and add them to a population."""
-        spec, seed_base = self.ctx.spec, study_seed(self.ctx.study, self.ctx.spec)
+        spec, seed_base = self.ctx.spec, self.ctx.seed_base
         for t in trials:
             self.trials[t.number] = t
             self.reporters[t.number] = EpochReporter(t, spec)

@@ -75,7 +75,8 @@ def work(orders: WorkerOrders) -> int:
             if slots.free and not _past(orders.deadline):
                 was_held = hold_stop_signals()
                 try:
-                    request = dataclasses.replace(orders.claim_request(), population=slots.free)
+                    request = dataclasses.replace(orders.claim_request(ctx.seed_base),
+                                                  population=slots.free)
                     start = time.perf_counter()
                     trials = claim(ctx.study, ctx.storage, ctx.spec, request)
                     # bench/bench_workers.py reads these lines (lock wait included)
