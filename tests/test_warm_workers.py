@@ -1,6 +1,7 @@
 """Workers kept warm for the next run_study (a notebook runs a cell again): the next call
 with the same study, workers and device takes them over and trains with them; a call that
-differs stops them, one killed while it waited is replaced, and release_warm stops them."""
+differs stops them, one killed while it waited is replaced, and release_warm, or their
+time unused running out, stops them."""
 
 from __future__ import annotations
 
@@ -81,3 +82,17 @@ def test_release_warm_stops_them_and_nothing_is_kept_by_default(tmp_path, spec):
     assert spawn._early == [] and all(p.poll() is not None for p in procs)
     ms.run_study(spec, trials=2, storage=url, progress=False)  # not in a kernel
     assert spawn._early == []
+
+
+def test_warm_workers_unused_for_their_time_are_stopped(tmp_path, spec, monkeypatch):
+    monkeypatch.setattr(spawn, "WARM_KEEP_S", 1.0)
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    ms.run_study(spec, trials=1, storage=url, progress=False, keep_warm=True)
+    (pool,) = spawn._early
+    end = time.monotonic() + 30
+    while spawn._early and time.monotonic() < end:
+        time.sleep(0.1)
+    assert spawn._early == []
+    assert all(p.wait(timeout=30) is not None for p in pool.procs)  # stopped, reaped
+    later = ms.run_study(spec, trials=2, storage=url, progress=False)
+    assert later.complete and not later.worker_errors

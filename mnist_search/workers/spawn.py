@@ -15,14 +15,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
 
 from ..spec import StudySpec
 
-__all__ = ["LAUNCH", "WARM_KEYS", "Pool", "release_warm", "start_ahead", "start_early",
-           "take_early", "threads_per_worker"]
+__all__ = ["LAUNCH", "WARM_KEEP_S", "WARM_KEYS", "Pool", "release_warm", "start_ahead",
+           "start_early", "take_early", "threads_per_worker"]
 
 LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
 WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
@@ -42,6 +43,7 @@ class Pool:
     def __init__(self, workers: int, spec: StudySpec, device: str) -> None:
         self.started = time.monotonic()  # what the workers' start-up log counts from
         self.ahead = False  # started for a call yet to come (start_ahead), not this one
+        self.expiry: threading.Timer | None = None  # stops it unused (start_ahead)
         self.threads = threads_per_worker(workers)
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads),
                "MKL_NUM_THREADS": str(self.threads)}
@@ -88,7 +90,10 @@ class Pool:
                     pass
 
 
-_early: list[Pool] = []  # the pool start_early made, until run_study takes it
+_early: list[Pool] = []  # the pool start_early or start_ahead made, until run_study takes it
+_lock = threading.Lock()  # take_early, an expiry's timer thread and release_warm race
+_early_registered: list[bool] = []  # release_warm is registered with atexit once
+WARM_KEEP_S = 600.0  # how long workers started ahead wait for the call they are for
 
 
 def start_early(workers: int, spec: StudySpec, device: str,
@@ -99,12 +104,16 @@ def start_early(workers: int, spec: StudySpec, device: str,
     and stops them otherwise. `started`: time.monotonic() when the command started."""
     pool = Pool(workers, spec, device)
     pool.started = started or pool.started
-    _early.append(pool)
+    with _lock:
+        _early.append(pool)
 
 
 def take_early() -> Pool | None:
     """The pool start_early or start_ahead made (the caller owns it now), if any is alive."""
-    pool = _early.pop() if _early else None
+    with _lock:
+        pool = _early.pop() if _early else None
+    if pool is not None and pool.expiry is not None:
+        pool.expiry.cancel()
     if pool is not None and not pool.alive():  # one was killed while it waited: start anew
         pool.cancel()
         return None
@@ -114,21 +123,36 @@ def take_early() -> Pool | None:
 def start_ahead(workers: int, spec: StudySpec, device: str) -> None:
     """Start the workers of a run likely to come (the same study, workers and device, as a
     notebook runs a cell again), so that its run_study takes them over warm; a call that
-    differs stops them. Waiting, they hold their data and no trial; they end with this
-    process (their stdin closes, and it stops them at exit) or with release_warm()."""
+    differs stops them. Waiting, they hold their data (about 1 GB each for MNIST) and no
+    trial; they are stopped after WARM_KEEP_S unused, by release_warm(), or at this
+    process's exit (were it killed, their stdin closes and they end)."""
     release_warm()
     pool = Pool(workers, spec, device)
     pool.ahead = True
-    if not _early_registered:
-        atexit.register(release_warm)
-        _early_registered.append(True)
-    _early.append(pool)
+    pool.expiry = threading.Timer(WARM_KEEP_S, _expire, args=(pool,))
+    pool.expiry.daemon = True
+    with _lock:
+        if not _early_registered:
+            atexit.register(release_warm)
+            _early_registered.append(True)
+        _early.append(pool)
+    pool.expiry.start()
 
 
-_early_registered: list[bool] = []  # release_warm is registered with atexit once
+def _expire(pool: Pool) -> None:
+    with _lock:
+        if pool not in _early:
+            return  # taken (or released) meanwhile
+        _early.remove(pool)
+    pool.cancel()
 
 
 def release_warm() -> None:
     """Stop the workers started for a run to come (start_ahead), if any are waiting."""
-    while _early:
-        _early.pop().cancel()
+    with _lock:
+        pools = list(_early)
+        _early.clear()
+    for pool in pools:
+        if pool.expiry is not None:
+            pool.expiry.cancel()
+        pool.cancel()
