@@ -442,6 +442,45 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
     assert faults and trial.number == 0 and len(study.get_trials()) == 1
 
 
+def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale(
+        tmp_path, monkeypatch):
+    """A claim's batch whose commit landed but whose answer was lost: the retry creates
+    another batch, numbered after it; the lost one, owned by nobody, has its heartbeats and
+    seeds, so it goes stale like a lone orphan."""
+    import contextlib
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1,
+                           grace_period=1, reached=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    real, commits = retry._create_scoped_session, [0]
+
+    @contextlib.contextmanager
+    def answer_lost(*args, **kwargs):
+        with real(*args, **kwargs) as session:
+            yield session
+        commits[0] += 1
+        if commits[0] == 1:  # committed, then the connection dropped
+            raise optuna.exceptions.StorageInternalError("commit failed") from dropped()
+
+    monkeypatch.setattr(retry, "_create_scoped_session", answer_lost)
+    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.01)
+    with storage.attrs_at_creation(lambda number: {"seed": 100 + number}):
+        made = storage.create_new_trials(study._study_id, 3)
+    monkeypatch.undo()
+    assert commits[0] == 2 and [t.number for t in made] == [3, 4, 5]
+    stored = study.get_trials()
+    assert [t.number for t in stored] == list(range(6))
+    assert [t.user_attrs["seed"] for t in stored] == [100 + n for n in range(6)]
+    with storage.engine.connect() as conn:
+        beats = {r[0] for r in conn.execute(sqlalchemy.text(
+            "SELECT trial_id FROM trial_heartbeats"))}
+    assert beats == {t._trial_id for t in stored}
+    time.sleep(2.5)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)
+    assert {t.state for t in study.get_trials()} == {TrialState.FAIL}
+
+
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_commit(tmp_path):
     """No moment in which it exists without them; an enqueued trial gets them at its claim."""
