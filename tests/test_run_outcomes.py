@@ -197,3 +197,26 @@ def test_reap_accepts_zero_and_prints_no_optuna_warnings(tmp_path, synthetic_dir
     assert "failed 1 stale trials [0]" in out.stdout
     assert "Warning" not in out.stderr
     assert trials(url, "r")[0].state == TrialState.FAIL
+
+
+def test_reap_waits_for_the_study_lock_that_claims_hold(tmp_path):
+    """A reap and a run's claim both fail stale trials and enqueue their labels again: under
+    one lock, so no label is enqueued twice. A reap started while a claim holds it waits."""
+    import threading
+
+    import optuna
+
+    from mnist_search.search.reap import reap
+    from mnist_search.search.storage import study_lock
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    optuna.create_study(study_name="r", storage=url).ask()
+    reports: list[object] = []
+    with study_lock(url, "r"):  # as a claim holds it
+        reaper = threading.Thread(target=lambda: reports.append(reap("r", url, 0)))
+        reaper.start()
+        reaper.join(timeout=1.5)
+        assert reaper.is_alive() and not reports  # waiting, nothing failed yet
+        assert trials(url, "r")[0].state == TrialState.RUNNING
+    reaper.join(timeout=60)
+    assert len(reports) == 1 and trials(url, "r")[0].state == TrialState.FAIL

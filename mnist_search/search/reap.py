@@ -24,7 +24,7 @@ from .internals import (
     trials_with_heartbeat,
 )
 from .queue import IDENTITY_KEYS, identity, is_done
-from .storage import make_storage
+from .storage import make_storage, study_lock
 
 __all__ = ["StaleTrialCallback", "reap"]
 
@@ -76,18 +76,21 @@ def reap(study_name: str, url: str, older_than: float | None = None) -> ReapRepo
     storage = make_storage(url, heartbeat_interval=max(1, min(beats + [grace])),
                            grace_period=max(1, grace), create=False)
     study = optuna.load_study(study_name=study_name, storage=storage)
-    stale_ids = stale_trial_ids(storage, study)
-    beating = trials_with_heartbeat(storage)
-    failed, left = [], []
-    for t in running:
-        if not _stale(t, stale_ids, beating, older_than):
-            left.append(t.number)
-            continue
-        storage.set_trial_user_attr(trial_id(t), "fail_reason", "stale")
-        storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
-        failed.append(t.number)
-        log.info("trial %d: RUNNING with a stale heartbeat -> FAIL", t.number)
-    return ReapReport(tuple(failed), tuple(requeue_missing(study)), tuple(left))
+    # under the lock a run's workers claim under (and fail stale trials and enqueue their
+    # re-runs): so a label is never enqueued again by both, nor by two reaps at once
+    with study_lock(url, study_name):
+        stale_ids = stale_trial_ids(storage, study)
+        beating = trials_with_heartbeat(storage)
+        failed, left = [], []
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not _stale(t, stale_ids, beating, older_than):
+                left.append(t.number)
+                continue
+            storage.set_trial_user_attr(trial_id(t), "fail_reason", "stale")
+            storage.set_trial_state_values(trial_id(t), TrialState.FAIL)
+            failed.append(t.number)
+            log.info("trial %d: RUNNING with a stale heartbeat -> FAIL", t.number)
+        return ReapReport(tuple(failed), tuple(requeue_missing(study)), tuple(left))
 
 
 def requeue_missing(study: optuna.Study) -> list[str]:
