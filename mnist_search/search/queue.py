@@ -260,8 +260,8 @@ def _with_new_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, s
                      ) -> list[optuna.Trial | int]:
     """The claim with its new trials (the Nones, past every popped one) created, in one
     transaction where the storage can: past the trials queued when the claim began, a new
-    trial needs no search of the queue, since all that enqueues holds the study lock (but
-    `reap`: the next claim takes what it queues)."""
+    trial needs no search of the queue, since all that enqueues (open_study, a warm start,
+    the stale check's re-runs, `reap`) holds the study lock."""
     popped: list[optuna.Trial | int] = [t for t in claimed if t is not None]
     n = len(claimed) - len(popped)
     if not n:
