@@ -96,6 +96,11 @@ def test_the_private_names_this_package_uses_exist():
     from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
 
     assert isinstance(DEFAULT_STUDY_NAME_PREFIX, str)
+    from optuna.storages._cached_storage import _CachedStorage, _StudyInfo
+
+    assert callable(_CachedStorage._add_trials_to_cache) and callable(_StudyInfo)
+    cached = _CachedStorage(optuna.storages.RDBStorage("sqlite://"))
+    assert hasattr(cached, "_lock") and isinstance(cached._studies, dict)
 
 
 def test_an_artifact_recorded_with_the_results_reads_back_as_upload_artifacts(tmp_path):

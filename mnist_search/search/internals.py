@@ -7,7 +7,10 @@ live one. Trial and study ids (as opposed to numbers) are what the storage metho
 a loaded study does not say which storage it came from (confirm puts a study beside it).
 Optuna writes one attribute per transaction; a trial records about 30, so they are written
 in one transaction each time (set_user_attrs), the way Optuna's own
-set_trial_user_attr does each, with the dashboard's own note layout.
+set_trial_user_attr does each, with the dashboard's own note layout. A claim, under the
+study lock every worker waits on, counts trials with one aggregate query over Optuna's
+tables (state_reasons) instead of reading every unfinished trial through its cache, and
+puts the trials it creates together into that cache as Optuna's create_new_trial does.
 tests/test_optuna_internals.py fails loudly if a new Optuna changes any of this; pyproject
 caps optuna below 6 for the same reason.
 """
