@@ -57,7 +57,8 @@ def test_the_next_call_trains_with_the_warm_workers(tmp_path, spec):
     assert spawn._early == []  # not kept again: outside a notebook that is asked for
 
 
-def test_a_killed_warm_worker_is_replaced_and_a_different_call_stops_them(tmp_path, spec):
+def test_a_killed_warm_worker_is_replaced_and_a_different_call_stops_them(tmp_path, spec,
+                                                                          monkeypatch):
     url = f"sqlite:///{tmp_path / 'k.db'}"
     ms.run_study(spec, trials=1, workers=2, storage=url, progress=False, keep_warm=True)
     pool = waiting()
@@ -68,10 +69,17 @@ def test_a_killed_warm_worker_is_replaced_and_a_different_call_stops_them(tmp_pa
     assert again.complete and not again.worker_errors  # fresh workers, no error
     assert not pids(url, range(1, 2)) & {p.pid for p in pool.procs}
     kept = waiting().procs
-    other = ms.run_study(spec, trials=3, workers=1, storage=url, progress=False)
+    monkeypatch.setenv("MNIST_SEARCH_STORAGE_RETRY", "30")  # the workers read another value
+    other = ms.run_study(spec, trials=3, workers=2, storage=url, progress=False,
+                         keep_warm=True)
     assert other.complete and not other.worker_errors
-    assert all(p.poll() is not None for p in kept)  # stopped: they were for 2 workers
+    assert all(p.poll() is not None for p in kept)  # stopped: started in another environment
     assert not pids(url, range(2, 3)) & {p.pid for p in kept}
+    kept = waiting().procs
+    fewer = ms.run_study(spec, trials=4, workers=1, storage=url, progress=False)
+    assert fewer.complete and not fewer.worker_errors
+    assert all(p.poll() is not None for p in kept)  # stopped: they were for 2 workers
+    assert not pids(url, range(3, 4)) & {p.pid for p in kept}
 
 
 def test_release_warm_stops_them_and_nothing_is_kept_by_default(tmp_path, spec):

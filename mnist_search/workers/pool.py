@@ -159,6 +159,7 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
             early.cancel()
         raise
     if early is not None and not early.fits(workers, spec, device):
+        log.debug("the workers started early do not fit this run: starting others")
         early.cancel()
         early = None
     pool = early or Pool(workers, spec, device)

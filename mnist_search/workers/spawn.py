@@ -48,7 +48,7 @@ class Pool:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads),
                "MKL_NUM_THREADS": str(self.threads)}
         warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
-        self.key = (workers, spec.path, device, json.dumps(warm, sort_keys=True))
+        self.key = _key(workers, spec, device)
         # Workers import this package from where this process found it (a folder put on
         # sys.path by hand, as on Colab, included), appended so it shadows nothing; the
         # study's source stays on the command line so that `ps` tells runs apart.
@@ -59,9 +59,10 @@ class Pool:
                       for _ in range(workers)]
 
     def fits(self, workers: int, spec: StudySpec, device: str) -> bool:
-        """Whether these workers warmed up for this run (its data, device and count)."""
-        warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
-        return self.key == (workers, spec.path, device, json.dumps(warm, sort_keys=True))
+        """Whether these workers warmed up for this run (its data, device and count, in the
+        environment this process has now: a data folder or setting changed in between, as
+        a notebook may, is not the one they read)."""
+        return self.key == _key(workers, spec, device)
 
     def alive(self) -> bool:
         """Whether every worker still waits for its orders (none was killed meanwhile)."""
@@ -88,6 +89,12 @@ class Pool:
                     p.stdin.close()
                 except OSError:
                     pass
+
+
+def _key(workers: int, spec: StudySpec, device: str) -> tuple[object, ...]:
+    warm = {k: spec.fixed[k] for k in WARM_KEYS if k in spec.fixed}
+    return (workers, spec.path, device, json.dumps(warm, sort_keys=True),
+            sorted(os.environ.items()))
 
 
 _early: list[Pool] = []  # the pool start_early or start_ahead made, until run_study takes it
