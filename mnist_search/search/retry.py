@@ -42,7 +42,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-import sqlalchemy
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
@@ -53,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import StorageError, redact
 from .damage import damaged_value
 from .internals import record_fail_reason
+from .trial_rows import insert_trials
 
 __all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
            "with_retries"]
@@ -262,7 +262,7 @@ class RetryingRDBStorage(RDBStorage):
 
         def create() -> list[FrozenTrial]:
             with _create_scoped_session(self.scoped_session) as session:
-                return _insert_trials(session, study_id, n, attrs,
+                return insert_trials(session, study_id, n, attrs,
                                       beat=self.heartbeat_interval is not None)
 
         made = self.retrying("create_new_trials", create)
@@ -346,43 +346,6 @@ class RetryingRDBStorage(RDBStorage):
 
         return self.retrying("create_new_study", lambda: RDBStorage.create_new_study(
             self, directions, study_name), settled)
-
-
-def _insert_trials(session: Any, study_id: int, n: int,
-                   attrs: Callable[[int], Mapping[str, Any]] | None, beat: bool
-                   ) -> list[FrozenTrial]:
-    """The rows Optuna's _create_new_trial writes for n trials, numbered as it numbers one:
-    under its lock of the study's row, the first is inserted before its number is counted
-    (the insert takes SQLite's write lock too), so no other writer's trial comes between."""
-    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-    trials = models.TrialModel.__table__
-    now = datetime.datetime.now()  # local, as Optuna's; stored as naive UTC, as its column
-    row = {"study_id": study_id, "state": TrialState.RUNNING,
-           "datetime_start": now.astimezone(datetime.UTC).replace(tzinfo=None)}
-    first_id = session.execute(sqlalchemy.insert(trials).values(**row, number=None)
-                               ).inserted_primary_key[0]
-    first = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(
-        trials.c.study_id == study_id, trials.c.trial_id < first_id))
-    session.execute(sqlalchemy.update(trials).where(trials.c.trial_id == first_id)
-                    .values(number=first))
-    if n > 1:
-        session.execute(sqlalchemy.insert(trials),
-                        [{**row, "number": first + i} for i in range(1, n)])
-    ids = dict(session.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
-        trials.c.study_id == study_id, trials.c.trial_id >= first_id)).all())
-    made = {number: dict(attrs(number)) if attrs else {} for number in range(first, first + n)}
-    if beat:
-        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__),
-                        [{"trial_id": ids[number]} for number in made])
-    rows = [{"trial_id": ids[number], "key": k, "value_json": json.dumps(v)}
-            for number, user in made.items() for k, v in user.items()]
-    if rows:
-        session.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), rows)
-    return [FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
-                        datetime_start=now, datetime_complete=None, params={},
-                        distributions={}, user_attrs=user, system_attrs={},
-                        intermediate_values={}, trial_id=ids[number])
-            for number, user in made.items()]
 
 
 def _retried(name: str) -> Callable[..., Any]:
