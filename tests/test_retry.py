@@ -1,7 +1,7 @@
-"""Storage calls retried through transient faults (search/retry.py), on a real SQLite
-storage: what counts as transient, a lost commit told once, a never-reached storage not
-retried, and the window's setting. The restart of a real PostgreSQL server mid-run is in
-test_postgres.py, SQLite locked past its busy timeout in test_storage_faults.py."""
+"""Storage calls retried through transient faults (search/retry.py, search/transient.py), on
+a real SQLite storage: what counts as transient, a lost commit told once, a never-reached
+storage not retried, and the window's setting. The restart of a real PostgreSQL server
+mid-run is in test_postgres.py, SQLite locked past its busy timeout in test_storage_faults.py."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from mnist_search.errors import StorageError
-from mnist_search.search import retry
-from mnist_search.search.retry import RETRIED, RetryingRDBStorage, is_transient
+from mnist_search.search import retry, transient
+from mnist_search.search.retry import RETRIED, RetryingRDBStorage
 from mnist_search.search.storage import make_storage
+from mnist_search.search.transient import is_transient
 
 NOT_DATABASE_CALLS = {
     "get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback",
@@ -85,7 +86,7 @@ def flaky(monkeypatch, name: str, failures: int, after: bool = False) -> list[in
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(RDBStorage, name, call)
-    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.01)
     return calls
 
 
@@ -169,20 +170,20 @@ def test_a_permanent_fault_is_not_retried(storage, monkeypatch):
 @pytest.mark.parametrize("raw,window", [("", 60.0), ("0", 0.0), ("2.5", 2.5)])
 def test_the_window_is_set_by_the_environment(monkeypatch, raw, window):
     monkeypatch.setenv("MNIST_SEARCH_STORAGE_RETRY", raw)
-    assert retry.retry_window() == window
+    assert transient.retry_window() == window
 
 
 @pytest.mark.parametrize("raw", ["soon", "-1", "nan"])
 def test_a_bad_window_is_one_clear_error(monkeypatch, raw):
     monkeypatch.setenv("MNIST_SEARCH_STORAGE_RETRY", raw)
     with pytest.raises(StorageError, match="MNIST_SEARCH_STORAGE_RETRY.*expected seconds"):
-        retry.retry_window()
+        transient.retry_window()
 
 
 def test_stale_trials_wait_a_grace_period_after_an_outage(tmp_path):
     """Heartbeats went unrecorded while the storage was away: a trial that looks stale
     right after may be alive, so the claim step leaves it for one grace period."""
-    from mnist_search.search.queue import just_recovered
+    from mnist_search.search.stale import just_recovered
 
     storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat_interval=1,
                            grace_period=2)
@@ -198,7 +199,7 @@ def locked_storage(tmp_path, monkeypatch):
     """A reached storage whose busy timeout is short, and a way to hold SQLite's write lock
     from another connection for a while (as another process would)."""
     monkeypatch.setenv("MNIST_SEARCH_SQLITE_TIMEOUT", "0.1")
-    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.05)
+    monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.05)
     path = tmp_path / "l.db"
     s = make_storage(f"sqlite:///{path}", reached=True)
 
@@ -264,14 +265,14 @@ def test_a_lost_commit_is_settled_only_by_the_values_it_was_told(storage, monkey
 
 
 def test_may_have_committed():
-    assert retry.may_have_committed(dropped())
-    assert retry.may_have_committed(sqlalchemy.exc.InvalidatePoolError())
-    assert not retry.may_have_committed(dropped("database is locked"))
-    assert not retry.may_have_committed(dropped("connection refused"))
+    assert transient.may_have_committed(dropped())
+    assert transient.may_have_committed(sqlalchemy.exc.InvalidatePoolError())
+    assert not transient.may_have_committed(dropped("database is locked"))
+    assert not transient.may_have_committed(dropped("connection refused"))
 
 
 class FakeClock:
-    """time.monotonic and time.sleep for retry.py: sleeping advances the clock."""
+    """time.monotonic and time.sleep for transient.py: sleeping advances the clock."""
 
     def __init__(self) -> None:
         self.now, self.sleeps = 1000.0, []
@@ -298,20 +299,20 @@ def failing(times: int, text: str = "server closed the connection unexpectedly")
 
 def test_the_backoff_doubles_up_to_its_cap(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(retry.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(retry.time, "sleep", clock.sleep)
+    monkeypatch.setattr(transient.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(transient.time, "sleep", clock.sleep)
     call, calls = failing(8)
-    assert retry.with_retries(call, "test", 600.0) == "done" and calls[0] == 9
+    assert transient.with_retries(call, "test", 600.0) == "done" and calls[0] == 9
     assert clock.sleeps == [0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
 
 
 def test_the_last_sleep_ends_at_the_window(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(retry.time, "monotonic", clock.monotonic)
-    monkeypatch.setattr(retry.time, "sleep", clock.sleep)
+    monkeypatch.setattr(transient.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(transient.time, "sleep", clock.sleep)
     call, _ = failing(100)
     with pytest.raises(optuna.exceptions.StorageInternalError):
-        retry.with_retries(call, "test", 3.0)
+        transient.with_retries(call, "test", 3.0)
     assert sum(clock.sleeps) == pytest.approx(3.0)  # 0.25 + 0.5 + 1 + 1.25, not + 2
     assert clock.sleeps[-1] == pytest.approx(1.25)
 
@@ -423,7 +424,7 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
     injection does): the retry loop saw a failure that may have committed, so the refused
     retry is checked against the stored claim, and the ask returns the claimed trial
     instead of creating another (7 trials where Optuna's heartbeat test expects 6)."""
-    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.01)
     study = optuna.create_study(storage=storage, study_name="s")
     study.enqueue_trial({"x": 1.0})
     original, faults = RetryingRDBStorage.retrying, []
@@ -463,7 +464,7 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
             raise optuna.exceptions.StorageInternalError("commit failed") from dropped()
 
     monkeypatch.setattr(retry, "_create_scoped_session", answer_lost)
-    monkeypatch.setattr(retry, "FIRST_DELAY_S", 0.01)
+    monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.01)
     with storage.attrs_at_creation(lambda number: {"seed": 100 + number}):
         made = storage.create_new_trials(study._study_id, 3)
     monkeypatch.undo()

@@ -3,9 +3,10 @@ SQLite's busy timeout.
 
 `RetryingRDBStorage` is Optuna's RDBStorage with every storage call retried, with backoff,
 while it fails for a transient cause (the server went away, refuses connections while it
-restarts, or the database is locked), for at most a window of seconds (RETRY_WINDOW_S, or
-$MNIST_SEARCH_STORAGE_RETRY; 0 turns it off). A warning says so when an outage starts and an
-info line when the storage answers again; past the window the last error stands, as before.
+restarts, or the database is locked; transient.py says which and holds the loop), for at
+most a window of seconds (RETRY_WINDOW_S, or $MNIST_SEARCH_STORAGE_RETRY; 0 turns it off).
+A warning says so when an outage starts and an info line when the storage answers again;
+past the window the last error stands, as before.
 Pooled connections are checked before use (pool_pre_ping), so the first call after a
 restart does not fail on a connection the server has closed.
 
@@ -35,7 +36,6 @@ import datetime
 import functools
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -52,143 +52,21 @@ from optuna.trial import FrozenTrial, TrialState
 from ..errors import StorageError, redact
 from .damage import damaged_value
 from .internals import record_fail_reason
+from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 from .trial_rows import insert_trials
 
-__all__ = ["RETRY_ENV", "RETRY_WINDOW_S", "RetryingRDBStorage", "is_transient", "retry_window",
-           "with_retries"]
+__all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
 
 log = logging.getLogger(__name__)
-
-RETRY_WINDOW_S = 60.0  # how long a worker keeps retrying a storage that stopped answering
-RETRY_ENV = "MNIST_SEARCH_STORAGE_RETRY"  # seconds; overrides RETRY_WINDOW_S, 0 turns it off
-FIRST_DELAY_S, MAX_DELAY_S = 0.25, 5.0  # backoff: doubles from the first delay up to the max
-
-# Causes that pass: the server is restarting or went away, or a lock is held for now.
-_TRANSIENT = ("database is locked", "database table is locked", "server closed the connection",
-              "connection refused", "terminating connection", "connection is closed",
-              "the connection is closed", "the database system is starting up",
-              "the database system is shutting down", "the database system is in recovery",
-              "consuming input failed", "connection reset", "connection timed out",
-              "could not receive data", "could not send data", "no connection to the server",
-              "ssl connection has been closed", "connection to server", "broken pipe",
-              "admin_shutdown", "cannot_connect_now")
-# Transient causes that mean the call committed nothing: the lock was never taken, or no
-# connection was made. Only other failures (a connection lost mid-call) may hide a commit.
-_NOTHING_COMMITTED = ("database is locked", "database table is locked", "connection refused",
-                      "the database system is starting up", "cannot_connect_now",
-                      "the database system is shutting down",
-                      "the database system is in recovery")
-# Causes that do not pass by waiting, even where they share a message above.
-_PERMANENT = ("password authentication failed", "does not exist", "disk is full",
-              "readonly", "read-only", "no such table", "not a database")
 
 T = TypeVar("T")
 _inside = threading.local()  # a retried call that calls another retries once, not twice
 
 
-def retry_window() -> float:
-    """$MNIST_SEARCH_STORAGE_RETRY seconds, else RETRY_WINDOW_S."""
-    raw = os.environ.get(RETRY_ENV)
-    if not raw:
-        return RETRY_WINDOW_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise StorageError(f"${RETRY_ENV} = {raw!r} is not allowed: expected seconds >= 0 "
-                           "(0 turns retrying off)")
-    return value
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and all(exc is not seen for seen in out):
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return out
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) is a storage fault that waiting may cure."""
-    import sqlalchemy.exc
-
-    chain = _chain(exc)
-    text = " ".join(str(e).lower() for e in chain)
-    if any(key in text for key in _PERMANENT):
-        return False
-    for e in chain:
-        if isinstance(e, sqlalchemy.exc.DisconnectionError):
-            return True
-        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
-            return True
-    return any(key in text for key in _TRANSIENT)
-
-
-def may_have_committed(exc: BaseException) -> bool:
-    """Whether a call that failed with `exc` may still have committed its transaction: its
-    connection was lost mid-call, so the commit's outcome is unknown. A lock that was never
-    taken or a connection never made committed nothing."""
-    text = " ".join(str(e).lower() for e in _chain(exc))
-    return not any(key in text for key in _NOTHING_COMMITTED)
-
-
-SettleCheck = Callable[[BaseException], tuple[bool, Any]]
-
-
-def with_retries(call: Callable[[], T], what: str, window: float,
-                 settled: SettleCheck | None = None) -> T:
-    """call(), retried with backoff while it fails for a transient cause, for at most
-    `window` seconds from the first failure. After an attempt that may have committed
-    (may_have_committed), `settled(exc)` may say that a retry's error means that attempt
-    did the work: (True, the result to return)."""
-    return _retried_call(call, what, window, settled)[0]
-
-
-def _retried_call(call: Callable[[], T], what: str, window: float,
-                  settled: SettleCheck | None) -> tuple[T, bool, bool]:
-    """with_retries, whether it had to retry, and whether a failed attempt may have
-    committed (so that the result may be a retry's view of that commit)."""
-    started: float | None = None
-    delay, lost_commit = FIRST_DELAY_S, False
-    while True:
-        try:
-            result = call()
-        except Exception as exc:
-            failure: Exception = exc
-            if lost_commit and settled is not None:
-                try:
-                    done, value = settled(exc)
-                except Exception as check:  # the check failed too: retry on its cause
-                    done, value, failure = False, None, check
-                if done:
-                    result = value
-                    break
-            now = time.monotonic()
-            if window <= 0 or not is_transient(failure) or \
-                    (started is not None and now - started >= window):
-                if started is not None:
-                    log.error("storage still failing after %.0f s of retries (%s): giving up",
-                              now - started, what)
-                raise
-            if started is None:
-                started = now
-                log.warning("storage unavailable (%s: %s); retrying for up to %.0f s",
-                            what, _short(failure), window)
-            time.sleep(min(delay, max(0.0, started + window - now)))
-            delay = min(2 * delay, MAX_DELAY_S)
-            lost_commit = lost_commit or may_have_committed(failure)
-            continue
-        break
-    if started is not None:
-        log.info("storage answers again after %.1f s (%s)", time.monotonic() - started, what)
-    return result, started is not None, lost_commit
-
-
-def _short(exc: BaseException) -> str:
-    cause = _chain(exc)[-1]
-    text = " ".join(str(cause).split()).split(" (Background on this error")[0]
-    return f"{type(cause).__name__}: {text[:160]}"
+def storage_seconds() -> float:
+    """Seconds this thread has spent in calls of a RetryingRDBStorage so far (a call made
+    inside another counted once): where a worker's time goes (workers/ledger.py)."""
+    return float(getattr(_inside, "seconds", 0.0))
 
 
 class RetryingRDBStorage(RDBStorage):
@@ -205,8 +83,9 @@ class RetryingRDBStorage(RDBStorage):
             return call()
         window = self.retry_window_s if self.reached else 0.0
         _inside.active = True
+        start = time.perf_counter()
         try:
-            result, retried, _inside.lost_commit = _retried_call(call, name, window, settled)
+            result, retried, _inside.lost_commit = retried_call(call, name, window, settled)
         except json.JSONDecodeError as exc:  # Optuna decodes every stored attribute
             raise StorageError(f"{redact(str(self.engine.url))}: {damaged_value(self.engine)} "
                                "is not valid JSON: the database was edited or damaged "
@@ -214,6 +93,7 @@ class RetryingRDBStorage(RDBStorage):
                                "row)") from exc
         finally:
             _inside.active = False
+            _inside.seconds = storage_seconds() + time.perf_counter() - start
         self.reached = True
         if retried:
             self.outage_ended = time.monotonic()

@@ -92,7 +92,8 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
     import optuna
     import sqlalchemy
 
-    from .retry import RetryingRDBStorage, retry_window
+    from .retry import RetryingRDBStorage
+    from .transient import retry_window
 
     url = resolve_url(url)
     path = sqlite_path(url)
@@ -311,7 +312,7 @@ def _advisory_lock(url: str, study_name: str) -> Iterator[None]:
     the server has released the lock with it, so the unlock is skipped."""
     import sqlalchemy
 
-    from .retry import is_transient, retry_window, with_retries
+    from .transient import is_transient, retry_window, with_retries
 
     key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
     engine = _lock_engine(url)

@@ -26,7 +26,7 @@ import optuna.storages
 import optuna.storages._rdb.storage as rdb_module
 import sqlalchemy.exc
 
-from mnist_search.search import retry
+from mnist_search.search import retry, transient
 
 FAULTS = os.environ.get("MNIST_SEARCH_SUITE_FAULTS", "none")
 PG = os.environ.get("MNIST_SEARCH_SUITE_PG")
@@ -66,7 +66,7 @@ AFTER_SAFE = {"set_trial_param", "_set_trial_param", "set_trial_intermediate_val
 _count = itertools.count(1)
 INJECTED = {"before": 0, "after": 0}
 
-retry.FIRST_DELAY_S = 0.001  # the suite has thousands of calls: retry at once
+transient.FIRST_DELAY_S = 0.001  # the suite has thousands of calls: retry at once
 
 
 def _fault(text: str) -> Exception:
