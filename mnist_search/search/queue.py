@@ -25,6 +25,7 @@ from ..config import CONFIG_FIELDS, STACK_FIELDS, TrainConfig, mlp_parameters
 from ..spec import StudySpec
 from .internals import live_trials, state_reasons, waiting_trials
 from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, create_trials, study_seed
+from .stale import fail_stale
 from .storage import study_lock
 
 __all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
@@ -181,15 +182,6 @@ class Claim:
     seed: int | None = None  # the study's seed, if the caller has read it (else read here)
 
 
-def just_recovered(storage: optuna.storages.RDBStorage) -> bool:
-    """Whether this process's storage came back from an outage less than a grace period
-    ago: every worker's heartbeats went unrecorded meanwhile, so trials that look stale may
-    be alive; failing them waits until their workers have had time to beat again."""
-    ended = getattr(storage, "outage_ended", 0.0)
-    grace = storage.grace_period or 2 * (storage.heartbeat_interval or 0)  # Optuna's default
-    return bool(ended) and time.monotonic() - ended < grace
-
-
 def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
           request: Claim) -> list[optuna.Trial]:
     """Under the study lock: fail stale trials, then ask for this worker's share of work.
@@ -218,8 +210,7 @@ def claim(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudyS
 def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec: StudySpec,
                   request: Claim) -> list[optuna.Trial | int]:
     """The claim's trials: popped ones as live Trials, new ones by id (see claim)."""
-    if request.heartbeat and not just_recovered(storage):
-        optuna.storages.fail_stale_trials(study)
+    fail_stale(study, storage, request.heartbeat)
     c = tally_states(state_reasons(study))  # a count, not a read of every unfinished trial
     free = request.target - c["done"] - c["running"]
     if free <= 0:
