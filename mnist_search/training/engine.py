@@ -1,10 +1,8 @@
-"""The hand-written training step over a stack of P same-shape MLPs.
+"""A stack of P same-shape MLPs trained together: their buffers, epochs and members.
 
 Weights are stacked as [P, out, in] (nn.Linear's layout) and biases as [P, 1, out], so every
-layer is one bmm for all members. The maths is exactly what autograd and torch.optim do for
-the notebook's loss, cross-entropy plus lambda*sum|p| (L1) or lambda*sum p^2 (L2) over the
-weight and bias of one Linear layer, with the members' optimizer (SGD, whose momentum the
-gradient GEMMs accumulate, Adam, AdamW, RMSprop or NAdam: optim.py) and lr schedule.
+layer is one bmm for all members; the step over them (step.py) is exactly what autograd and
+torch.optim do for the notebook's loss with the members' optimizer (optim.py) and schedule.
 
 When all members share one batch order (a population trained together), the first layer,
 which holds most of the FLOPs, is a single wide matmul [B, 784] x [784, P*width] instead of
@@ -12,9 +10,10 @@ P narrow ones: that is where stacking pays on a CPU. Its weights are stored tran
 that, a row per input pixel; on a CPU the rows follow a PixelOrder (most often nonzero
 first), so each batch uses only the prefix of rows up to its last nonzero pixel.
 
-Around the step, in modules of their own: the flat layout of the buffers (layout.py), the
-regularizers (regularizers.py), a member's init and its extraction (members.py), and the
-optimizer rules (optim.py).
+Here: building a stack, its epochs, scoring, and members leaving it. In modules of their
+own: one step (step.py), the flat layout of the buffers (layout.py), the regularizers
+(regularizers.py), a member's init and its extraction (members.py), the optimizer rules
+(optim.py) and the step as a CUDA graph (graphs.py).
 """
 
 from __future__ import annotations
@@ -32,12 +31,12 @@ from ..data import Split
 from .graphs import GraphedGroups, graphable
 from .layout import Layout, column, layer_shapes
 from .members import Linears, initial_linears, member_linears, member_sparsity, member_state_dict
-from .optim import RULES, lr_factor
+from .optim import RULES
 from .pixels import PixelOrder
-from .regularizers import add_penalty, dropout_masks, input_dropout, renorm
+from .regularizers import dropout_masks
+from .step import batch_step, first_layer
 
-__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", "Stack",
-           "matmul_precision"]
+__all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "NUMERICS", "Stack", "matmul_precision"]
 
 # The version of the arithmetic: bumped by any change that moves a trained weight of an
 # existing config, recorded with every trial so `rerun` can say why bits differ.
@@ -47,10 +46,6 @@ __all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "GATHER_MIN_UNITS", "NUMERICS", 
 NUMERICS = 3
 
 EVAL_CHUNK = 10_000
-# From this fused first-layer width on (a CPU stack), the prefix's zero pixels are gathered
-# out too: measured 1.1-1.2x per epoch for 11 stacked baselines (1408 units), a loss for
-# one 512-unit layer (the gathers cost more than they save).
-GATHER_MIN_UNITS = 1024
 _LAYOUTS = itertools.count()
 DROPOUT_SEED_OFFSET = 0x9E3779B9  # dropout masks get their own stream, apart from init/order
 
@@ -93,7 +88,7 @@ class Stack:
         # Each member's own (out, in) per layer: a padded member's model is the top-left
         # block of each layer; the rest stays exactly zero (see members.initial_linears).
         self.own = [layer_shapes(c.hidden) for c in configs]
-        self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
+        self.minus_one = torch.full((1, 1, 1), -1.0, device=device)
         # Each member's init, unless given (a trained model scored alone: see alone)
         layers = initial or [initial_linears(c, self.shapes) for c in configs]
         weights = [torch.stack([m[j][0] for m in layers]) for j in range(len(self.shapes))]
@@ -224,83 +219,17 @@ class Stack:
             g = self._graph = GraphedGroups([self], images, labels, batch_size)
         return g
 
-    def _first_layer(self, x: torch.Tensor, w0t: torch.Tensor | None = None) -> torch.Tensor:
-        """[P, B, width]: one matmul for all members when x [B, k] is shared.
-
-        x holds the first k stored input columns; `w0t` defaults to the first k stored rows.
-        """
-        if x.dim() == 3:
-            return torch.baddbmm(self.b[0], x, self.W[0].transpose(1, 2))
-        n, out = len(self.members), self.shapes[0][0]
-        w = self.W0t[:x.shape[1]] if w0t is None else w0t
-        h = torch.addmm(self.b[0].reshape(n * out), x, w)
-        return h.view(x.shape[0], n, out).transpose(0, 1)
-
     def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,
              masks: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
-        """Forward, backward and the optimizer's update on one batch per member; returns
-        loss [P].
+        """Forward, backward and the optimizer's update on one batch per member (step.py);
+        returns loss [P].
 
         x is [B, 784] when every member sees the same batch, else [P, B, 784], its columns
         in the stored pixel order. With `rows`, the batch's pixels from stored position
         `rows` on are all zero: their first-layer products are exact zeros, left out.
         `masks` are the dropout masks (draw_masks), drawn here unless given.
         """
-        n_layers = len(self.W)
-        x0 = x if rows is None or x.dim() == 3 or self.input_dropout else x[:, :rows]
-        if self.input_dropout:  # each member its own pixels: [P, B, 784]
-            x0 = input_dropout(x0, self.p_input, [self.drop_gens[m] for m in self.members],
-                               None if self.pixels is None else self.pixels.order)
-        active = self._active(x0)
-        if active is not None:
-            x0 = x0.index_select(1, active)
-        masks = self.draw_masks(y.shape[1]) if masks is None else masks
-        inputs, relus = [x0], []
-        for j in range(n_layers):
-            h = self._first_layer(x0, None if active is None else
-                                  self.W0t.index_select(0, active)) if j == 0 else \
-                torch.baddbmm(self.b[j], inputs[j], self.W[j].transpose(1, 2))
-            if j < n_layers - 1:
-                h.relu_()
-                relus.append(h)
-                mask = masks[j]
-                inputs.append(h if mask is None else h * mask)
-        target = y.unsqueeze(2)
-        logp = torch.log_softmax(h, 2)
-        loss = logp.gather(2, target).mean((1, 2)).neg_()
-        g = logp.exp_()  # d(mean CE)/dz = (softmax - onehot) / batch
-        g.scatter_add_(2, target, self._minus_one.expand_as(target))
-        g.div_(y.shape[1])
-        beta = self._decay()
-        for j in range(n_layers - 1, -1, -1):
-            self._accumulate(j, g, inputs[j], beta, active)
-            if j > 0:
-                g = torch.ops.aten.threshold_backward(torch.bmm(g, self.W[j]), relus[j - 1], 0.0)
-                mask = masks[j - 1]
-                if mask is not None:
-                    g.mul_(mask)
-        if self.l1 is not None or self.l2 is not None:
-            k = self.penalty_index
-            loss = loss + add_penalty(self.W[k], self.b[k], self.vW[k], self.vb[k],
-                                      self.l1, self.l2)
-        self._update()
-        if self.max_norm is not None:
-            renorm(self.W[:-1], self.max_norm)  # the first layer's view is strided: fine
-        return loss
-
-    def _update(self) -> None:
-        """The rule's update at this step's lr (the schedule's factor times each lr), every
-        changing number computed on the device from step_t."""
-        neg_lr: float | torch.Tensor
-        if self.schedule == "constant":
-            neg_lr = -self.lr if self.lr is not None else self.neg_lr_tensor()
-        else:
-            factor = lr_factor(self.schedule, self.step_t, self.total_steps)
-            neg_lr = factor * -self.lr if self.lr is not None else self.neg_lr_tensor() * factor
-        self.step_t.add_(1)
-        self.steps += 1
-        self.rule.update(self.flat, self.buf, neg_lr, self.wd, self.momentum_value, self.step_t,
-                         decay=self.any_decay, with_momentum=self.any_momentum)
+        return batch_step(self, x, y, rows, masks)
 
     def mutable(self) -> list[torch.Tensor]:
         """Every tensor a step changes, for a CUDA graph's warm-up to put back."""
@@ -309,57 +238,6 @@ class Stack:
     def neg_lr_tensor(self) -> torch.Tensor:
         assert self.neg_lr is not None  # set whenever members' lrs differ
         return self.neg_lr
-
-    def _decay(self) -> float:
-        """The beta for the gradient GEMMs: buf = beta * buf + grad.
-
-        With one momentum for all members that is the momentum itself; with several, each
-        member's block is scaled by its own momentum first and the GEMMs add with beta 1.
-        Other optimizers than SGD want the bare gradient: beta 0.
-        """
-        if self.rule.gradient_in_buffer:
-            return 0.0
-        if self.beta is not None:
-            return self.beta
-        n = len(self.members)
-        self.vW0t.view(self.vW0t.shape[0], n, -1).mul_(self.momentum.view(1, n, 1))
-        for v in self.vW[1:] + self.vb:
-            v.mul_(self.momentum)
-        return 1.0
-
-    def _active(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The stored rows (pixels) nonzero somewhere in this batch, for a stack wide
-        enough that gathering them pays (GATHER_MIN_UNITS), on a CPU; else None."""
-        if x.dim() != 2 or self.device != "cpu" or self.W0t.shape[1] < GATHER_MIN_UNITS:
-            return None
-        return x.ne(0).any(0).nonzero().squeeze(1)
-
-    def _accumulate(self, j: int, g: torch.Tensor, a: torch.Tensor, beta: float,
-                    active: torch.Tensor | None = None) -> None:
-        """buf[layer j] = beta * buf + gradient, for its weight and bias, in place."""
-        vb = self.vb[j]
-        if beta == 0.0:
-            torch.sum(g, 1, keepdim=True, out=vb)
-        else:
-            if beta != 1.0:
-                vb.mul_(beta)
-            vb.add_(g.sum(1, keepdim=True))
-        if j > 0 or a.dim() == 3:
-            self.vW[j].baddbmm_(g.transpose(1, 2), a, beta=beta)
-            return
-        # The fused first layer: one [k, P*width] GEMM over the batch's k stored rows; the
-        # rows past them get no gradient, only the momentum decay.
-        g_flat = g.transpose(0, 1).reshape(a.shape[0], -1)  # [B, P*width]
-        if active is not None:  # rows outside the batch's pixels get only the decay
-            if beta != 1.0:
-                self.vW0t.mul_(beta) if beta else self.vW0t.zero_()
-            self.vW0t.index_add_(0, active, torch.mm(a.t(), g_flat))
-            return
-        k = a.shape[1]
-        self.vW0t[:k].addmm_(a.t(), g_flat, beta=beta)
-        if k < self.vW0t.shape[0] and beta != 1.0:
-            rest = self.vW0t[k:]
-            rest.mul_(beta) if beta else rest.zero_()
 
     @torch.inference_mode()
     def accuracy(self, split: Split) -> list[float]:
@@ -372,7 +250,7 @@ class Stack:
         w0t = self.W0t if self.pixels is None else self.W0t.index_select(0, self.pixels.inverse)
         for i in range(0, len(split), EVAL_CHUNK):
             x, y = split.x[i:i + EVAL_CHUNK], split.y[i:i + EVAL_CHUNK]
-            h = self._first_layer(x, w0t)
+            h = first_layer(self, x, w0t)
             for j in range(1, len(self.W)):
                 h = torch.baddbmm(self.b[j], h.relu_(), self.W[j].transpose(1, 2))
             correct += (h.argmax(2) == y).sum(1)
