@@ -14,6 +14,7 @@ inside the step, where a replay would freeze them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -64,7 +65,7 @@ class GraphedGroups:
 
     def __init__(self, stacks: Sequence[Stack], images: torch.Tensor, labels: torch.Tensor,
                  batch_size: int) -> None:
-        self.stacks, self.images = list(stacks), images
+        self.stacks, self.images, self.labels = list(stacks), images, labels
         device = self.stacks[0].device
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.masks = [[torch.ones((len(s.members), batch_size, width), device=device)
@@ -73,39 +74,58 @@ class GraphedGroups:
                                                      strict=False)] for s in self.stacks]
         self.loss_sums = [torch.zeros(len(s.members), device=device) for s in self.stacks]
         self.lasts = [torch.zeros(len(s.members), device=device) for s in self.stacks]
-        streams = [torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
-                   for _ in self.stacks]
-
-        def body() -> None:
-            x = images.index_select(0, self.idx)
-            y = labels.index_select(0, self.idx)
-            here = torch.cuda.current_stream(device)
-            for k, (stack, stream) in enumerate(zip(self.stacks, streams, strict=True)):
-                stream.wait_stream(here)
-                with torch.cuda.stream(stream):
-                    loss = stack.step(x, y.expand(len(stack.members), -1),
-                                      masks=self.masks[k])
-                    self.loss_sums[k].add_(loss)
-                    self.lasts[k].copy_(loss)
-            for stream in streams:
-                here.wait_stream(stream)
-
+        cuda = device.startswith("cuda")
+        self.streams = [torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+                        for _ in self.stacks] if cuda else []
         # the warm-up steps change weights, buffers, step counts and optimizer state: all
         # are put back, so the graph's first replay is the run's next step
         saved = [([t.clone() for t in s.mutable()], s.steps) for s in self.stacks]
-        side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            body()
+        self.warm_up()
+        self.capture()
         for s, (tensors, steps) in zip(self.stacks, saved, strict=True):
             for live, before in zip(s.mutable(), tensors, strict=True):
                 live.copy_(before)
             s.steps = steps
+
+    def body(self) -> None:
+        """One step of every stack on the batch at self.idx, with the static masks; each
+        stack on its own stream on a GPU."""
+        x = self.images.index_select(0, self.idx)
+        y = self.labels.index_select(0, self.idx)
+        here = torch.cuda.current_stream(x.device) if self.streams else None
+        for k, stack in enumerate(self.stacks):
+            with contextlib.nullcontext() if here is None else \
+                    torch.cuda.stream(self._waiting(k, here)):
+                loss = stack.step(x, y.expand(len(stack.members), -1), masks=self.masks[k])
+                self.loss_sums[k].add_(loss)
+                self.lasts[k].copy_(loss)
+        for stream in self.streams:
+            assert here is not None
+            here.wait_stream(stream)
+
+    def _waiting(self, k: int, here: torch.cuda.Stream) -> torch.cuda.Stream:
+        """Stack k's stream, once it has waited for the work queued before the step."""
+        self.streams[k].wait_stream(here)
+        return self.streams[k]
+
+    def warm_up(self) -> None:
+        """Two steps before the capture, on a side stream (CUDA's rule for capturing)."""
+        device = self.idx.device
+        side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.body()
+        torch.cuda.current_stream(device).wait_stream(side)
+
+    def capture(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.body()
+
+    def replay(self) -> None:
+        """The captured step, as recorded: no Python runs (so no step is counted)."""
+        self.graph.replay()
 
     def start_epoch(self) -> None:
         for t in self.loss_sums:
@@ -129,6 +149,6 @@ class GraphedGroups:
             for static, mask in zip(masks, stack.draw_masks(len(idx)), strict=True):
                 if static is not None and mask is not None:
                     static.copy_(mask)
-        self.graph.replay()
+        self.replay()
         for stack in self.stacks:
             stack.steps += 1
