@@ -14,13 +14,19 @@ to run even with one seed, and with them the work: on 2 cores the same code took
 s. The work per second (GFLOP/s) is the steadier comparison; --repeat N runs each side N
 times, alternating, and reports medians.
 
+--shares prints where this checkout's workers' time went: the sampler's share, the
+storage's, and the rest (training and waits), from each worker's ledger (workers/ledger.py).
+
 Run: .venv/bin/python bench/bench_search.py [--trials 40] [--workers 2] [--before 8626994]
+     [--shares]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -67,22 +73,36 @@ def flops(trials: list[optuna.trial.FrozenTrial]) -> float:
     return total
 
 
+# A worker's last debug line (workers/ledger.py): where its time went.
+LEDGER = re.compile(r"time in all ([\d.]+) s, sampler ([\d.]+) s, storage ([\d.]+) s")
+
+
 def run(tree: Path | None, study: Path, args: argparse.Namespace) -> dict[str, float]:
+    shares = args.shares and tree is None  # older code has no ledger to read
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/search.db"
         start = time.perf_counter()
         extra = args.run_args.split() if tree is None else []
-        proc = subprocess.run([*cli(tree), "-q", "run", str(study), "--storage", url,
-                               "--workers", str(args.workers), "--device", args.device,
-                               "--trials", str(args.trials), *extra], env=env(tree))
+        proc = subprocess.run([*cli(tree), "-v" if shares else "-q", "run", str(study),
+                               "--storage", url, "--workers", str(args.workers),
+                               "--device", args.device, "--trials", str(args.trials), *extra],
+                              env=env(tree), stderr=subprocess.PIPE if shares else None,
+                              text=True)
         wall = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.exit(f"run failed with exit code {proc.returncode}")
+        if proc.returncode not in (0, 3):  # 3: stopped by a --timeout in --run-args
+            sys.exit(f"run failed with exit code {proc.returncode}: {(proc.stderr or '')[-500:]}")
         trials = optuna.load_study(study_name="search", storage=url).get_trials()
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    return {"wall": wall, "best": max(t.value for t in trials if t.state.name == "COMPLETE"),
-            "gflops": flops(done) / wall / 1e9, "pruned": sum(t.state.name == "PRUNED"
-                                                             for t in trials)}
+    row = {"wall": wall, "best": max(t.value for t in trials if t.state.name == "COMPLETE"),
+           "gflops": flops(done) / wall / 1e9, "pruned": sum(t.state.name == "PRUNED"
+                                                            for t in trials),
+           "finished": len(done)}
+    if shares:
+        ledgers = [tuple(map(float, m)) for m in LEDGER.findall(proc.stderr)]
+        total = sum(w for w, _, _ in ledgers) or math.nan
+        row["sampler"] = sum(s for _, s, _ in ledgers) / total
+        row["storage"] = sum(s for _, _, s in ledgers) / total
+    return row
 
 
 def main() -> None:
@@ -94,6 +114,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--run-args", default="", help="more `run` options for this checkout's "
                     "side, as one string (say '--no-mix')")
+    ap.add_argument("--shares", action="store_true", help="print the sampler's and the "
+                    "storage's share of this checkout's workers' time (their ledgers)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     peak = sgemm_peak(min(cores, args.workers * max(1, cores // args.workers)), args.device)
@@ -120,6 +142,13 @@ def main() -> None:
     ratio = f"{b['wall'] / a['wall']:.2f}x the wall and {a['gflops'] / b['gflops']:.2f}x " \
         f"the work per second of {args.before}, best {a['best'] - b['best']:+.2f} pp; " \
         if b else ""
+    if "sampler" in a:
+        print(f"  this checkout's workers' time: sampler {a['sampler']:.0%}, storage "
+              f"{a['storage']:.0%}, the rest (training, waits) "
+              f"{1 - a['sampler'] - a['storage']:.0%}")
+    if a["finished"] < args.trials:
+        print(f"  stopped by the run's --timeout: {a['finished']:.0f} of {args.trials} trials "
+              "finished")
     print(f"bench C: {args.trials} trials of the joint search, {args.workers} workers, "
           f"{args.device}: {a['wall']:.1f} s; {ratio}search at {a['gflops']:.0f} GFLOP/s, "
           f"{a['gflops'] / peak:.0%} of a {peak:.0f} GFLOP/s sgemm peak; {cores} cores")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 import torch
 
 from mnist_search.training.pixels import PixelOrder
@@ -44,6 +45,12 @@ def test_each_start_up_phase_is_logged_in_order(tmp_path, synthetic_dir):
         times = [float(t) for _, t in found]
         assert names == PHASES, line
         assert times == sorted(times) and times[0] >= 0, line
+    # each worker's ledger as it ends: its time in all, the sampler's and the storage's
+    ledgers = re.findall(r"time in all ([\d.]+) s, sampler ([\d.]+) s, storage ([\d.]+) s, "
+                         r"the rest \(training, waits\) (-?[\d.]+) s", err)
+    assert len(ledgers) == 2, err
+    for wall, sampler, storage, rest in (tuple(map(float, g)) for g in ledgers):
+        assert storage > 0 and wall == pytest.approx(sampler + storage + rest, abs=2e-3)
 
 
 def reference_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,6 +59,7 @@ def work(orders: WorkerOrders) -> int:
     import torch
 
     from ..training.train import resolve_device
+    from .ledger import Ledger
     from .slots import Slots
 
     torch.set_num_threads(orders.threads)
@@ -68,6 +69,8 @@ def work(orders: WorkerOrders) -> int:
     phase("torch and device ready")
     ctx = open_worker(orders)
     phase("storage and study opened")
+    ledger = Ledger()  # where this worker's time goes, logged as it ends
+    ledger.time_sampler(ctx.study.sampler)
     ran, first = 0, True
     with Slots(ctx, orders.population, mixed) as slots:
         while True:
@@ -103,6 +106,7 @@ def work(orders: WorkerOrders) -> int:
                 break
             _sleep(min(WAIT_POLL_S, orders.heartbeat), orders.deadline)
     log.debug("worker %d ran %d trials", orders.index, ran)
+    log.debug("%s", ledger.line())  # bench/bench_search.py --shares reads it
     return 0
 
 
