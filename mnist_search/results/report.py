@@ -21,7 +21,8 @@ import optuna
 from ..errors import UsageError
 from ..search.summary import finished_trials
 from .confirmed import confirmed_figure
-from .figures import ReportFigure, optuna_figures, trial_figures
+from .figures import ReportFigure, trial_figures
+from .optuna_plots import optuna_figures
 
 __all__ = ["Built", "build", "html_report", "write_report"]
 
