@@ -1,5 +1,5 @@
 """The package's shape, read from its source with ast: imports go one way (no cycles, counting
-imports inside functions), no module takes another's private names, only space.py knows
+imports inside functions), no module takes another's private names, only the space package knows
 search-parameter names, and the import-linter layers contract holds."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_every_module_says_what_it_exports():
 def test_only_space_compares_parameter_names_to_literals():
     found = []
     for m, path in MODULES.items():
-        if m == "mnist_search.space":
+        if m == "mnist_search.space" or m.startswith("mnist_search.space."):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Compare):
