@@ -38,7 +38,7 @@ def _storage_fault(exc: BaseException) -> str | None:
     sqlalchemy is loaded, so classifying an error never imports them."""
     if "sqlalchemy" not in sys.modules and "optuna" not in sys.modules:
         return None
-    from ..search.storage import explain, is_storage_fault
+    from ..search.faults import explain, is_storage_fault
 
     if not is_storage_fault(exc):
         return None

@@ -1,5 +1,5 @@
-"""Where studies live: URL resolution, a SQLite set up for several local workers, a
-cross-process lock, and storage errors explained in one line.
+"""Where studies live: URL resolution, a SQLite set up for several local workers, and a
+cross-process lock (storage errors are explained in one line by faults.py).
 
 The database stays a plain Optuna RDB storage: `optuna studies --storage URL` and
 optuna-dashboard read it with no help from this package.
@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StorageError, StorageUrlError, redact
+from .faults import explain
 
 if TYPE_CHECKING:
     import optuna
     import sqlalchemy
     from optuna.trial import FrozenTrial
 
-__all__ = ["describe", "explain", "is_storage_fault", "make_storage", "resolve_url", "sqlite_path",
-           "study_lock"]
+__all__ = ["make_storage", "resolve_url", "sqlite_path", "study_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -200,85 +200,6 @@ def _enable_wal(path: Path) -> None:
         if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
             hint = f"its directory {path.parent} is read-only; SQLite needs to write beside it"
         raise StorageError(f"storage sqlite:///{path}: {exc} ({hint})") from exc
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """Follow __cause__/__context__ down to the error that started it."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or exc.__context__
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
-
-
-def _telling_cause(exc: BaseException) -> BaseException:
-    """The deepest error in the chain that says something (SQLAlchemy's pool errors after a
-    dropped connection have no text; the driver's error beside them does)."""
-    chain, seen = [], set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return next((e for e in reversed(chain) if str(e).strip(" ()")), chain[-1])
-
-
-_ADVICE = (
-    ("locked", "another process holds the database lock; retry, or use fewer workers"),
-    ("readonly", "the database file or its directory is read-only; fix permissions"),
-    ("read-only", "the database file or its directory is read-only; fix permissions"),
-    ("disk is full", "free disk space; finished trials are kept"),
-    ("disk i/o error", "check the disk (full, or a file size limit)"),
-    ("file is not a database", "the file is not an SQLite database"),
-    ("storage upgrade", "back up the file, then run: optuna storage upgrade --storage URL"),
-    ("pip install -u optuna", "this database was written by a newer Optuna: upgrade optuna"),
-    ("connection refused", "is the database server running and reachable?"),
-    ("terminating connection", "the server went away for longer than the retry window "
-     "($MNIST_SEARCH_STORAGE_RETRY, 60 s); run again to resume"),
-    ("server closed the connection", "the server went away for longer than the retry "
-     "window ($MNIST_SEARCH_STORAGE_RETRY, 60 s); run again to resume"),
-    ("could not translate host", "check the host name in the URL"),
-    ("password authentication failed", "check the user and password"),
-    ("does not exist", "create the database first"),
-)
-
-
-def is_storage_fault(exc: BaseException) -> bool:
-    """Did this come from the database layer (Optuna's wrapper, SQLAlchemy, a driver)?"""
-    import sys
-
-    cause = root_cause(exc)
-    optuna_exc, sa_exc = sys.modules.get("optuna.exceptions"), sys.modules.get("sqlalchemy.exc")
-    chain = {type(exc), type(cause)}
-    return any(
-        (optuna_exc is not None and issubclass(t, optuna_exc.StorageInternalError))
-        or (sa_exc is not None and issubclass(t, sa_exc.SQLAlchemyError))
-        or t.__module__.split(".")[0] in ("sqlite3", "psycopg", "psycopg2")
-        for t in chain) or "storage upgrade" in str(cause) or "pip install -U optuna" in str(cause)
-
-
-def describe(exc: BaseException, url: str) -> str:
-    """One line for any error a worker ends on: storage faults get their real cause."""
-    if isinstance(exc, StorageError):
-        return redact(str(exc))
-    if is_storage_fault(exc):
-        return explain(exc, url)
-    return redact(f"{type(exc).__name__}: {exc}")
-
-
-def explain(exc: BaseException, url: str) -> str:
-    """One line: the storage, the real cause (not Optuna's wrapper), what to do."""
-    cause = _telling_cause(exc)
-    text = " ".join(str(cause).split()) or type(cause).__name__
-    text = text.split(" (Background on this error")[0]
-    if len(text) > 300:
-        text = text[:300] + "..."
-    advice = next((a for key, a in _ADVICE if key in text.lower()), "")
-    return redact(f"storage {url}: {type(cause).__name__}: {text}" + (
-        f" ({advice})" if advice else ""))
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import StorageError
+from .faults import cause_chain, cause_text
 
 __all__ = ["FIRST_DELAY_S", "MAX_DELAY_S", "RETRY_ENV", "RETRY_WINDOW_S", "SettleCheck",
            "is_transient", "may_have_committed", "retried_call", "retry_window", "short",
@@ -64,19 +65,11 @@ def retry_window() -> float:
     return value
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    out: list[BaseException] = []
-    while exc is not None and all(exc is not seen for seen in out):
-        out.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return out
-
-
 def is_transient(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) is a storage fault that waiting may cure."""
     import sqlalchemy.exc
 
-    chain = _chain(exc)
+    chain = cause_chain(exc)
     text = " ".join(str(e).lower() for e in chain)
     if any(key in text for key in _PERMANENT):
         return False
@@ -92,7 +85,7 @@ def may_have_committed(exc: BaseException) -> bool:
     """Whether a call that failed with `exc` may still have committed its transaction: its
     connection was lost mid-call, so the commit's outcome is unknown. A lock that was never
     taken or a connection never made committed nothing."""
-    text = " ".join(str(e).lower() for e in _chain(exc))
+    text = " ".join(str(e).lower() for e in cause_chain(exc))
     return not any(key in text for key in _NOTHING_COMMITTED)
 
 
@@ -149,6 +142,5 @@ def retried_call(call: Callable[[], T], what: str, window: float,
 
 
 def short(exc: BaseException) -> str:
-    cause = _chain(exc)[-1]
-    text = " ".join(str(cause).split()).split(" (Background on this error")[0]
-    return f"{type(cause).__name__}: {text[:160]}"
+    cause = cause_chain(exc)[-1]
+    return f"{type(cause).__name__}: {cause_text(cause)[:160]}"

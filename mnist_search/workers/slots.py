@@ -24,6 +24,7 @@ import optuna
 
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..search.faults import describe
 from ..search.internals import trial_id, write_attrs
 from ..search.lifecycle import (
     EpochReporter,
@@ -34,7 +35,6 @@ from ..search.lifecycle import (
     tell,
     trial_config,
 )
-from ..search.storage import describe
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
