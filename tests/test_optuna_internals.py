@@ -51,7 +51,7 @@ def test_heartbeat_internals_and_the_retry_record(tmp_path):
 def test_user_attrs_note_and_beat_in_one_transaction_read_back_as_optunas(tmp_path):
     from optuna_dashboard import get_note
 
-    from mnist_search.search.internals import set_user_attrs
+    from mnist_search.search.writes import set_user_attrs
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'a.db'}", heartbeat_interval=60)
     study = optuna.create_study(storage=storage)
@@ -114,7 +114,8 @@ def test_an_artifact_recorded_with_the_results_reads_back_as_upload_artifacts(tm
         upload_artifact,
     )
 
-    from mnist_search.search.internals import artifact_attr, set_user_attrs
+    from mnist_search.search.internals import artifact_attr
+    from mnist_search.search.writes import set_user_attrs
 
     store = FileSystemArtifactStore(tmp_path)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
@@ -154,7 +155,8 @@ def test_tell_trial_tells_and_refuses_as_study_tell_does(tmp_path):
 def test_a_stacks_writes_are_one_transaction_and_a_finished_trial_is_refused_alone(tmp_path):
     import sqlalchemy
 
-    from mnist_search.search.internals import AttrWrite, backend_of, write_attrs
+    from mnist_search.search.internals import backend_of
+    from mnist_search.search.writes import AttrWrite, write_attrs
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'w.db'}")
     trials = [study.ask() for _ in range(4)]

@@ -31,9 +31,10 @@ from ..errors import UsageError
 from ..live import Display, live_display
 from ..stats import Summary, summarize
 from ..tables import Table
-from .internals import set_user_attrs, storage_of, trial_id
+from .internals import storage_of, trial_id
 from .lifecycle import fail, metric_values
 from .records import record_result
+from .writes import set_user_attrs
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -5,9 +5,8 @@ failing them (`fail_stale_trials` does both, and only for a study with a live sa
 which trials have a heartbeat record at all; `reap` needs both to tell a dead worker from a
 live one. Trial and study ids (as opposed to numbers) are what the storage methods take, and
 a loaded study does not say which storage it came from (confirm puts a study beside it).
-Optuna writes one attribute per transaction; a trial records about 30, so they are written
-in one transaction each time (set_user_attrs), the way Optuna's own
-set_trial_user_attr does each, with the dashboard's own note layout. A claim, under the
+Optuna writes one attribute per transaction; a trial records about 30, so writes.py writes
+them in one transaction each time. A claim, under the
 study lock every worker waits on, counts trials with one aggregate query over Optuna's
 tables (state_reasons) instead of reading every unfinished trial through its cache, and
 puts the trials it creates together into that cache as Optuna's create_new_trial does.
@@ -19,21 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
 from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
-from optuna.trial import BaseTrial, FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["AttrWrite", "artifact_attr", "backend_of", "live_trials", "new_trial", "new_trial_id",
-           "new_trial_ids", "record_fail_reason", "retried_from", "set_user_attrs",
-           "stale_trial_ids", "state_reasons", "storage_of", "study_id", "tell_trial",
-           "trial_id", "trial_of", "trials_with_heartbeat", "waiting_trials", "write_attrs"]
+__all__ = ["artifact_attr", "backend_of", "live_trials", "new_trial", "new_trial_id",
+           "new_trial_ids", "retried_from", "stale_trial_ids", "state_reasons", "storage_call",
+           "storage_of", "study_id", "tell_trial", "trial_id", "trial_of",
+           "trials_with_heartbeat", "waiting_trials"]
 
 T = TypeVar("T")
 
@@ -80,54 +78,11 @@ def backend_of(storage: optuna.storages.BaseStorage) -> RDBStorage | None:
     return inner if isinstance(inner, RDBStorage) else None
 
 
-def _retrying(storage: RDBStorage, name: str, call: Callable[[], T]) -> T:
+def storage_call(storage: RDBStorage, name: str, call: Callable[[], T]) -> T:
+    """call(), through the storage's retries where it has them (RetryingRDBStorage)."""
     retrying = getattr(storage, "retrying", None)  # a RetryingRDBStorage rides out faults
     return call() if retrying is None else retrying(name, call)
 
-
-def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
-    """Every (key, value) of `attrs` into `model`'s table for `owner` (trial_id or study_id),
-    inserted or updated: one prepared statement run for all rows where the database has
-    ON CONFLICT (SQLite >= 3.24, PostgreSQL), else row by row as Optuna does."""
-    (column, owner_id), = owner.items()
-    rows = [{"owner": owner_id, "key": k, "value": json.dumps(v)} for k, v in attrs.items()]
-    if session.get_bind().dialect.name in ("sqlite", "postgresql"):
-        table = model.__tablename__
-        session.execute(sqlalchemy.text(
-            f"INSERT INTO {table} ({column}, key, value_json) VALUES (:owner, :key, :value) "
-            f"ON CONFLICT ({column}, key) DO UPDATE SET value_json = excluded.value_json"),
-            rows)
-        return
-    for row in rows:
-        found = session.query(model).filter_by(**owner, key=row["key"]).one_or_none()
-        if found is None:
-            session.add(model(**owner, key=row["key"], value_json=row["value"]))
-        else:
-            found.value_json = row["value"]
-
-
-def _beat(session: Any, model: Any, tid: int) -> None:
-    """RDBStorage.record_heartbeat's write, inside the caller's transaction."""
-    row = model.where_trial_id(tid, session, True)
-    if row is None:
-        session.add(model(trial_id=tid))
-    else:
-        row.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
-
-
-def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
-    """The user attr fail_reason of a trial Optuna has already failed (its stale check
-    fails a trial before anyone can say why): the one attribute written to a finished
-    trial, as Optuna's own set_trial_user_attr would refuse."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    def write() -> None:
-        with _create_scoped_session(storage.scoped_session, True) as session:
-            _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid},
-                    {"fail_reason": reason})
-
-    _retrying(storage, "record_fail_reason", write)
 
 
 def artifact_attr(meta: ArtifactMeta) -> tuple[str, str]:
@@ -203,7 +158,7 @@ def state_reasons(study: optuna.Study) -> dict[tuple[TrialState, str | None], in
             counted[key] = counted.get(key, 0) + int(n)
         return counted
 
-    return _retrying(backend, "state_reasons", read)
+    return storage_call(backend, "state_reasons", read)
 
 
 def _reason(value: Any, state: TrialState) -> str | None:
@@ -241,97 +196,3 @@ def tell_trial(study: optuna.Study, trial: optuna.Trial, values: Sequence[float]
     from optuna.study._tell import _tell_with_warning
 
     _tell_with_warning(study, trial, None if values is None else list(values), state)
-
-
-@dataclasses.dataclass(frozen=True)
-class AttrWrite:
-    """What set_user_attrs writes to one trial (see there)."""
-
-    trial: BaseTrial
-    attrs: Mapping[str, Any]
-    note: str | None = None
-    beat: bool = False
-    system_attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
-                   beat: bool = False, system_attrs: Mapping[str, Any] | None = None) -> None:
-    """trial.set_user_attr for each of `attrs` (with `note`, the trial's first
-    optuna-dashboard note; with `beat`, a heartbeat, as storage.record_heartbeat; with
-    `system_attrs`, storage.set_trial_system_attr for each), in one transaction where the
-    trial is an optuna.Trial on an RDB storage; upserts, so a retried commit is harmless.
-    Like Optuna, it refuses a finished trial (UpdateFinishedTrialError).
-
-    The note is written as optuna_dashboard.save_note writes a first note (version 1, the
-    body in chunks, in the dashboard's keys) without save_note's two reads of every system
-    attr of the study (every trial's note), which cost O(trials) per trial."""
-    write_attrs([AttrWrite(trial, attrs, note, beat, system_attrs or {})])
-
-
-def write_attrs(writes: Sequence[AttrWrite]) -> None:
-    """set_user_attrs for each write, the trials of one study together in one transaction
-    (a stack's members start and end together). Should one of them be finished already,
-    each is written on its own, so the refusal falls on that trial alone, as it would."""
-    first = writes[0].trial if writes else None
-    backend = backend_of(first.storage) if isinstance(first, optuna.Trial) and all(
-        isinstance(w.trial, optuna.Trial) for w in writes) else None
-    if backend is None:  # (heartbeats exist on RDB storages only)
-        for w in writes:
-            _write_through_optuna(w)
-        return
-    try:
-        _retrying(backend, "set_user_attrs", lambda: _write_rows(backend, writes))
-        written, refused = list(writes), None
-    except optuna.exceptions.UpdateFinishedTrialError as exc:
-        if len(writes) == 1:
-            raise
-        written, refused = [], exc
-        for w in writes:
-            try:
-                _retrying(backend, "set_user_attrs", functools.partial(_write_rows, backend, [w]))
-                written.append(w)
-            except optuna.exceptions.UpdateFinishedTrialError as one:
-                refused = one
-    for w in written:  # the trial's own view kept current, as Trial.set_user_attr does
-        assert isinstance(w.trial, optuna.Trial)
-        w.trial._cached_frozen_trial.user_attrs.update(w.attrs)
-        w.trial._cached_frozen_trial.system_attrs.update(w.system_attrs)
-    if refused is not None:
-        raise refused
-
-
-def _write_through_optuna(w: AttrWrite) -> None:
-    """One write by Optuna's own calls, an attribute at a time (a storage that is no RDB)."""
-    for key, value in w.attrs.items():
-        w.trial.set_user_attr(key, value)
-    if isinstance(w.trial, optuna.Trial):  # a FixedTrial has no storage
-        for key, value in w.system_attrs.items():
-            w.trial.storage.set_trial_system_attr(trial_id(w.trial), key, value)
-        if w.note is not None:
-            from optuna_dashboard import save_note
-
-            save_note(w.trial, w.note)
-
-
-def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-    from optuna_dashboard._note import note_ver_key, split_body
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        for w in writes:
-            assert isinstance(w.trial, optuna.Trial)
-            tid = trial_id(w.trial)
-            stored = models.TrialModel.find_or_raise_by_id(tid, session)
-            backend.check_trial_is_updatable(tid, stored.state)
-            if w.beat:
-                _beat(session, models.TrialHeartbeatModel, tid)
-            if w.attrs:
-                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, w.attrs)
-            if w.system_attrs:
-                _upsert(session, models.TrialSystemAttributeModel, {"trial_id": tid},
-                        w.system_attrs)
-            if w.note is not None:
-                _upsert(session, models.StudySystemAttributeModel,
-                        {"study_id": study_id(w.trial.study)},
-                        {note_ver_key(tid): 1, **split_body(w.note, tid)})

@@ -24,17 +24,10 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import (
-    AttrWrite,
-    new_trial,
-    new_trial_ids,
-    retried_from,
-    set_user_attrs,
-    tell_trial,
-    write_attrs,
-)
+from .internals import new_trial, new_trial_ids, retried_from, tell_trial
 from .notes import trial_note
 from .records import model_writer, partial_attrs, result_attrs
+from .writes import AttrWrite, set_user_attrs, write_attrs
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult

@@ -17,7 +17,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .internals import (
     backend_of,
-    record_fail_reason,
     stale_trial_ids,
     storage_of,
     trial_id,
@@ -25,6 +24,7 @@ from .internals import (
 )
 from .queue import IDENTITY_KEYS, identity, is_done
 from .storage import make_storage, study_lock
+from .writes import record_fail_reason
 
 __all__ = ["StaleTrialCallback", "reap"]
 

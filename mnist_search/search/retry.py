@@ -51,9 +51,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError, redact
 from .damage import damaged_value
-from .internals import record_fail_reason
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 from .trial_rows import insert_trials
+from .writes import record_fail_reason
 
 __all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
 

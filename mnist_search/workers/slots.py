@@ -25,7 +25,7 @@ import optuna
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..search.faults import describe
-from ..search.internals import trial_id, write_attrs
+from ..search.internals import trial_id
 from ..search.lifecycle import (
     EpochReporter,
     fail,
@@ -35,6 +35,7 @@ from ..search.lifecycle import (
     tell,
     trial_config,
 )
+from ..search.writes import write_attrs
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext

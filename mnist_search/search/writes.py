@@ -1,0 +1,163 @@
+"""A trial's writes in one transaction: its attributes, first note, heartbeat and system
+attributes (set_user_attrs, write_attrs), where Optuna writes one attribute per
+transaction; a trial records about 30. Each row is written the way Optuna's own
+set_trial_user_attr writes it, the note in optuna-dashboard's own layout, so both read them
+back unchanged (tests/test_optuna_internals.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import optuna
+import sqlalchemy
+from optuna.storages import RDBStorage
+from optuna.trial import BaseTrial
+
+from .internals import backend_of, storage_call, study_id, trial_id
+
+__all__ = ["AttrWrite", "record_fail_reason", "set_user_attrs", "write_attrs"]
+
+
+def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
+    """Every (key, value) of `attrs` into `model`'s table for `owner` (trial_id or study_id),
+    inserted or updated: one prepared statement run for all rows where the database has
+    ON CONFLICT (SQLite >= 3.24, PostgreSQL), else row by row as Optuna does."""
+    (column, owner_id), = owner.items()
+    rows = [{"owner": owner_id, "key": k, "value": json.dumps(v)} for k, v in attrs.items()]
+    if session.get_bind().dialect.name in ("sqlite", "postgresql"):
+        table = model.__tablename__
+        session.execute(sqlalchemy.text(
+            f"INSERT INTO {table} ({column}, key, value_json) VALUES (:owner, :key, :value) "
+            f"ON CONFLICT ({column}, key) DO UPDATE SET value_json = excluded.value_json"),
+            rows)
+        return
+    for row in rows:
+        found = session.query(model).filter_by(**owner, key=row["key"]).one_or_none()
+        if found is None:
+            session.add(model(**owner, key=row["key"], value_json=row["value"]))
+        else:
+            found.value_json = row["value"]
+
+
+def _beat(session: Any, model: Any, tid: int) -> None:
+    """RDBStorage.record_heartbeat's write, inside the caller's transaction."""
+    row = model.where_trial_id(tid, session, True)
+    if row is None:
+        session.add(model(trial_id=tid))
+    else:
+        row.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
+
+
+def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
+    """The user attr fail_reason of a trial Optuna has already failed (its stale check
+    fails a trial before anyone can say why): the one attribute written to a finished
+    trial, as Optuna's own set_trial_user_attr would refuse."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    def write() -> None:
+        with _create_scoped_session(storage.scoped_session, True) as session:
+            _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid},
+                    {"fail_reason": reason})
+
+    storage_call(storage, "record_fail_reason", write)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttrWrite:
+    """What set_user_attrs writes to one trial (see there)."""
+
+    trial: BaseTrial
+    attrs: Mapping[str, Any]
+    note: str | None = None
+    beat: bool = False
+    system_attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
+                   beat: bool = False, system_attrs: Mapping[str, Any] | None = None) -> None:
+    """trial.set_user_attr for each of `attrs` (with `note`, the trial's first
+    optuna-dashboard note; with `beat`, a heartbeat, as storage.record_heartbeat; with
+    `system_attrs`, storage.set_trial_system_attr for each), in one transaction where the
+    trial is an optuna.Trial on an RDB storage; upserts, so a retried commit is harmless.
+    Like Optuna, it refuses a finished trial (UpdateFinishedTrialError).
+
+    The note is written as optuna_dashboard.save_note writes a first note (version 1, the
+    body in chunks, in the dashboard's keys) without save_note's two reads of every system
+    attr of the study (every trial's note), which cost O(trials) per trial."""
+    write_attrs([AttrWrite(trial, attrs, note, beat, system_attrs or {})])
+
+
+def write_attrs(writes: Sequence[AttrWrite]) -> None:
+    """set_user_attrs for each write, the trials of one study together in one transaction
+    (a stack's members start and end together). Should one of them be finished already,
+    each is written on its own, so the refusal falls on that trial alone, as it would."""
+    first = writes[0].trial if writes else None
+    backend = backend_of(first.storage) if isinstance(first, optuna.Trial) and all(
+        isinstance(w.trial, optuna.Trial) for w in writes) else None
+    if backend is None:  # (heartbeats exist on RDB storages only)
+        for w in writes:
+            _write_through_optuna(w)
+        return
+    try:
+        storage_call(backend, "set_user_attrs", lambda: _write_rows(backend, writes))
+        written, refused = list(writes), None
+    except optuna.exceptions.UpdateFinishedTrialError as exc:
+        if len(writes) == 1:
+            raise
+        written, refused = [], exc
+        for w in writes:
+            try:
+                storage_call(backend, "set_user_attrs",
+                             functools.partial(_write_rows, backend, [w]))
+                written.append(w)
+            except optuna.exceptions.UpdateFinishedTrialError as one:
+                refused = one
+    for w in written:  # the trial's own view kept current, as Trial.set_user_attr does
+        assert isinstance(w.trial, optuna.Trial)
+        w.trial._cached_frozen_trial.user_attrs.update(w.attrs)
+        w.trial._cached_frozen_trial.system_attrs.update(w.system_attrs)
+    if refused is not None:
+        raise refused
+
+
+def _write_through_optuna(w: AttrWrite) -> None:
+    """One write by Optuna's own calls, an attribute at a time (a storage that is no RDB)."""
+    for key, value in w.attrs.items():
+        w.trial.set_user_attr(key, value)
+    if isinstance(w.trial, optuna.Trial):  # a FixedTrial has no storage
+        for key, value in w.system_attrs.items():
+            w.trial.storage.set_trial_system_attr(trial_id(w.trial), key, value)
+        if w.note is not None:
+            from optuna_dashboard import save_note
+
+            save_note(w.trial, w.note)
+
+
+def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+    from optuna_dashboard._note import note_ver_key, split_body
+
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        for w in writes:
+            assert isinstance(w.trial, optuna.Trial)
+            tid = trial_id(w.trial)
+            stored = models.TrialModel.find_or_raise_by_id(tid, session)
+            backend.check_trial_is_updatable(tid, stored.state)
+            if w.beat:
+                _beat(session, models.TrialHeartbeatModel, tid)
+            if w.attrs:
+                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid}, w.attrs)
+            if w.system_attrs:
+                _upsert(session, models.TrialSystemAttributeModel, {"trial_id": tid},
+                        w.system_attrs)
+            if w.note is not None:
+                _upsert(session, models.StudySystemAttributeModel,
+                        {"study_id": study_id(w.trial.study)},
+                        {note_ver_key(tid): 1, **split_body(w.note, tid)})
