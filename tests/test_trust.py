@@ -249,7 +249,8 @@ width = { low = 8192, high = 16384 }
 
 def test_a_sampled_trial_no_model_fits_fails_alone(tmp_path, synthetic_dir):
     """Every sampled architecture here is over the parameter bound (each end of the range is
-    allowed): each trial FAILs alone, naming the bound, and the run finishes its count."""
+    allowed): each trial FAILs alone, naming the bound, with the parameters that led to it,
+    and the run finishes its count."""
     spec = write_study(tmp_path / "h.toml", synthetic_dir, HUGE_SEARCH)
     url = f"sqlite:///{tmp_path / 'h.db'}"
     res = run("-q", "run", str(spec), "--storage", url)
@@ -260,6 +261,7 @@ def test_a_sampled_trial_no_model_fits_fails_alone(tmp_path, synthetic_dir):
         assert t.state == optuna.trial.TrialState.FAIL
         assert t.user_attrs["fail_reason"] == "invalid_config"
         assert "20,000,000 parameters" in t.user_attrs["fail_message"]
+        assert {"depth", "width_1", "width_2"} <= set(t.params)  # what led to it is kept
 
 
 def test_an_allocation_that_fails_ends_its_stack_alone(synthetic_dir, monkeypatch):

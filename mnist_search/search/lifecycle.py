@@ -24,10 +24,10 @@ from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
 from .artifacts import ModelSaver
-from .internals import new_trial, new_trial_ids, retried_from, tell_trial
+from .internals import new_trial, new_trial_ids, retried_from, tell_trial, trial_id
 from .notes import trial_note
 from .records import model_writer, partial_attrs, result_attrs
-from .writes import AttrWrite, set_user_attrs, write_attrs
+from .writes import AttrWrite, HeldParam, params_held, set_user_attrs, write_attrs
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
            "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
            "objective_values", "settle", "settle_all", "start_trial", "start_write",
-           "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
+           "study_seed", "tell", "trial_config", "trial_seed", "worker_name", "write_held"]
 
 log = logging.getLogger(__name__)
 
@@ -120,24 +120,43 @@ def worker_name() -> str:
 def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
                 seed_base: int | None = None, *, config: TrainConfig | None = None,
                 attrs: dict[str, Any] | None = None) -> TrainConfig:
-    """Everything before training, in one transaction: the config (trial_config's, unless
-    given), its seed, what ran it, any further `attrs`, and a dashboard note."""
-    config = config or trial_config(trial, spec, device, seed_base)
-    write_attrs([start_write(trial, spec, config, attrs)])
+    """Everything before training, in one transaction: the parameters it suggests, the
+    config (trial_config's, unless given), its seed, what ran it, any further `attrs`, and a
+    dashboard note. A config no model can be built from (ConfigError) is raised once the
+    parameters that led to it are written, as Optuna's suggest would have."""
+    study = trial.study if isinstance(trial, optuna.Trial) else None
+    with params_held(study) as held:
+        try:
+            config = config or trial_config(trial, spec, device, seed_base)
+        except ConfigError:
+            write_held(trial, held)
+            raise
+    write_attrs([start_write(trial, spec, config, attrs, held)])
     return config
 
 
+def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
+    """The parameters held for `trial` (params_held), written alone: for a trial that ends
+    before its start is written."""
+    if isinstance(trial, optuna.Trial) and held.get(trial_id(trial)):
+        write_attrs([AttrWrite(trial, {}, params=held.pop(trial_id(trial)))])
+
+
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,
-                attrs: dict[str, Any] | None = None) -> AttrWrite:
-    """What start_trial writes, for writing with other trials' (internals.write_attrs); the
-    parameters constraint, where the study caps them, is set at once."""
+                attrs: dict[str, Any] | None = None,
+                held: dict[int, list[HeldParam]] | None = None) -> AttrWrite:
+    """What start_trial writes, for writing with other trials' (writes.write_attrs), with
+    the parameters `held` for it (params_held); the parameters constraint, where the study
+    caps them, is set at once."""
     cap = spec.constraints.get("max_parameters")
     if cap is not None:  # known before training: pruned and failed trials carry it too
         trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
+    params = held.pop(trial_id(trial), []) if held and isinstance(trial, optuna.Trial) else []
     return AttrWrite(trial, {"seed": config.seed, "architecture": config.architecture,
                              "config": config.to_dict(), "worker": worker_name(),
                              **(attrs or {})},
-                     note=trial_note(trial, config))  # a FixedTrial has no study: no note
+                     note=trial_note(trial, config),  # a FixedTrial has no study: no note
+                     params=params)
 
 
 def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float | None) -> float:

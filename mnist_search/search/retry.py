@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
@@ -53,7 +54,7 @@ from ..errors import StorageError, redact
 from .damage import damaged_value
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 from .trial_rows import insert_trials
-from .writes import record_fail_reason
+from .writes import HeldParam, held_for, record_fail_reason
 
 __all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
 
@@ -211,6 +212,22 @@ class RetryingRDBStorage(RDBStorage):
         stored = self.get_trial(trial_id)
         return stored.state == TrialState.RUNNING and stored.datetime_start is not None \
             and stored.datetime_start >= began
+
+    holds_params = True  # writes.params_held can hold a trial's parameters for its start
+
+    def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                         distribution: BaseDistribution,
+                         previous_distribution: BaseDistribution | None) -> None:
+        """Optuna's write of one suggested parameter (a transaction each), or, inside
+        writes.params_held, the parameter held to be written with the trial's start."""
+        held = held_for(self, trial_id)
+        if held is not None:
+            held.append(HeldParam(param_name, param_value_internal, distribution,
+                                  previous_distribution))
+            return
+        self.retrying("_set_trial_param", lambda: RDBStorage._set_trial_param(
+            self, trial_id, param_name, param_value_internal, distribution,
+            previous_distribution))
 
     def create_new_study(self, directions: Sequence[Any], study_name: str | None = None
                          ) -> int:

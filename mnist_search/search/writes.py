@@ -1,26 +1,74 @@
-"""A trial's writes in one transaction: its attributes, first note, heartbeat and system
-attributes (set_user_attrs, write_attrs), where Optuna writes one attribute per
-transaction; a trial records about 30. Each row is written the way Optuna's own
-set_trial_user_attr writes it, the note in optuna-dashboard's own layout, so both read them
-back unchanged (tests/test_optuna_internals.py).
+"""A trial's writes in one transaction: its attributes, first note, heartbeat, system
+attributes and suggested parameters (set_user_attrs, write_attrs, params_held), where
+Optuna writes one attribute or parameter per transaction; a trial records about 30. Each
+row is written the way Optuna's own calls write it (its parameters by Optuna's own code),
+the note in optuna-dashboard's own layout, so both read them back unchanged
+(tests/test_optuna_internals.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
 import sqlalchemy
+from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
 from optuna.trial import BaseTrial
 
 from .internals import backend_of, storage_call, study_id, trial_id
 
-__all__ = ["AttrWrite", "record_fail_reason", "set_user_attrs", "write_attrs"]
+__all__ = ["AttrWrite", "HeldParam", "held_for", "params_held", "record_fail_reason",
+           "set_user_attrs", "write_attrs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldParam:
+    """A parameter a trial suggested, held to be written with the trial's start: the
+    arguments of Optuna's RDBStorage._set_trial_param."""
+
+    name: str
+    value: float  # Optuna's internal representation
+    distribution: BaseDistribution
+    previous: BaseDistribution | None  # the study's distribution of it, as Optuna's cache knew
+
+
+_held = threading.local()  # (storage, {trial id: [HeldParam]}) while params_held is on
+
+
+def held_for(storage: RDBStorage, tid: int) -> list[HeldParam] | None:
+    """Where this thread holds trial `tid`'s parameters while params_held is on for
+    `storage` (RetryingRDBStorage._set_trial_param appends to it), else None."""
+    held = getattr(_held, "on", None)
+    if held is None or held[0] is not storage:
+        return None
+    rows: dict[int, list[HeldParam]] = held[1]
+    return rows.setdefault(tid, [])
+
+
+@contextlib.contextmanager
+def params_held(study: optuna.Study | None) -> Iterator[dict[int, list[HeldParam]]]:
+    """Within the block, the parameters this thread suggests on `study`'s trials are held,
+    by trial id, instead of written a transaction each (a searched trial suggests about 6),
+    where its storage can hold them (`holds_params`, RetryingRDBStorage); the caller writes
+    them with the trial's start (AttrWrite.params), which is how a trial's parameters are
+    written whole or not at all. Elsewhere, or nested, nothing is held."""
+    backend = None if study is None else backend_of(study._storage)
+    if not getattr(backend, "holds_params", False) or getattr(_held, "on", None) is not None:
+        yield {}
+        return
+    rows: dict[int, list[HeldParam]] = {}
+    _held.on = (backend, rows)
+    try:
+        yield rows
+    finally:
+        _held.on = None
 
 
 def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
@@ -77,6 +125,7 @@ class AttrWrite:
     note: str | None = None
     beat: bool = False
     system_attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    params: Sequence[HeldParam] = ()  # written before the attributes (params_held)
 
 
 def set_user_attrs(trial: BaseTrial, attrs: Mapping[str, Any], note: str | None = None,
@@ -128,6 +177,10 @@ def write_attrs(writes: Sequence[AttrWrite]) -> None:
 
 def _write_through_optuna(w: AttrWrite) -> None:
     """One write by Optuna's own calls, an attribute at a time (a storage that is no RDB)."""
+    if w.params:
+        assert isinstance(w.trial, optuna.Trial)  # only a trial with a storage holds any
+        for p in w.params:
+            w.trial.storage.set_trial_param(trial_id(w.trial), p.name, p.value, p.distribution)
     for key, value in w.attrs.items():
         w.trial.set_user_attr(key, value)
     if isinstance(w.trial, optuna.Trial):  # a FixedTrial has no storage
@@ -150,6 +203,9 @@ def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
             tid = trial_id(w.trial)
             stored = models.TrialModel.find_or_raise_by_id(tid, session)
             backend.check_trial_is_updatable(tid, stored.state)
+            for p in w.params:  # Optuna's own write of each, its distribution check included
+                backend._set_trial_param_without_commit(session, tid, p.name, p.value,
+                                                        p.distribution, p.previous)
             if w.beat:
                 _beat(session, models.TrialHeartbeatModel, tid)
             if w.attrs:

@@ -34,8 +34,9 @@ from ..search.lifecycle import (
     start_write,
     tell,
     trial_config,
+    write_held,
 )
-from ..search.writes import write_attrs
+from ..search.writes import HeldParam, params_held, write_attrs
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
@@ -82,18 +83,12 @@ class Slots:
 
     def join(self, trials: list[optuna.Trial]) -> None:
         """Start claimed trials (with stop signals held) and add them to a population."""
-        spec, seed_base = self.ctx.spec, self.ctx.seed_base
+        spec = self.ctx.spec
         for t in trials:
             self.trials[t.number] = t
             self.reporters[t.number] = EpochReporter(t, spec)
         self.heartbeat.add([trial_id(t) for t in trials])
-        device = self.ctx.orders.device
-        pending = []
-        for t in trials:
-            try:
-                pending.append((t, trial_config(t, spec, device, seed_base)))
-            except ConfigError as exc:  # sampled values no model can be built from
-                self._refuse(t, exc)
+        pending, held = self._configs(trials)
         writes = []
         while pending:
             # A population shares one batch size and data: claims that differ in those
@@ -106,8 +101,26 @@ class Slots:
             for (t, _), config in zip(fits, joined, strict=True):
                 stack = pop.stack_of(t.number)  # the joined config: what `rerun` trains
                 writes.append(start_write(t, spec, config, {"population_size": len(stack),
-                                                            "stack": stack}))
+                                                            "stack": stack}, held))
         write_attrs(writes)  # every trial's start in one transaction
+
+    def _configs(self, trials: list[optuna.Trial]
+                 ) -> tuple[list[tuple[optuna.Trial, TrainConfig]], dict[int, list[HeldParam]]]:
+        """Each trial's config, its suggested parameters held to be written with its start
+        (params_held); a trial whose values no model can be built from is refused now, with
+        its parameters written first."""
+        ctx, pending, refused = self.ctx, [], []
+        with params_held(ctx.study) as held:
+            for t in trials:
+                try:
+                    pending.append((t, trial_config(t, ctx.spec, ctx.orders.device,
+                                                    ctx.seed_base)))
+                except ConfigError as exc:  # sampled values no model can be built from
+                    refused.append((t, exc))
+        for t, error in refused:
+            write_held(t, held)
+            self._refuse(t, error)
+        return pending, held
 
     def _refuse(self, trial: optuna.Trial, exc: ConfigError) -> None:
         """Fail a claimed trial that cannot be built, alone: the search goes on."""

@@ -1,0 +1,103 @@
+"""A trial's suggested parameters are written with its start, in one transaction, and read
+back by Optuna's own storage as Optuna writes them; a config no model can be built from
+keeps the parameters that led to it; a storage that cannot hold them writes each as Optuna
+does."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+import mnist_search as ms
+from mnist_search.search.internals import backend_of
+from mnist_search.search.lifecycle import start_trial
+from mnist_search.spec import load_spec
+
+from helpers import write_study
+
+SEARCH = """
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+depth = { low = 1, high = 3 }
+width = { low = 8, high = 64, log = true }
+dropout = { low = 0.0, high = 0.5 }
+penalty = ["none", "l1", "l2"]
+penalty_lambda = { low = 1e-5, high = 1e-2, log = true }
+momentum = { low = 0.0, high = 0.9 }
+"""
+
+# every architecture of this space is over the parameter bound: each trial is refused
+HUGE = """
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+[search]
+depth = { low = 2, high = 3 }
+width = { low = 8192, high = 16384 }
+"""
+
+
+def commits(engine: sqlalchemy.Engine) -> list[int]:
+    count = [0]
+    sqlalchemy.event.listen(engine, "commit", lambda _conn: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def stored(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The trials as Optuna's own storage reads them, in a fresh process's view."""
+    return optuna.load_study(study_name=name, storage=optuna.storages.RDBStorage(url)).trials
+
+
+def test_a_trial_s_parameters_are_written_with_its_start_in_one_transaction(
+        tmp_path, synthetic_dir):
+    path = write_study(tmp_path / "held.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    study = ms.open_study(path, url)
+    spec = load_spec(path)
+    backend = backend_of(study._storage)
+    assert backend is not None
+    suggested = []
+    for _ in range(3):
+        trial = study.ask()
+        count = commits(backend.engine)
+        start_trial(trial, spec, "cpu", 0)
+        assert count[0] == 1, f"{count[0]} transactions for one trial's start"
+        assert len(trial.params) >= 5  # depth, width_1.., dropout, penalty, [lambda,] momentum
+        suggested.append((dict(trial.params), dict(trial.distributions)))
+        study.tell(trial, 1.0)
+    got = [(t.params, t.distributions) for t in stored(url, study.study_name)]
+    assert got == suggested
+
+
+def test_the_parameters_of_a_config_no_model_fits_are_kept(tmp_path, synthetic_dir):
+    path = write_study(tmp_path / "huge.toml", synthetic_dir, HUGE)
+    url = f"sqlite:///{tmp_path / 'huge.db'}"
+    study = ms.open_study(path, url)
+    study.optimize(ms.Objective(path, device="cpu"), n_trials=2)
+    for t in stored(url, study.study_name):
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["fail_reason"] == "invalid_config"
+        assert {"depth", "width_1", "width_2"} <= set(t.params)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_optuna_s_own_storage_writes_each_parameter_as_suggested(tmp_path, synthetic_dir):
+    """A study on Optuna's own RDBStorage (a user's) holds nothing: its suggest writes each
+    parameter at once, as Optuna does, and the start writes the rest."""
+    path = write_study(tmp_path / "plain.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name="plain", storage=storage, direction="maximize")
+    trial = study.ask()
+    count = commits(storage.engine)
+    start_trial(trial, load_spec(path), "cpu", 0)
+    assert count[0] >= len(trial.params) + 1  # a transaction per parameter, then the start
+    assert stored(url, "plain")[0].params == trial.params
