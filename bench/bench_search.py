@@ -16,14 +16,19 @@ times, alternating, and reports medians.
 
 --shares prints where this checkout's workers' time went: the sampler's share, the
 storage's, and the rest (training and waits), from each worker's ledger (workers/ledger.py).
+--tiny runs the same space, sampler and pruner on 512 synthetic images at 2 epochs (a
+validation holdout of 128), so that what is measured is the bookkeeping around training:
+how a GPU, where training is the small part, sees a search.
 
 Run: .venv/bin/python bench/bench_search.py [--trials 40] [--workers 2] [--before 8626994]
-     [--shares]
+     [--shares] [--tiny]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import re
@@ -60,7 +65,7 @@ def sgemm_peak(threads: int, device: str) -> float:
         torch.set_num_threads(before)
 
 
-def flops(trials: list[optuna.trial.FrozenTrial]) -> float:
+def flops(trials: list[optuna.trial.FrozenTrial], train_images: int = 60_000) -> float:
     total = 0.0
     for t in trials:
         config = t.user_attrs.get("config")
@@ -68,7 +73,7 @@ def flops(trials: list[optuna.trial.FrozenTrial]) -> float:
             continue
         widths = [784, *config["hidden"], 10]
         params = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
-        images = 60_000 - int(config.get("val_size") or 0)
+        images = train_images - int(config.get("val_size") or 0)
         total += 6 * params * images * len(t.intermediate_values)
     return total
 
@@ -78,7 +83,7 @@ LEDGER = re.compile(r"time in all ([\d.]+) s, sampler ([\d.]+) s, storage ([\d.]
 
 
 def run(tree: Path | None, study: Path, args: argparse.Namespace) -> dict[str, float]:
-    shares = args.shares and tree is None  # older code has no ledger to read
+    shares = args.shares  # (code older than the ledger prints none: no shares)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/search.db"
         start = time.perf_counter()
@@ -93,16 +98,31 @@ def run(tree: Path | None, study: Path, args: argparse.Namespace) -> dict[str, f
             sys.exit(f"run failed with exit code {proc.returncode}: {(proc.stderr or '')[-500:]}")
         trials = optuna.load_study(study_name="search", storage=url).get_trials()
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    work = flops(done, 512 if args.tiny else 60_000)
     row = {"wall": wall, "best": max(t.value for t in trials if t.state.name == "COMPLETE"),
-           "gflops": flops(done) / wall / 1e9, "pruned": sum(t.state.name == "PRUNED"
-                                                            for t in trials),
-           "finished": len(done)}
+           "gflops": work / wall / 1e9, "finished": len(done),
+           "pruned": sum(t.state.name == "PRUNED" for t in trials)}
     if shares:
         ledgers = [tuple(map(float, m)) for m in LEDGER.findall(proc.stderr)]
         total = sum(w for w, _, _ in ledgers) or math.nan
         row["sampler"] = sum(s for _, s, _ in ledgers) / total
         row["storage"] = sum(s for _, _, s in ledgers) / total
+        row["storage_ms"] = 1e3 * sum(s for _, _, s in ledgers) / max(1, len(done))
+        row["sampler_ms"] = 1e3 * sum(s for _, s, _ in ledgers) / max(1, len(done))
     return row
+
+
+def tiny(study: Path, folder: Path) -> Path:
+    """The study file with its data swapped for 512 synthetic images, at 2 epochs."""
+    from mnist_search.data.synthetic import write_synthetic
+
+    data = write_synthetic(folder / "data", n_train=512, n_test=128, seed=0)
+    text = study.read_text().replace('dataset = "mnist"', f"dataset = {json.dumps(str(data))}")
+    text = re.sub(r"(?m)^epochs = \d+", "epochs = 2", text)
+    text = re.sub(r"(?m)^val_size = \d+", "val_size = 128", text)
+    out = folder / "search.toml"
+    out.write_text(text)
+    return out
 
 
 def main() -> None:
@@ -116,19 +136,21 @@ def main() -> None:
                     "side, as one string (say '--no-mix')")
     ap.add_argument("--shares", action="store_true", help="print the sampler's and the "
                     "storage's share of this checkout's workers' time (their ledgers)")
+    ap.add_argument("--tiny", action="store_true", help="512 synthetic images at 2 epochs: "
+                    "the search's bookkeeping, not its training")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     peak = sgemm_peak(min(cores, args.workers * max(1, cores // args.workers)), args.device)
     rows: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    if args.before == "none":
+    with contextlib.ExitStack() as stack:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        tree = None if args.before == "none" else stack.enter_context(checkout(args.before))
+        study = (tree or REPO) / "studies" / "search.toml"
+        study = tiny(study, folder) if args.tiny else study
         for _ in range(args.repeat):
-            rows["after"].append(run(None, REPO / "studies" / "search.toml", args))
-    else:
-        with checkout(args.before) as tree:
-            study = tree / "studies" / "search.toml"
-            for _ in range(args.repeat):
+            if tree is not None:
                 rows["before"].append(run(tree, study, args))
-                rows["after"].append(run(None, study, args))
+            rows["after"].append(run(None, study, args))
     med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
            for side, runs in rows.items() if runs}
     for side, m in med.items():
@@ -142,10 +164,12 @@ def main() -> None:
     ratio = f"{b['wall'] / a['wall']:.2f}x the wall and {a['gflops'] / b['gflops']:.2f}x " \
         f"the work per second of {args.before}, best {a['best'] - b['best']:+.2f} pp; " \
         if b else ""
-    if "sampler" in a:
-        print(f"  this checkout's workers' time: sampler {a['sampler']:.0%}, storage "
-              f"{a['storage']:.0%}, the rest (training, waits) "
-              f"{1 - a['sampler'] - a['storage']:.0%}")
+    for side, m in med.items():
+        if not math.isnan(m.get("sampler", math.nan)):
+            print(f"  {side:6} workers' time: sampler {m['sampler']:.0%} "
+                  f"({m['sampler_ms']:.1f} ms per trial), storage {m['storage']:.0%} "
+                  f"({m['storage_ms']:.1f} ms per trial), the rest (training, waits) "
+                  f"{1 - m['sampler'] - m['storage']:.0%}")
     if a["finished"] < args.trials:
         print(f"  stopped by the run's --timeout: {a['finished']:.0f} of {args.trials} trials "
               "finished")
