@@ -27,7 +27,7 @@ from .artifacts import ModelSaver
 from .internals import new_trial, new_trial_ids, retried_from, tell_trial, trial_id
 from .notes import trial_note
 from .records import model_writer, partial_attrs, result_attrs
-from .writes import AttrWrite, HeldParam, params_held, set_user_attrs, write_attrs
+from .writes import AttrWrite, HeldParam, params_held, set_user_attrs, write_attrs, write_held
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
            "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
            "objective_values", "settle", "settle_all", "start_trial", "start_write",
-           "study_seed", "tell", "trial_config", "trial_seed", "worker_name", "write_held"]
+           "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +134,6 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
     write_attrs([start_write(trial, spec, config, attrs, held)])
     return config
 
-
-def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
-    """The parameters held for `trial` (params_held), written alone: for a trial that ends
-    before its start is written."""
-    if isinstance(trial, optuna.Trial) and held.get(trial_id(trial)):
-        write_attrs([AttrWrite(trial, {}, params=held.pop(trial_id(trial)))])
 
 
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,

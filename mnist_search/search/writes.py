@@ -25,7 +25,7 @@ from optuna.trial import BaseTrial
 from .internals import backend_of, storage_call, study_id, trial_id
 
 __all__ = ["AttrWrite", "HeldParam", "held_for", "params_held", "record_fail_reason",
-           "set_user_attrs", "write_attrs"]
+           "set_user_attrs", "write_attrs", "write_held"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,3 +217,10 @@ def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
                 _upsert(session, models.StudySystemAttributeModel,
                         {"study_id": study_id(w.trial.study)},
                         {note_ver_key(tid): 1, **split_body(w.note, tid)})
+
+
+def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
+    """The parameters held for `trial` (params_held), written alone: for a trial that ends
+    before its start is written."""
+    if isinstance(trial, optuna.Trial) and held.get(trial_id(trial)):
+        write_attrs([AttrWrite(trial, {}, params=held.pop(trial_id(trial)))])

@@ -34,9 +34,8 @@ from ..search.lifecycle import (
     start_write,
     tell,
     trial_config,
-    write_held,
 )
-from ..search.writes import HeldParam, params_held, write_attrs
+from ..search.writes import HeldParam, params_held, write_attrs, write_held
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
