@@ -101,3 +101,50 @@ def test_optuna_s_own_storage_writes_each_parameter_as_suggested(tmp_path, synth
     start_trial(trial, load_spec(path), "cpu", 0)
     assert count[0] >= len(trial.params) + 1  # a transaction per parameter, then the start
     assert stored(url, "plain")[0].params == trial.params
+
+
+class Watching(optuna.samplers.RandomSampler):
+    """Notes, as each trial's first parameter is sampled, which other trials' parameters a
+    second connection to the database (another worker) can read."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(seed=0)
+        self.url, self.seen = url, {}
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if trial.number not in self.seen:
+            other = optuna.load_study(study_name=study.study_name,
+                                      storage=optuna.storages.RDBStorage(self.url))
+            self.seen[trial.number] = {t.number for t in other.get_trials(deepcopy=False)
+                                       if t.params and t.number != trial.number}
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_a_claim_s_trials_each_see_the_parameters_sampled_before_them(tmp_path,
+                                                                       synthetic_dir):
+    """A worker starting several trials at once (a claim) writes each one's parameters before
+    the next is sampled, so a sampler that reads running trials (TPE's constant liar) finds
+    them, as it would another worker's; the last trial's go with the claim's start."""
+    from mnist_search.workers.context import WorkerContext, WorkerOrders
+    from mnist_search.workers.slots import Slots
+
+    path = write_study(tmp_path / "claim.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'claim.db'}"
+    study = ms.open_study(path, url)
+    study.sampler = watching = Watching(url)
+    backend = backend_of(study._storage)
+    assert backend is not None
+    orders = WorkerOrders(spec_path=str(path), url=url, target=3, device="cpu", heartbeat=0,
+                          population=3)
+    ctx = WorkerContext(orders, load_spec(path), backend, study, seed_base=0)
+    trials = [study.ask() for _ in range(3)]
+    numbers = [t.number for t in trials]
+    with Slots(ctx, 3, mixed=False) as slots:
+        slots.join(trials)
+        assert watching.seen == {numbers[0]: set(), numbers[1]: {numbers[0]},
+                                 numbers[2]: {numbers[0], numbers[1]}}
+        got = {t.number: t.params for t in stored(url, study.study_name)}
+        assert got == {t.number: t.params for t in trials}
+        for t in trials:
+            study.tell(t, 1.0)
+        slots.trials.clear()

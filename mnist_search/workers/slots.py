@@ -105,17 +105,21 @@ class Slots:
 
     def _configs(self, trials: list[optuna.Trial]
                  ) -> tuple[list[tuple[optuna.Trial, TrainConfig]], dict[int, list[HeldParam]]]:
-        """Each trial's config, its suggested parameters held to be written with its start
-        (params_held); a trial whose values no model can be built from is refused now, with
-        its parameters written first."""
+        """Each trial's config, its suggested parameters held (params_held): the last
+        trial's are written with the claim's start; each earlier one's as soon as it is
+        sampled, so the next trial's sampler finds them, as it would find a trial of another
+        worker (TPE's constant liar reads running trials' parameters). A trial whose values
+        no model can be built from is refused now, with its parameters written first."""
         ctx, pending, refused = self.ctx, [], []
         with params_held(ctx.study) as held:
-            for t in trials:
+            for i, t in enumerate(trials):
                 try:
                     pending.append((t, trial_config(t, ctx.spec, ctx.orders.device,
                                                     ctx.seed_base)))
                 except ConfigError as exc:  # sampled values no model can be built from
                     refused.append((t, exc))
+                if i < len(trials) - 1:
+                    write_held(t, held)
         for t, error in refused:
             write_held(t, held)
             self._refuse(t, error)
