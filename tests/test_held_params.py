@@ -9,6 +9,7 @@ import optuna
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
+from test_trust import HUGE_SEARCH  # every architecture over the bound: each one refused
 
 import mnist_search as ms
 from mnist_search.search.internals import backend_of
@@ -32,17 +33,6 @@ penalty_lambda = { low = 1e-5, high = 1e-2, log = true }
 momentum = { low = 0.0, high = 0.9 }
 """
 
-# every architecture of this space is over the parameter bound: each trial is refused
-HUGE = """
-[sampler]
-kind = "random"
-[fixed]
-dataset = DATA
-epochs = 1
-[search]
-depth = { low = 2, high = 3 }
-width = { low = 8192, high = 16384 }
-"""
 
 
 def commits(engine: sqlalchemy.Engine) -> list[int]:
@@ -78,7 +68,7 @@ def test_a_trial_s_parameters_are_written_with_its_start_in_one_transaction(
 
 
 def test_the_parameters_of_a_config_no_model_fits_are_kept(tmp_path, synthetic_dir):
-    path = write_study(tmp_path / "huge.toml", synthetic_dir, HUGE)
+    path = write_study(tmp_path / "huge.toml", synthetic_dir, HUGE_SEARCH)
     url = f"sqlite:///{tmp_path / 'huge.db'}"
     study = ms.open_study(path, url)
     study.optimize(ms.Objective(path, device="cpu"), n_trials=2)
