@@ -138,3 +138,19 @@ def test_a_claim_s_trials_each_see_the_parameters_sampled_before_them(tmp_path,
         for t in trials:
             study.tell(t, 1.0)
         slots.trials.clear()
+
+
+def test_a_start_inside_another_holding_block_writes_its_own_parameters(tmp_path,
+                                                                         synthetic_dir):
+    """A start within a caller's own params_held block (same storage) still writes its
+    trial's parameters with it, not leaving them to a block that knows nothing of them."""
+    from mnist_search.search.writes import params_held
+
+    path = write_study(tmp_path / "nest.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'nest.db'}"
+    study = ms.open_study(path, url)
+    trial = study.ask()
+    with params_held(study) as outer:
+        start_trial(trial, load_spec(path), "cpu", 0)
+        assert not any(outer.values())  # nothing left behind for the outer block
+    assert stored(url, study.study_name)[0].params == trial.params

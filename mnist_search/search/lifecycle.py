@@ -135,7 +135,6 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
     return config
 
 
-
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,
                 attrs: dict[str, Any] | None = None,
                 held: dict[int, list[HeldParam]] | None = None) -> AttrWrite:

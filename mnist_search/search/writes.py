@@ -58,9 +58,14 @@ def params_held(study: optuna.Study | None) -> Iterator[dict[int, list[HeldParam
     by trial id, instead of written a transaction each (a searched trial suggests about 6),
     where its storage can hold them (`holds_params`, RetryingRDBStorage); the caller writes
     them with the trial's start (AttrWrite.params), which is how a trial's parameters are
-    written whole or not at all. Elsewhere, or nested, nothing is held."""
+    written whole or not at all. Elsewhere nothing is held; nested on the same storage, the
+    outer block's rows are yielded, so the inner caller finds (and writes) its own trials'."""
     backend = None if study is None else backend_of(study._storage)
-    if not getattr(backend, "holds_params", False) or getattr(_held, "on", None) is not None:
+    outer = getattr(_held, "on", None)
+    if outer is not None:
+        yield outer[1] if outer[0] is backend else {}
+        return
+    if not getattr(backend, "holds_params", False):
         yield {}
         return
     rows: dict[int, list[HeldParam]] = {}
