@@ -119,7 +119,7 @@ def test_rerun_is_bit_identical(study_db, which):
     pick = (lambda t: t.user_attrs["population_size"] == 1) if which == "alone" else \
         (lambda t: t.user_attrs["population_size"] > 1)
     trial = next(t for t in study.trials if pick(t))
-    res = run("rerun", "m", str(trial.number), "--storage", url, "-o", str(tmp / "r.st"))
+    res = run("rerun", "m", str(trial.number), "--storage", url, "-o", str(tmp / f"r-{which}.st"))
     assert res.exit_code == 0, res.output
     assert "weights bit-identical" in res.stdout
     assert (f"test accuracy {trial.user_attrs['test_accuracy']} -> "
@@ -127,7 +127,7 @@ def test_rerun_is_bit_identical(study_db, which):
     # the verdict from the bytes: the re-trained file's digest against the recorded one
     from mnist_search.training.model_file import read_model_file
 
-    _, _, state = read_model_file(tmp / "r.st")
+    _, _, state = read_model_file(tmp / f"r-{which}.st")
     digest = hashlib.sha256()  # as weights_digest is defined: names and bytes, sorted
     for key in sorted(state):
         digest.update(key.encode())

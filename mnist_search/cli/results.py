@@ -137,29 +137,24 @@ def best_cmd(study: str, storage: str | None) -> None:
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="File to write (written whole or not at all).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing file at -o (never a database, a study file, a device "
+                   "or the storage's models).")
 @friendly
-def export_cmd(study: str, storage: str | None, fmt: str, output: Path) -> None:
+def export_cmd(study: str, storage: str | None, fmt: str, output: Path, force: bool) -> None:
     """Every trial of STUDY, flattened: params, user attrs, per-epoch values."""
-    import os
-    import tempfile
-
+    from ..files import check_output, replacing
     from ..results.rows import load_results
+    from ..search.artifacts import storage_files
 
-    use_storage(storage)
-    frame = load_results(study, storage)
-    if not output.parent.exists():
-        raise UsageError(f"-o {output}: directory {output.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    os.close(fd)
-    try:
+    url = use_storage(storage)
+    check_output(output, force=force, keep=storage_files(url))
+    frame = load_results(study, url)
+    with replacing(output) as tmp:
         if fmt == "csv":
             frame.to_csv(tmp, index=False)
         else:
             frame.to_json(tmp, orient="records", indent=1)
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     click.echo(f"wrote {len(frame)} trials to {output}")
 
 

@@ -30,9 +30,12 @@ log = logging.getLogger("mnist_search")
               help="Trial number [default: the best trial].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The .safetensors file to write (whole or not at all).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing file at -o (never a database, a study file, a device "
+                   "or the storage's models).")
 @friendly
 def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: int | None,
-              output: Path) -> None:
+              output: Path, force: bool) -> None:
     """Write the model of STUDY's best trial (or --trial N) to a safetensors file.
 
     \b
@@ -44,10 +47,11 @@ def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: i
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     from ..results.rows import load_study
-    from ..search.artifacts import ModelStore, artifact_dir, model_artifact
+    from ..search.artifacts import ModelStore, artifact_dir, model_artifact, storage_files
     from ..search.storage import make_storage
 
     url = use_storage(storage)
+    check_output(output, force=force, keep=storage_files(url, artifacts))
     st = load_study(study, url)
     trial = _pick(st, number)
     meta = model_artifact(trial, make_storage(url, create=False))
@@ -55,7 +59,6 @@ def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: i
         raise UsageError(f"trial {trial.number} of {study!r} has no saved model "
                          f"({trial.user_attrs.get('model_error') or 'none was stored'}); "
                          f"train it again with: mnist-search rerun {study} {trial.number} -o FILE")
-    check_output(output)
     try:
         with replacing(output) as tmp:
             download_artifact(artifact_store=ModelStore(artifact_dir(url, artifacts)),
@@ -116,22 +119,27 @@ def evaluate_cmd(file: Path, dataset: str | None, device: str) -> None:
 @click.option("--device", default=None, help="Device to re-run on [default: the trial's].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the re-trained model to this .safetensors file.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing file at -o (never a database, a study file, a device "
+                   "or the storage's models).")
 @friendly
 def rerun_cmd(study: str, number: int, storage: str | None, device: str | None,
-              output: Path | None) -> None:
+              output: Path | None, force: bool) -> None:
     """Train trial TRIAL of STUDY again from what it stored and compare the numbers.
 
     A trial trained in a stack re-runs with its stack. Exit 0 when test accuracy and final
     loss are identical, 1 otherwise, naming what differs (device, versions, data, threads).
     """
     from ..results.rows import load_study
+    from ..search.artifacts import storage_files
     from ..search.rerun import rerun_trial
     from ..training.model_file import save_model_file
     from ..training.train import TrainResult
 
     url = use_storage(storage)
     if output is not None:
-        check_output(output)  # before the training, not after it
+        check_output(output, force=force,  # before the training, not after it
+                     keep=storage_files(url))
     report, outcome = rerun_trial(load_study(study, url), number, device)
     click.echo(f"{study} trial {number}: test accuracy {report.recorded_test_accuracy} -> "
                f"{report.test_accuracy}, final train loss {report.recorded_final_loss} -> "

@@ -58,7 +58,11 @@ def build(study: optuna.Study, out_dir: Path,
     return Built(made, skipped)
 
 
-_MANIFEST = ".mnist-search-report"  # in a report's folder: the names that report wrote
+# In a report's folder: "SHA-256  name" for each file that report wrote. A file is this
+# package's to replace or remove only while its content still has the digest listed, so a
+# manifest that arrived with a clone or an archive proves nothing about the files beside it.
+_MANIFEST = ".mnist-search-report"
+_STALE_OK = (".png",)  # what a newer report may remove: figures it no longer draws
 
 
 def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
@@ -66,9 +70,13 @@ def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
     """Build into a temporary folder, then move the report into out_dir.
 
     A new out_dir is moved into place whole. An existing one only gains files: a file there
-    that no earlier report wrote is never replaced (UsageError, before anything is moved),
-    and what is removed is only an earlier report's own figures that this one no longer has.
+    that no earlier report wrote (as its digest shows) is never replaced (UsageError, before
+    anything is moved), and what is removed is only an earlier report's own figures that
+    this one no longer has, unchanged since that report wrote them.
     """
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UsageError(f"-o {out_dir}: is a link to nothing; give a folder for the report "
+                         "(nothing was written)")
     out_dir = out_dir.resolve()  # `-o .` names a real folder, with a real parent
     old = _check_out_dir(out_dir, fmt)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -79,48 +87,85 @@ def write_report(study: optuna.Study, out_dir: Path, fmt: str = "html",
         body = _markdown(study, built) if fmt == "md" else _html(study, built, tmp)
         (tmp / f"report.{fmt}").write_text(body, encoding="utf-8")
         names = sorted(p.name for p in tmp.iterdir())
-        (tmp / _MANIFEST).write_text("\n".join(names) + "\n", encoding="utf-8")
+        written = {name: _digest(tmp / name) for name in names}
         tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
         if old is None:
+            _write_manifest(tmp, written)
             os.replace(tmp, out_dir)
         else:
-            _merge(tmp, out_dir, names, old)
+            _merge(tmp, out_dir, written, old)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)  # only the staging folder this call made
     return out_dir / f"report.{fmt}"
 
 
-def _check_out_dir(out_dir: Path, fmt: str) -> set[str] | None:
-    """None for a folder that does not exist yet; else the names an earlier report wrote
+def _digest(path: Path) -> str:
+    import hashlib
+
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path, files: dict[str, str]) -> None:
+    (folder / _MANIFEST).write_text("".join(f"{d}  {n}\n" for n, d in sorted(files.items())),
+                                    encoding="utf-8")
+
+
+def _owned(out_dir: Path) -> dict[str, str]:
+    """The files of out_dir an earlier report wrote and nobody changed since: listed in its
+    manifest by a plain name, still a regular file (no link), still of the listed digest."""
+    manifest = out_dir / _MANIFEST
+    if not manifest.is_file() or manifest.is_symlink():
+        return {}
+    owned: dict[str, str] = {}
+    for line in manifest.read_text(encoding="utf-8", errors="replace").splitlines():
+        digest, _, name = line.partition("  ")
+        path = out_dir / name
+        if (len(digest) != 64 or not name or name in (".", "..") or "/" in name
+                or "\\" in name or name.startswith(".") or path.is_symlink()
+                or not path.is_file()):
+            continue
+        if _digest(path) == digest:
+            owned[name] = digest
+    return owned
+
+
+def _check_out_dir(out_dir: Path, fmt: str) -> dict[str, str] | None:
+    """None for a folder that does not exist yet; else the files an earlier report wrote
     there. Refuses a path that is not a folder, and a report file no report wrote."""
     if not out_dir.exists() and not out_dir.is_symlink():
         return None
     if not out_dir.is_dir():
         raise UsageError(f"-o {out_dir}: exists and is not a folder; give a folder for the "
                          "report")
-    manifest = out_dir / _MANIFEST
-    old = set(manifest.read_text(encoding="utf-8").split()) if manifest.is_file() else set()
+    old = _owned(out_dir)
     _refuse_foreign(out_dir, [f"report.{fmt}"], old)
     return old
 
 
-def _refuse_foreign(out_dir: Path, names: list[str], old: set[str]) -> None:
-    foreign = [n for n in names if n not in old and (out_dir / n).exists()]
+def _refuse_foreign(out_dir: Path, names: list[str], old: dict[str, str]) -> None:
+    foreign = [n for n in names if n not in old and os.path.lexists(out_dir / n)]
     if foreign:
         raise UsageError(f"-o {out_dir}: would replace {', '.join(foreign[:5])}, which no "
                          "report wrote; give an empty or new folder (nothing was written)")
 
 
-def _merge(tmp: Path, out_dir: Path, names: list[str], old: set[str]) -> None:
-    """Each file moved in atomically (os.replace); the manifest last."""
-    _refuse_foreign(out_dir, names, old)
-    for name in names:
+def _merge(tmp: Path, out_dir: Path, written: dict[str, str], old: dict[str, str]) -> None:
+    """Each file moved in atomically (os.replace); the manifest last. An earlier report's
+    other files stay listed (an md report beside an html one keeps report.html)."""
+    _refuse_foreign(out_dir, list(written), old)
+    for name in written:
         os.replace(tmp / name, out_dir / name)
-    for name in sorted(old - set(names) - {_MANIFEST}):
-        stale = out_dir / name
-        if stale.is_file() and not stale.is_symlink() and "/" not in name:
-            stale.unlink()  # a figure of an earlier report, listed in its manifest
+    kept = {}
+    for name, digest in old.items():
+        if name in written:
+            continue
+        if name.endswith(_STALE_OK):
+            (out_dir / name).unlink()  # a figure an earlier report drew, unchanged since
+        else:
+            kept[name] = digest
+    _write_manifest(tmp, {**kept, **written})
     os.replace(tmp / _MANIFEST, out_dir / _MANIFEST)
 
 

@@ -28,7 +28,7 @@ from .internals import artifact_attr
 from .storage import sqlite_path
 
 __all__ = ["ENV_VAR", "MODEL_MIMETYPE", "ModelSaver", "ModelStore", "artifact_dir",
-           "model_artifact"]
+           "model_artifact", "storage_files"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,18 @@ def artifact_dir(url: str, explicit: str | Path | None = None) -> Path:
                          "to keep them beside; pass --artifacts DIR or set "
                          f"${ENV_VAR} (on every machine, a folder they all share)")
     return db.with_name(db.name + ".artifacts")
+
+
+def storage_files(url: str, explicit: str | Path | None = None) -> list[Path]:
+    """What belongs to a storage, which no output file may replace: its SQLite database
+    (with what SQLite keeps beside it) and its models' folder."""
+    db = sqlite_path(url)
+    kept = [] if db is None else [db]
+    try:
+        kept.append(artifact_dir(url, explicit))
+    except UsageError:  # a server's storage and no models' folder: nothing on this disk
+        pass
+    return kept
 
 
 class ModelStore(FileSystemArtifactStore):
