@@ -8,6 +8,8 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .errors import printable
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -21,7 +23,7 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-3 and value else f"{value:.2f}" \
             if abs(value) >= 10 else f"{value:.4f}".rstrip("0").rstrip(".")
-    return str(value)
+    return printable(str(value))
 
 
 class Table:
@@ -49,7 +51,7 @@ class Table:
         lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
                   for row in cells]
         lines = [ln.rstrip() for ln in lines] or ["(empty)"]
-        return "\n".join(([self.caption] if self.caption else []) + lines)
+        return "\n".join(([printable(self.caption)] if self.caption else []) + lines)
 
     def _repr_html_(self) -> str:
         esc = html.escape

@@ -15,7 +15,15 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from ..errors import INCOMPLETE, INTERRUPTED, RUNTIME, MnistSearchError, RedactingFilter, redact
+from ..errors import (
+    INCOMPLETE,
+    INTERRUPTED,
+    RUNTIME,
+    MnistSearchError,
+    RedactingFilter,
+    printable,
+    redact,
+)
 
 __all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "artifacts_option", "fail",
            "friendly",
@@ -28,7 +36,9 @@ _URL_KEY = "mnist_search.storage_url"  # click.Context.meta: the URL of the runn
 
 
 def fail(message: str, code: int) -> NoReturn:
-    one_line = redact("; ".join(ln.strip() for ln in message.splitlines() if ln.strip()))
+    # redacted before it is folded: a password may hold a newline
+    one_line = printable("; ".join(ln.strip() for ln in redact(message).splitlines()
+                                   if ln.strip()))
     click.echo(f"mnist-search: error: {one_line}", err=True)
     sys.exit(code)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import StudyNotFound, redact
+from ..errors import StudyNotFound, printable, redact
 from ..search.storage import make_storage, resolve_url
 from ..spec import base_label
 
@@ -135,7 +135,7 @@ def compact(row: dict[str, Any]) -> dict[str, Any]:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else str(v)
+    return "" if v is None else printable(str(v))  # names come from a shared storage
 
 
 def table(items: list[dict[str, Any]], columns: tuple[str, ...] = SHOW_COLUMNS) -> str:

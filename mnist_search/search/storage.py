@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StorageError, StorageUrlError, redact
+from ..errors import StorageError, StorageUrlError, redact, remember_secrets
 from .faults import explain
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def sqlite_timeout() -> float:
 def resolve_url(url: str | None) -> str:
     """--storage beats $MNIST_SEARCH_STORAGE beats sqlite:///mnist_search.db."""
     url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    remember_secrets(url)  # before any message can show it
     if "://" not in url:
         raise StorageUrlError(f"storage URL {redact(url)!r} is not a URL: expected "
                               "sqlite:///PATH.db or postgresql+psycopg://USER@HOST/DB")

@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import is_int
-from ..errors import ConfigError, RedactingFilter
+from ..errors import ConfigError, RedactingFilter, redact_url
 from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
@@ -76,7 +76,8 @@ class RunSummary:
     def table(self) -> Table:
         c = self.counts
         row = {"study": self.study_name, "finished": f"{c['done']}/{self.target}",
-               "complete": c["complete"], "failed": c["failed"], "running": c["running"],
+               "complete": c["complete"], "failed": c["failed"] + c["failed_alone"],
+               "running": c["running"],
                "best": self.best_value, "seconds": round(self.seconds, 1)}
         why = "interrupted" if self.interrupted else "; ".join(self.worker_errors) or \
             (f"incomplete: {self.unfinished}" if self.unfinished else "")
@@ -87,6 +88,14 @@ class RunSummary:
 
     def _repr_html_(self) -> str:
         return self.table()._repr_html_()
+
+    def __repr__(self) -> str:
+        # Jupyter saves text/plain beside the HTML: the storage's password must not be in it
+        shown = {f.name: redact_url(self.storage) if f.name == "storage" else getattr(self, f.name)
+                 for f in dataclasses.fields(self)}
+        return f"RunSummary({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    __str__ = __repr__
 
 
 def run_study(study: str | Path | StudySpec, *, trials: int | None = None, workers: int = 1,
