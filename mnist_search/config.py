@@ -30,6 +30,7 @@ IN_FEATURES, N_CLASSES = 28 * 28, 10
 # MNIST-style training set, and a bounded number of epochs.
 MAX_WIDTH, MAX_DEPTH, MAX_PARAMETERS = 16_384, 64, 20_000_000
 MAX_BATCH, MAX_EPOCHS = 60_000, 10_000
+MAX_ORDER_SKIP = 100_000  # epochs of a batch order a member may join after
 
 
 def is_int(v: Any) -> bool:
@@ -40,6 +41,16 @@ def is_int(v: Any) -> bool:
 def is_num(v: Any) -> bool:
     """A finite int or float (never nan, inf or a bool)."""
     return (is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# The largest float32: training runs in float32, and a larger number cannot become a tensor
+# (torch raises, and a lone trial's worker died of it).
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _scale(v: Any) -> bool:
+    """A number >= 0 that float32 holds."""
+    return is_num(v) and 0 <= v <= FLOAT32_MAX
 
 
 def _in(lo: float, hi: float, hi_open: bool = True) -> Callable[[Any], bool]:
@@ -58,15 +69,15 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
     "input_dropout": (_in(0.0, 1.0), "a number in [0, 1)"),
-    "max_norm": (lambda v: is_num(v) and v >= 0, "a number >= 0 (0: no constraint)"),
+    "max_norm": (_scale, "a number >= 0 (0: no constraint) that float32 holds"),
     "dropout_after": (lambda v: v in ("first", "all"), "'first' or 'all'"),
-    "l1": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
-    "l2": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "l1": (_scale, "a number >= 0 that float32 holds (at most 3.4e38)"),
+    "l2": (_scale, "a number >= 0 that float32 holds (at most 3.4e38)"),
     "penalty_layer": (lambda v: is_int(v) and v >= 1, "an integer >= 1 (2 = fc2)"),
-    "lr": (lambda v: is_num(v) and v > 0, "a number > 0"),
+    "lr": (lambda v: _scale(v) and v > 0, "a number > 0 that float32 holds (at most 3.4e38)"),
     "momentum": (_in(0.0, 1.0), "a number in [0, 1)"),
     "optimizer": (lambda v: v in OPTIMIZERS, " or ".join(map(repr, OPTIMIZERS))),
-    "weight_decay": (lambda v: is_num(v) and v >= 0, "a number >= 0"),
+    "weight_decay": (_scale, "a number >= 0 that float32 holds (at most 3.4e38)"),
     "schedule": (lambda v: v in SCHEDULES, " or ".join(map(repr, SCHEDULES))),
     "batch_size": (lambda v: is_int(v) and 1 <= v <= MAX_BATCH,
                    f"an integer in [1, {MAX_BATCH}] (at most the training set)"),
@@ -84,8 +95,12 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "val_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),
     "normalize": (lambda v: isinstance(v, bool), "true or false"),
-    "order_seed": (lambda v: v is None or (is_int(v) and v >= 0), "an integer >= 0 or none"),
-    "order_skip": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    # torch's generators take a signed 64-bit seed; skipping an order draws each epoch's
+    # permutation, so a skip is bounded like a long population's epochs, not by patience
+    "order_seed": (lambda v: v is None or (is_int(v) and 0 <= v < 2**63),
+                   "an integer in [0, 2**63) or none"),
+    "order_skip": (lambda v: is_int(v) and 0 <= v <= MAX_ORDER_SKIP,
+                   f"an integer in [0, {MAX_ORDER_SKIP}]"),
     "pad_hidden": (
         lambda v: v is None or (isinstance(v, (list, tuple)) and 1 <= len(v) <= MAX_DEPTH
                                 and all(is_int(w) and 1 <= w <= MAX_WIDTH for w in v)),

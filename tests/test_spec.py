@@ -113,7 +113,33 @@ BAD_SPECS = {
     "epochs 1e9": ("[fixed]\nepochs = 1000000000\n", "an integer in [1, 10000]"),
     "replicates 1e9": ("replicates = 1000000000\n", "an integer in [1, 1000]"),
     "trials 1e12": ("trials = 1000000000000\n", "an integer in [1, 1000000]"),
+    # a grid, and references x replicates, are counted by multiplying, never enumerated
+    "grid 1e9": ("[sampler]\nkind = 'grid'\n[search]\n" + "".join(
+        f"{k} = [{', '.join(str(v / 1e4) for v in range(1, 1001))}]\n"
+        for k in ("lr", "l2", "momentum")), "plans 1,000,000,000 trials up front"),
+    "order_skip 1e12": ("[fixed]\norder_skip = 1000000000000\n", "[0, 100000]"),
+    "order_seed 2^70": (f"[fixed]\norder_seed = {2**70}\n", "[0, 2**63)"),
+    "lr over float32": ("[fixed]\nlr = 1e300\n", "float32 holds"),
+    "l2 over float32 searched": ("[search]\nl2 = { low = 0.1, high = 1e300 }\n",
+                                 "float32 holds"),
 }
+
+
+def test_grid_points_times_replicates_are_bounded_in_the_file_and_on_the_command_line(
+        tmp_path):
+    from mnist_search.errors import ConfigError
+    from mnist_search.search.study import as_spec
+
+    grid = ("[sampler]\nkind = 'grid'\n[search]\n"
+            f"lr = [{', '.join(str(v / 1e4) for v in range(1, 102))}]\n")
+    path = tmp_path / "g.toml"
+    path.write_text("replicates = 1000\n" + BASE + grid)
+    with pytest.raises(SpecError, match="plans 101,000 trials up front"):
+        load_spec(path)
+    path.write_text(BASE + grid)
+    assert as_spec(path, replicates=990).replicates == 990  # 101 x 990 fits
+    with pytest.raises(ConfigError, match="at most 990 for this study"):
+        as_spec(path, replicates=991)
 
 
 def write(tmp_path: Path, extra: str) -> Path:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from ..config import is_int
 from ..errors import ConfigError, StudyConflict
-from ..spec import MAX_REPLICATES, REPLICATE_MARK, StudySpec, load_spec
+from ..spec import MAX_PLANNED, MAX_REPLICATES, REPLICATE_MARK, StudySpec, load_spec
 from .notes import write_study_note
 from .queue import is_done, queue_order
 from .storage import make_storage, resolve_url, study_lock
@@ -98,6 +98,12 @@ def as_spec(study: str | Path | StudySpec, replicates: int | None = None) -> Stu
         return spec
     if not (is_int(replicates) and 1 <= replicates <= MAX_REPLICATES):
         raise ConfigError("replicates", replicates, f"an integer in [1, {MAX_REPLICATES}]")
+    points = spec.search.grid_size() if spec.sampler_kind == "grid" else 0
+    if (len(spec.references) + points) * replicates > MAX_PLANNED:
+        raise ConfigError("replicates", replicates,
+                          f"at most {MAX_PLANNED // max(1, len(spec.references) + points):,} "
+                          f"for this study ({len(spec.references) + points:,} references and "
+                          f"grid points; at most {MAX_PLANNED:,} trials planned up front)")
     return dataclasses.replace(spec, replicates=replicates)
 
 

@@ -6,6 +6,7 @@ parameters, and its grid points."""
 from __future__ import annotations
 
 import itertools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -261,6 +262,10 @@ class Space:
         axes = [p.grid() for p in self.params]
         return [{k: v for part in combo for k, v in part.items()}
                 for combo in itertools.product(*axes)] if axes else []
+
+    def grid_size(self) -> int:
+        """How many points grid() holds, counted without making them."""
+        return math.prod(len(p.grid()) for p in self.params) if self.params else 0
 
     def describe(self) -> list[str]:
         return [p.describe() for p in self.params]

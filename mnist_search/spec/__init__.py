@@ -9,6 +9,7 @@ Standard library only.
 from ..errors import SpecError
 from .rules import (
     CONSTRAINTS,
+    MAX_PLANNED,
     MAX_REPLICATES,
     MAX_TRIALS,
     OBJECTIVES,
@@ -20,6 +21,6 @@ from .rules import (
 )
 from .study import StudySpec, base_label, load_spec, reference_params
 
-__all__ = ["CONSTRAINTS", "MAX_REPLICATES", "MAX_TRIALS", "OBJECTIVES", "PRUNERS",
+__all__ = ["CONSTRAINTS", "MAX_PLANNED", "MAX_REPLICATES", "MAX_TRIALS", "OBJECTIVES", "PRUNERS",
            "REPLICATE_MARK", "Reference", "SAMPLERS", "SpecError", "StudySpec", "TOP_KEYS",
            "base_label", "load_spec", "reference_params"]

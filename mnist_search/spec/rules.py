@@ -13,7 +13,7 @@ from ..config import CONFIG_FIELDS, ConfigError, TrainConfig, is_int, is_num
 from ..errors import SpecFaults
 from ..space import NOT_SEARCHABLE, Space, SpaceBuilder
 
-__all__ = ["CONSTRAINTS", "MAX_REPLICATES", "MAX_TRIALS", "OBJECTIVES", "PRUNERS",
+__all__ = ["CONSTRAINTS", "MAX_PLANNED", "MAX_REPLICATES", "MAX_TRIALS", "OBJECTIVES", "PRUNERS",
            "REPLICATE_MARK", "SAMPLERS", "TOP_KEYS", "Reference", "TableChecks"]
 
 SAMPLERS = ("grid", "tpe", "random", "cmaes", "gp")
@@ -28,6 +28,9 @@ TOP_KEYS = ("name", "description", "direction", "objective", "seed", "trials", "
 CONSTRAINTS = {"max_parameters": "parameters", "max_train_seconds": "train_seconds"}
 REF_META = ("label", "group", "notebook_accuracy", "notebook_loss", "note")
 MAX_TRIALS, MAX_REPLICATES = 1_000_000, 1_000  # more is a typo, not a study
+# Trials a study file plans up front, (references + grid points) x replicates: each is
+# validated and enqueued before anything trains, so more is hours of bookkeeping.
+MAX_PLANNED = 100_000
 REPLICATE_MARK = "#"  # replicates of a reference are labelled "label#2", "label#3", ...
 
 
@@ -101,6 +104,13 @@ class TableChecks(SpecFaults):
         if not (is_int(replicates) and 1 <= replicates <= MAX_REPLICATES):
             raise self.fail("replicates", replicates, f"an integer in [1, {MAX_REPLICATES}]")
 
+    def check_planned(self, references: int, points: int, replicates: int) -> None:
+        planned = (references + points) * replicates
+        if planned > MAX_PLANNED:
+            raise self.error(f"plans {planned:,} trials up front ((references {references:,} "
+                             f"+ grid points {points:,}) x replicates {replicates:,}); "
+                             f"expected at most {MAX_PLANNED:,}: split it into several studies")
+
     def fixed(self, raw: Any) -> dict[str, Any]:
         raw = self.table(raw, "fixed")
         self.known(raw, CONFIG_FIELDS, "fixed")
@@ -135,15 +145,19 @@ class TableChecks(SpecFaults):
                    ) -> tuple[Reference, ...]:
         if not isinstance(raw, list):
             raise self.fail("reference", raw, "an array of tables ([[reference]])")
+        if len(raw) > MAX_PLANNED:
+            raise self.error(f"{len(raw):,} references; expected at most {MAX_PLANNED:,}")
         refs: list[Reference] = []
+        labels: set[str] = set()
         for i, item in enumerate(raw):
             where = f"reference[{i}]"
             item = self.table(item, where)
             label = item.get("label")
             if not isinstance(label, str) or not label.strip() or REPLICATE_MARK in label:
                 raise self.fail(f"{where}.label", label, "a non-empty string without '#'")
-            if any(r.label == label for r in refs):
+            if label in labels:
                 raise self.fail(f"{where}.label", label, "a label used only once")
+            labels.add(label)
             values = {k: v for k, v in item.items() if k not in REF_META}
             self.known(item, REF_META + CONFIG_FIELDS, where)
             refs.append(self.reference(where, item, label, values, fixed, search))

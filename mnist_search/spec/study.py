@@ -166,6 +166,8 @@ class _Validator(TableChecks):
         search = self.space.build(self.table(raw.get("search", {}), "search"), fixed,
                                   sampler["kind"])
         refs = self.references(raw.get("reference", []), fixed, search)
+        self.check_planned(len(refs), search.grid_size() if sampler["kind"] == "grid" else 0,
+                           replicates)
         if sampler["kind"] == "grid":
             self.grid_configs(fixed, search)
         if "val_accuracy" in objectives and not fixed.get("val_size"):
