@@ -263,7 +263,7 @@ def test_state_reasons_count_what_reading_every_trial_counts(tmp_path, rdb):
     assert counted[(TrialState.FAIL, None)] == 2  # no reason, or one that is no string
     assert counted[(TrialState.RUNNING, None)] == 1
     assert tally_states(counted) == {"done": 5, "running": 1, "waiting": 3, "failed": 3,
-                                     "complete": 2}
+                                     "failed_alone": 2, "complete": 2}
     queued = waiting_trials(study)
     assert [t.system_attrs["fixed_params"] for t in queued] == [{"x": 0.3}, {"x": 0.1},
                                                                  {"x": 0.2}]

@@ -20,7 +20,7 @@ from test_concurrency import free_port
 from mnist_search.cli import cli
 from mnist_search.errors import redact
 
-from helpers import exe, wait_for, write_study
+from helpers import exe, integrity, wait_for, write_study
 
 STUDY = """
 trials = 4
@@ -119,6 +119,143 @@ def test_model_output_never_follows_a_planted_link(small_db, tmp_path, monkeypat
     assert (tmp_path / "best.safetensors").read_bytes()[:8] != b"precious"
 
 
+# --- output files: never the study's storage, a study file or a device --------------------
+
+def _db_of(url: str) -> Path:
+    return Path(url[len("sqlite:///"):])
+
+
+def _copy_db(source: Path, target: Path) -> None:
+    """A whole copy of a WAL database (its -wal file may hold what the main file does not)."""
+    import sqlite3
+
+    with sqlite3.connect(str(source)) as src, sqlite3.connect(str(target)) as dst:
+        src.backup(dst)
+    dst.close()
+    src.close()
+
+
+def _output_commands(url: str, out: Path, *extra: str) -> list[list[str]]:
+    return [["model", "t", "--storage", url, "-o", str(out), *extra],
+            ["export", "t", "--storage", url, "-o", str(out), *extra],
+            ["rerun", "t", "0", "--storage", url, "-o", str(out), *extra]]
+
+
+def test_no_output_path_replaces_the_storage_or_a_study_file(small_db):
+    db = _db_of(small_db)
+    models = db.with_name(db.name + ".artifacts")
+    stored = sorted(p for p in models.iterdir() if p.is_file())
+    assert stored, "the study keeps its models"
+    before = {p: p.read_bytes() for p in [db, db.with_name("t.toml"), *stored]}
+    targets = [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+               stored[0], models / "new.safetensors", db.with_name("t.toml")]
+    for target in targets:
+        for argv in _output_commands(small_db, target, "--force"):
+            res = run(*argv)
+            assert res.exit_code == 2, (argv, res.output)
+            assert "never replaced" in res.stderr and len(res.stderr.splitlines()) == 1
+            assert "test accuracy" not in res.stdout  # rerun refused before training
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (models / "new.safetensors").exists()
+    assert integrity(db) == "ok"
+
+
+def test_a_copy_of_a_database_is_never_replaced_either(small_db, tmp_path):
+    copy = tmp_path / "backup.sqlite"
+    _copy_db(_db_of(small_db), copy)
+    res = run("export", "t", "--storage", small_db, "-o", str(copy), "--force")
+    assert res.exit_code == 2 and "SQLite database" in res.stderr
+    assert integrity(copy) == "ok" and copy.read_bytes()[:15] == b"SQLite format 3"
+
+
+def test_an_existing_file_is_replaced_only_with_force(small_db, tmp_path):
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my data")
+    for argv in _output_commands(small_db, mine):
+        res = run(*argv)
+        assert res.exit_code == 2 and "--force" in res.stderr, res.output
+        assert mine.read_text() == "my data"
+    res = run("export", "t", "--storage", small_db, "-o", str(mine), "--force")
+    assert res.exit_code == 0, res.output
+    assert mine.read_text().startswith("number,")
+    res = run("model", "t", "--storage", small_db, "-o", str(tmp_path / "m.st"))
+    assert res.exit_code == 0, res.output  # a new name needs nothing
+
+
+def test_devices_and_pipes_are_never_replaced(small_db, tmp_path):
+    """As root (Docker, Colab) a rename onto /dev/null used to turn it into a file. The
+    nodes are made in the test's own folder, so a regression replaces nothing shared."""
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    nodes = [fifo]
+    if os.geteuid() == 0:
+        null = tmp_path / "null"
+        os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        nodes.append(null)
+    link = tmp_path / "stdout"
+    link.symlink_to(fifo)  # as /dev/stdout is a link to what fd 1 is
+    for node in [*nodes, link]:
+        kind = stat.S_IFMT(os.stat(node).st_mode)
+        for argv in _output_commands(small_db, node, "--force"):
+            res = run(*argv)
+            assert res.exit_code == 2 and "not a regular file" in res.stderr, res.output
+        assert stat.S_IFMT(os.stat(node).st_mode) == kind
+    assert link.is_symlink()
+
+
+def test_a_planted_report_manifest_deletes_nothing(small_db, tmp_path, monkeypatch):
+    """A manifest that came with a clone lists the database, the study file and a page,
+    by name (the old format) and with their true digests: report -o . keeps them all."""
+    import hashlib
+
+    for i, digests in enumerate([False, True]):
+        folder = tmp_path / f"clone{i}"
+        folder.mkdir()
+        db = folder / "t.db"
+        _copy_db(_db_of(small_db), db)
+        (folder / "t.toml").write_text("trials = 1")
+        (folder / "report.html").write_text("<p>mine</p>")
+        (folder / "old.png").write_bytes(b"my picture")
+        names = ["t.db", "t.toml", "report.html", "old.png", "../outside.txt"]
+        (tmp_path / "outside.txt").write_text("outside")
+        lines = [f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}"
+                 if digests else n for n in names[:-1]] + [names[-1]]
+        (folder / ".mnist-search-report").write_text("\n".join(lines) + "\n")
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        monkeypatch.chdir(folder)
+        res = run("report", "t", "--storage", "sqlite:///t.db", "-o", ".", "--format", "md")
+        assert res.exit_code == 0, res.output
+        for name, data in before.items():
+            if name not in (".mnist-search-report",) and not (digests and name == "old.png"):
+                assert (folder / name).read_bytes() == data, name
+        assert (tmp_path / "outside.txt").read_text() == "outside"
+        assert integrity(db) == "ok"
+
+
+def test_an_md_report_beside_an_html_one_keeps_it(small_db, tmp_path):
+    out = tmp_path / "rep"
+    assert run("report", "t", "--storage", small_db, "-o", str(out)).exit_code == 0
+    page = (out / "report.html").read_bytes()
+    res = run("report", "t", "--storage", small_db, "-o", str(out), "--format", "md")
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").read_bytes() == page and (out / "report.md").is_file()
+    res = run("report", "t", "--storage", small_db, "-o", str(out))  # html again: ours
+    assert res.exit_code == 0, res.output
+    (out / "report.html").write_text("edited by hand")  # no longer what a report wrote
+    res = run("report", "t", "--storage", small_db, "-o", str(out))
+    assert res.exit_code == 2 and (out / "report.html").read_text() == "edited by hand"
+
+
+def test_report_never_follows_a_dangling_link(small_db, tmp_path):
+    link = tmp_path / "dang"
+    link.symlink_to(tmp_path / "elsewhere" / "deep" / "new")
+    res = run("report", "t", "--storage", small_db, "-o", str(link))
+    assert res.exit_code == 2 and "link to nothing" in res.stderr, res.output
+    assert not (tmp_path / "elsewhere").exists()
+
+
 # --- passwords -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, hidden", [
@@ -138,6 +275,48 @@ def test_model_output_never_follows_a_planted_link(small_db, tmp_path, monkeypat
 ])
 def test_redact_hides_every_password(url, hidden):
     assert redact(url) == hidden
+
+
+ODD_PASSWORDS = ["it'sS3cret", 'quo"teS3cret', "sp ace S3cret", "tab\tS3cret",
+                 "new\nline S3cret", "p%40ss/S3cret"]
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_a_password_of_any_characters_is_hidden_once_the_url_is_given(password):
+    from mnist_search.errors import redact_url, remember_secrets
+
+    url = f"postgresql+psycopg://ms2:{password}@127.0.0.1:1/msdb"
+    assert password not in redact_url(url) and "ms2:***@127.0.0.1" in redact_url(url)
+    remember_secrets(url)
+    message = f"no study named 'x' in {url}; it has: s"
+    assert password not in redact(message) and "S3cret" not in redact(message)
+    assert redact(message).endswith("it has: s")
+
+
+def test_objects_the_api_returns_keep_the_password_out_of_notebooks():
+    """Jupyter saves text/plain beside text/html: repr, str and HTML must all be clean."""
+    from mnist_search.workers.pool import RunSummary
+
+    url = "postgresql+psycopg://ms2:it'sS3cret@127.0.0.1:5432/msdb"
+    summary = RunSummary("s", url, 2, {"done": 2, "complete": 2, "failed": 0, "running": 0},
+                         0.9, 1.0)
+    for shown in (repr(summary), str(summary), summary._repr_html_(), f"{summary}"):
+        assert "S3cret" not in shown and "it'" not in shown
+    assert "ms2:***@127.0.0.1" in repr(summary)
+    assert summary.storage == url  # the field itself still opens the storage
+
+
+@pytest.mark.parametrize("password", ["it'sS3cret", "a b\nS3cret"])
+def test_no_message_prints_a_password_with_odd_characters(password):
+    url = f"postgresql+psycopg://ms2:{password}@127.0.0.1:{free_port()}/msdb"
+    for env in ({}, {"MNIST_SEARCH_STORAGE": url}):
+        args = ["best", "x"] if env else ["show", "x", "--storage", url]
+        proc = subprocess.run([exe("mnist-search"), *args], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **env,
+                                                "MNIST_SEARCH_STORAGE_RETRY": "0"})
+        assert proc.returncode == 1, proc.stderr
+        assert "S3cret" not in proc.stdout + proc.stderr, proc.stderr
+        assert len(proc.stderr.splitlines()) == 1
 
 
 UNREACHABLE = [f"postgresql+psycopg://ms:{SECRET}@127.0.0.1:{{port}}/db",
@@ -189,6 +368,23 @@ def test_dashboard_keeps_the_storage_url_off_every_command_line(small_db):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_names_and_labels_from_a_storage_cannot_drive_the_terminal(small_db, tmp_path):
+    """Anyone who can write to a shared storage names studies and labels: ESC, CR and a
+    newline are shown as escapes, never sent to the terminal."""
+    url = f"sqlite:///{tmp_path / 'evil.db'}"
+    evil = "evil\x1b[2J\x1b]0;pwned\x07\rmnist-search: error: fake"
+    study = optuna.create_study(study_name=evil, storage=url, direction="maximize")
+    trial = study.ask()
+    trial.set_user_attr("label", "row\nINJECTED-ROW")
+    study.tell(trial, 1.0)
+    for argv in (["studies"], ["show", evil], ["show", "nosuch"]):
+        res = run(*argv, "--storage", url)
+        out = res.stdout + res.stderr
+        assert "\x1b" not in out and "\r" not in out and "\x07" not in out, argv
+        assert not any(line.startswith("INJECTED-ROW") for line in out.splitlines())
+    assert "evil\\x1b[2J" in run("studies", "--storage", url).stdout
 
 
 # --- readers leave a storage as they found it ----------------------------------------------
@@ -250,11 +446,14 @@ width = { low = 8192, high = 16384 }
 def test_a_sampled_trial_no_model_fits_fails_alone(tmp_path, synthetic_dir):
     """Every sampled architecture here is over the parameter bound (each end of the range is
     allowed): each trial FAILs alone, naming the bound, with the parameters that led to it,
-    and the run finishes its count."""
+    and the run finishes its count. With no trial complete, the run has done nothing the
+    user asked for: its closing line counts the failures and it exits 1."""
     spec = write_study(tmp_path / "h.toml", synthetic_dir, HUGE_SEARCH)
     url = f"sqlite:///{tmp_path / 'h.db'}"
     res = run("-q", "run", str(spec), "--storage", url)
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output
+    assert "3/3 trials finished (0 complete, 3 failed, 0 running)" in res.stdout
+    assert "no trial completed: 3 failed alone" in res.stderr
     trials = optuna.load_study(study_name="h", storage=url).trials
     assert len(trials) == 3
     for t in trials:

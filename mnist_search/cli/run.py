@@ -112,7 +112,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
-               f"({c['complete']} complete, {c['failed']} failed, {c['running']} running), "
+               f"({c['complete']} complete, {c['failed'] + c['failed_alone']} failed, "
+               f"{c['running']} running), "
                f"best {best}, {summary.seconds:.1f} s"
                + ("" if summary.unfinished is None else f"; incomplete: {summary.unfinished}"))
     if summary.interrupted:
@@ -124,6 +125,9 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     if summary.unfinished is not None:
         fail(f"incomplete: {summary.unfinished}; finished trials are kept (run again to "
              "resume)", INCOMPLETE)
+    if c["complete"] == 0 and c["done"] > 0:
+        fail(f"no trial completed: {c['failed_alone']} failed alone (see their fail_reason: "
+             f"mnist-search show {summary.study_name})", RUNTIME)
 
 
 @click.command("reap")

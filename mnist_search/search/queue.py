@@ -72,7 +72,8 @@ def tally_states(by_state: Mapping[tuple[TrialState, str | None], int]) -> dict[
         "done": total(*done) + total(fail, reasons=True),
         "running": total(TrialState.RUNNING),
         "waiting": total(TrialState.WAITING),
-        "failed": total(fail, reasons=False),
+        "failed": total(fail, reasons=False),  # to be re-run (a dead worker's, say)
+        "failed_alone": total(fail, reasons=True),  # done: the config itself cannot train
         "complete": total(TrialState.COMPLETE),
     }
 
