@@ -48,3 +48,53 @@ def test_notebook_study_reproduces_the_momentum_sweep(tmp_path):
             line += f"  notebook {NOTEBOOK[m]:.2f}%"
             assert abs(t.value - NOTEBOOK[m]) <= TOLERANCE_PP, line
         print(line)
+
+
+def _per_label(url: str, name: str) -> dict[str, tuple[float, list[float], int]]:
+    study = optuna.load_study(study_name=name, storage=url)
+    return {t.user_attrs["label"]: (t.value, t.user_attrs["train_loss"], t.user_attrs["seed"])
+            for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"}
+
+
+@pytest.mark.parametrize("when", ["training", "after the first finished"])
+def test_an_interrupted_run_resumed_gives_the_uninterrupted_numbers(tmp_path, when):
+    """Ctrl-C, then the same command: every label ends with the seed, the per-epoch losses
+    and the accuracy of a run that was never interrupted, bit for bit (2 workers, 1 thread
+    each, as on this 2-core machine)."""
+    import signal
+
+    from helpers import start_run, trials, wait_for
+
+    root = Path(os.environ.get("MNIST_SEARCH_DATA") or REPO / "data")
+    try:
+        verify("mnist", root)
+    except DataError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have real MNIST: {exc}")
+        pytest.skip(f"real MNIST not fetched: {exc}")
+    text = (REPO / "studies" / "notebook.toml").read_text()
+    spec = tmp_path / "nb1.toml"
+    spec.write_text("name = 'nb1'\n" + text.replace("epochs = 5", "epochs = 1"))
+    env = {"MNIST_SEARCH_DATA": str(root)}
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    done = start_run(spec, whole, "--workers", "2", env=env)
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+    cut = f"sqlite:///{tmp_path / 'cut.db'}"
+    first = start_run(spec, cut, "--workers", "2", env=env)
+
+    def reached() -> bool:
+        states = [t.state.name for t in trials(cut, "nb1")]
+        if when == "training":
+            return states.count("RUNNING") >= 2
+        return "COMPLETE" in states and "RUNNING" in states
+
+    wait_for(reached, 300, f"the run to be {when}", every=0.05)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130
+    states = [t.state.name for t in trials(cut, "nb1")]
+    assert "FAIL" in states and "RUNNING" not in states
+    again = start_run(spec, cut, "--workers", "2", env=env)
+    assert again.wait(timeout=600) == 0, again.stderr.read()
+    expected, got = _per_label(whole, "nb1"), _per_label(cut, "nb1")
+    assert len(expected) == 15
+    assert {k: v for k, v in got.items() if v != expected[k]} == {}

@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
            "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
-           "objective_values", "settle", "settle_all", "start_trial", "start_write",
+           "objective_values", "queued_seeds", "settle", "settle_all", "start_trial",
+           "start_write",
            "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,19 @@ log = logging.getLogger(__name__)
 DETERMINISTIC_FAILURES = ("nonfinite", "invalid_config", "out_of_memory")
 
 
-def trial_seed(study_seed: int, number: int) -> int:
+def trial_seed(study_seed: int, number: int | str) -> int:
     """The training seed of trial `number`: a hash, so nearby trials get unrelated streams."""
     digest = hashlib.sha256(f"mnist-search:{study_seed}:{number}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def queued_seeds(study_seed: int, identity: str, replicate: int) -> dict[str, int]:
+    """The training seed and batch-order seed of a labelled or grid trial, from what it is
+    (its identity, replicate included), never from its trial number: a trial interrupted
+    and enqueued again trains exactly as it would have. Replicate r of every queued trial
+    shares one batch order, so same-shape trials still stack on one order."""
+    return {"seed": trial_seed(study_seed, identity),
+            "order_seed": trial_seed(study_seed, f"order#{replicate}")}
 
 
 def study_seed(study: optuna.Study, spec: StudySpec) -> int:
@@ -105,10 +115,14 @@ def trial_config(trial: BaseTrial, spec: StudySpec, device: str,
     if trial.user_attrs.get("label") is not None:
         values.update(spec.reference_space.suggest(trial))
     values.update(spec.search.suggest(trial))
-    # A retried trial inherits user attrs, seed included, so it re-runs exactly.
+    # A retried trial inherits user attrs, seed included, so it re-runs exactly; a queued
+    # one carries its seeds from the enqueue (queued_seeds).
     seed = trial.user_attrs.get("seed")
     if seed is None:
         seed = trial_seed(spec.seed if seed_base is None else seed_base, trial.number)
+    order = trial.user_attrs.get("order_seed")
+    if order is not None and "order_seed" not in spec.fixed:
+        values["order_seed"] = int(order)
     return TrainConfig(**{**values, "seed": int(seed), "device": device})
 
 

@@ -28,9 +28,9 @@ from .lifecycle import DETERMINISTIC_FAILURES, ask_trial, create_trials, study_s
 from .stale import fail_stale
 from .storage import study_lock
 
-__all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity", "is_done",
-           "queue_order", "queued_shape", "tally", "tally_states", "trial_cost",
-           "unfinished_identities", "waiting_on"]
+__all__ = ["IDENTITY_KEYS", "SAMPLED_AT_ONCE", "Claim", "claim", "counts", "identity",
+           "identity_of", "is_done", "queue_order", "queued_shape", "tally", "tally_states",
+           "trial_cost", "unfinished_identities", "waiting_on"]
 
 SAMPLED_AT_ONCE = 8  # trials asked of the sampler at once, so it keeps getting feedback
 log = logging.getLogger(__name__)
@@ -83,9 +83,17 @@ IDENTITY_KEYS = ("label", "grid_point")  # what makes a queued trial one to run 
 
 def identity(trial: FrozenTrial) -> str | None:
     """'label=baseline' or 'grid_point={...}' for a labelled trial; None for a sampled one."""
+    return identity_of(trial.user_attrs)
+
+
+def identity_of(user_attrs: Mapping[str, Any]) -> str | None:
+    """identity() of a trial with these user attrs: a grid point's replicate r > 1 is
+    'grid_point={...}#r' (a label's replicate is in its label, 'baseline#2')."""
     for key in IDENTITY_KEYS:
-        if trial.user_attrs.get(key) is not None:
-            return f"{key}={trial.user_attrs[key]}"
+        if user_attrs.get(key) is not None:
+            rep = user_attrs.get("replicate")
+            mark = f"#{rep}" if key == "grid_point" and isinstance(rep, int) and rep > 1 else ""
+            return f"{key}={user_attrs[key]}{mark}"
     return None
 
 

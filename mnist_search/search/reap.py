@@ -106,8 +106,8 @@ def requeue_missing(study: optuna.Study) -> list[str]:
         ident = identity(t)
         if t.state != TrialState.FAIL or ident is None or ident in live or ident in added:
             continue
-        attrs = {k: t.user_attrs[k] for k in (*IDENTITY_KEYS, "group", "seed")
-                 if k in t.user_attrs}
+        attrs = {k: t.user_attrs[k] for k in (*IDENTITY_KEYS, "group", "seed", "order_seed",
+                                              "replicate") if k in t.user_attrs}
         study.enqueue_trial(t.params, user_attrs={**attrs, "retry_of": t.number})
         added.append(ident)
     return added

@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 from ..config import is_int
 from ..errors import ConfigError, StudyConflict
 from ..spec import MAX_PLANNED, MAX_REPLICATES, REPLICATE_MARK, StudySpec, load_spec
+from .lifecycle import queued_seeds, study_seed
 from .notes import write_study_note
-from .queue import is_done, queue_order
+from .queue import identity_of, is_done, queue_order
 from .storage import make_storage, resolve_url, study_lock
 from .warm_start import check_warm_start, enqueue_warm_start
 
@@ -78,7 +79,7 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
 
 
 def default_trials(spec: StudySpec) -> int:
-    planned = len(spec.references) * spec.replicates + len(grid_points(spec))
+    planned = (len(spec.references) + len(grid_points(spec))) * spec.replicates
     if spec.trials is not None:
         return max(spec.trials, planned)
     return planned if spec.sampler_kind == "grid" or not spec.search else max(
@@ -191,22 +192,36 @@ def _check_resume(study: optuna.Study, spec: StudySpec, seed: int | None, force:
 
 
 def enqueue_pending(study: optuna.Study, spec: StudySpec, url: str) -> int:
-    """Enqueue every reference (x replicates) and grid point not already done, running
-    or waiting. Identity is the label / grid key, never parameter equality: the notebook's
-    baseline and its momentum-0.0 run have equal parameters and both must run."""
+    """Enqueue every reference and grid point (x replicates) not already done, running or
+    waiting. Identity is the label / grid key with its replicate, never parameter equality:
+    the notebook's baseline and its momentum-0.0 run have equal parameters and both must
+    run. Each carries seeds derived from its identity (lifecycle.queued_seeds), so one
+    that was interrupted and is enqueued again trains exactly as it would have."""
+    seed_base = study_seed(study, spec)
     with study_lock(url, spec.name):
         live = [t for t in study.get_trials(deepcopy=False)
                 if t.state in (TrialState.RUNNING, TrialState.WAITING) or is_done(t)]
-        have = {t.user_attrs.get("label") for t in live} | \
-            {t.user_attrs.get("grid_point") for t in live}
-        items = [({"label": r.label if rep == 1 else f"{r.label}{REPLICATE_MARK}{rep}",
-                   "group": r.group}, spec.reference_params(r))
-                 for rep in range(1, spec.replicates + 1) for r in spec.references]
-        items += [({"grid_point": json.dumps(point, sort_keys=True)}, point)
-                  for point in grid_points(spec)]
+        have = {identity_of(t.user_attrs) for t in live}
+        points = grid_points(spec)
+        items: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for rep in range(1, spec.replicates + 1):
+            items += [({"label": r.label if rep == 1 else f"{r.label}{REPLICATE_MARK}{rep}",
+                        "group": r.group}, spec.reference_params(r)) for r in spec.references]
+            items += [({"grid_point": json.dumps(point, sort_keys=True),
+                        **({"replicate": rep} if rep > 1 else {})}, point) for point in points]
         added = 0
         for attrs, p in queue_order(spec, items):
-            if (attrs.get("label") or attrs.get("grid_point")) not in have:
-                study.enqueue_trial(p, user_attrs=dict(attrs))
+            ident = identity_of(attrs)
+            if ident not in have:
+                rep = int(attrs.get("replicate", 1)) if "grid_point" in attrs else \
+                    replicate_of(str(attrs["label"]))
+                study.enqueue_trial(p, user_attrs={**attrs,
+                                                   **queued_seeds(seed_base, str(ident), rep)})
                 added += 1
     return added
+
+
+def replicate_of(label: str) -> int:
+    """'baseline#3' -> 3; 'baseline' -> 1."""
+    _, mark, rep = label.rpartition(REPLICATE_MARK)
+    return int(rep) if mark and rep.isdigit() else 1

@@ -42,8 +42,10 @@ __all__ = ["DROPOUT_SEED_OFFSET", "EVAL_CHUNK", "NUMERICS", "Stack", "matmul_pre
 # existing config, recorded with every trial so `rerun` can say why bits differ.
 # 1: up to 3a5fc6c; 2: the first layer's rows in CPU pixel order (3a5fc6c on);
 # 3: Adam, AdamW, RMSprop and every lr schedule computed from device tensors (optim.py;
-# SGD at a constant lr, the notebook's, keeps version 2's bits).
-NUMERICS = 3
+# SGD at a constant lr, the notebook's, keeps version 2's bits); 4: whether a CPU stack
+# gathers its first layer's rows is decided by its members' width, not the stack's, so a
+# member's bits no longer depend on its stack-mates (with one thread per worker).
+NUMERICS = 4
 
 EVAL_CHUNK = 10_000
 _LAYOUTS = itertools.count()

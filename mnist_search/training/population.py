@@ -179,8 +179,12 @@ class Population(Generic[K]):
             by_shape.setdefault(c.stack_key(), []).append(i)
         for idx in by_shape.values():
             if self.order_seed is None and not as_given and len(idx) > 1:
-                for i in idx:
-                    joined[i] = dataclasses.replace(joined[i], order_seed=joined[idx[0]].seed)
+                # a member whose order is pinned (a queued trial's) keeps it, so its result
+                # does not depend on which trials it stacks with; the rest share the first
+                # unpinned member's order
+                free = [i for i in idx if joined[i].order_seed is None]
+                for i in free:
+                    joined[i] = dataclasses.replace(joined[i], order_seed=joined[free[0]].seed)
             self.groups.append(self._group([members[i][0] for i in idx],
                                            [joined[i] for i in idx]))
         return joined
