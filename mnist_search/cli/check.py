@@ -38,8 +38,10 @@ def check_cmd(files: tuple[Path, ...]) -> None:
             bad += 1
             click.echo(f"error: {exc}")
             continue
-        grid = f", {_n(len(spec.search.grid()), 'grid point')}" \
+        grid = f", {_n(spec.search.grid_size(), 'grid point')}" \
             if spec.sampler_kind == "grid" else ""
+        if spec.replicates > 1:
+            grid += f", {spec.replicates} replicates each"
         click.echo(f"{path}: ok: {_n(len(spec.references), 'reference')}, "
                    f"{_n(len(spec.search), 'search parameter')}{grid}, "
                    f"sampler {spec.sampler_kind}")

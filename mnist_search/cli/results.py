@@ -57,21 +57,34 @@ def _warn_test_selection(study: optuna.Study) -> None:
               show_default=True)
 @click.option("--by-label", is_flag=True,
               help="One row per reference label: n, mean, std and 95% interval over replicates.")
+@click.option("--by-config", is_flag=True,
+              help="One row per distinct config: the values that vary, n, mean, std and 95% "
+                   "interval over its replicates, and the notebook's value.")
 @friendly
 def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
-             by_label: bool) -> None:
-    """Trials of STUDY: label, params, metric, test and notebook accuracy, state, seconds."""
+             by_label: bool, by_config: bool) -> None:
+    """Trials of STUDY: label, params, the objective, test and notebook accuracy, state,
+    seconds; then which config is best, with its interval and Welch's t-test against the
+    runner-up and the baseline (--by-label / --by-config: one row per label or config)."""
     from ..results.rows import compact, load_study, top_rows
+    from ..search.summary import answer
 
+    if by_label and by_config:
+        raise UsageError("--by-label and --by-config: give one of them")
     use_storage(storage)
     st = load_study(study, storage)
-    if by_label:
-        from ..search.summary import finished_trials, label_table
-
-        order = list(st.user_attrs.get("references", {}))
-        _emit(label_table(finished_trials(st), order), fmt,
-              ("label", "n", "mean", "std", "ci95", "notebook"))
-    elif len(st.directions) > 1 and top is None:
+    multi = len(st.directions) > 1
+    found = None if multi else answer(st, "label" if by_label else "config" if by_config
+                                      else None)
+    if (by_label or by_config) and found is not None:
+        if fmt == "json":
+            click.echo(json.dumps(found.to_json(), indent=1, default=str))
+        else:
+            _emit(found.rows(), fmt, found.columns)
+    elif by_label or by_config:
+        raise UsageError(f"study {study!r} has several objectives: per-config means need one "
+                         "(see: mnist-search show STUDY for its Pareto front)")
+    elif multi and top is None:
         from ..results.rows import pareto_rows
 
         front = pareto_rows(st)
@@ -79,8 +92,40 @@ def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
                  "export)", study, len(st.directions), len(front), len(st.trials))
         _emit([compact(r) for r in front], fmt, _columns(front))
     else:
-        _emit([compact(r) for r in top_rows(st, top)], fmt)
+        shown = [compact(r) for r in top_rows(st, top)]
+        if fmt == "table":  # json and csv keep the key scripts read: "value"
+            _emit(_named_value(shown, st), fmt, _value_columns(st))
+        else:
+            _emit(shown, fmt)
+    if found is not None and not (fmt == "json" and (by_label or by_config)):
+        if fmt == "table":
+            click.echo(found.verdict)
+        else:  # the rows on stdout stay machine-readable
+            click.echo(found.verdict, err=True)
     _warn_test_selection(st)
+
+
+def _objective_name(study: optuna.Study) -> str:
+    return str(study.user_attrs.get("objective") or "value")
+
+
+def _named_value(rows: list[dict[str, Any]], study: optuna.Study) -> list[dict[str, Any]]:
+    """The value column under its objective's name ("value" says nothing of what it is):
+    "test_accuracy", or "val_accuracy (objective)" where a recorded column of that name
+    exists too."""
+    name = _value_header(study)
+    return [{(name if k == "value" else k): v for k, v in r.items()} for r in rows]
+
+
+def _value_header(study: optuna.Study) -> str:
+    name = _objective_name(study)
+    return f"{name} (objective)" if name in ("test_accuracy", "val_accuracy") else name
+
+
+def _value_columns(study: optuna.Study) -> tuple[str, ...]:
+    from ..results.rows import SHOW_COLUMNS
+
+    return tuple(_value_header(study) if c == "value" else c for c in SHOW_COLUMNS)
 
 
 def _columns(front: list[dict[str, Any]]) -> tuple[str, ...]:
@@ -127,6 +172,11 @@ def best_cmd(study: str, storage: str | None) -> None:
     clean = [{k: v for k, v in r.items() if v is not None} for r in best]
     click.echo(json.dumps(clean if len(st.directions) > 1 else clean[0], indent=1,
                           default=str))
+    if len(st.directions) == 1:
+        from ..search.summary import answer
+
+        # stdout stays the trial's JSON; whether it is a winner or a lucky seed goes beside
+        click.echo(answer(st).verdict, err=True)
     _warn_test_selection(st)
 
 

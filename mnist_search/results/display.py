@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from ..search.summary import finished_trials, label_table
+from ..search.summary import answer
 from ..tables import Table
 from .dashboard import Dashboard
 from .report import build, html_report, write_report
@@ -22,22 +22,23 @@ from .rows import load_study
 
 __all__ = ["FigureView", "ReportView", "dashboard", "report", "summary"]
 
-SUMMARY_COLUMNS = ("label", "n", "mean", "std", "ci95", "notebook")
-
-
 def _study(study: optuna.Study | str, storage: str | None) -> optuna.Study:
     return study if isinstance(study, optuna.Study) else load_study(study, storage)
 
 
-def summary(study: optuna.Study | str, storage: str | None = None) -> Table:
-    """Per reference label, over its replicates: n, mean test accuracy, std, the 95%
-    interval's half-width and the notebook's value (what `show --by-label` prints).
-    `.to_pandas()` gives it as a DataFrame."""
+def summary(study: optuna.Study | str, storage: str | None = None, by: str | None = None
+            ) -> Table:
+    """Per reference label where the study has labels, else per config (or as `by` says:
+    "label" or "config"), over its replicates: n, the objective's mean, std, the 95%
+    interval's half-width and the notebook's value, as `show --by-label` / `--by-config`
+    print them; the caption says which config is best, only with its interval, and whether
+    it beats the runner-up and the baseline beyond seed noise. `.to_pandas()` gives the
+    rows as a DataFrame."""
     st = _study(study, storage)
-    order = list(st.user_attrs.get("references", {}))
-    rows = label_table(finished_trials(st), order)
-    return Table(rows, SUMMARY_COLUMNS, f"{st.study_name}: test accuracy (%) per label, "
-                 "mean of its replicates with a 95% interval (+/-), and the notebook's value")
+    found = answer(st, by)
+    return Table(found.rows(), found.columns,
+                 f"{st.study_name}: {found.objective} per {found.by}, mean of its replicates "
+                 f"with a 95% interval (+/- ci95); {found.verdict}")
 
 
 @dataclass(frozen=True)

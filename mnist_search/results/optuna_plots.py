@@ -44,31 +44,39 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
         def draw() -> ReportFigure:
             import matplotlib.pyplot as plt
 
-            with matplotlib.rc_context():
-                with warnings.catch_warnings():  # optuna marks its matplotlib plots experimental
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    ax = fn()
+            with matplotlib.rc_context(), warnings.catch_warnings():
+                # Optuna marks its matplotlib plots experimental and warns of thin regimes in
+                # its importances: the sentence under each figure says what holds instead
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ax = fn()
                 fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
                 try:
                     fig.set_size_inches(8, 5)
                     save_figure(fig, out, name)
                 finally:
                     plt.close(fig)
-            return ReportFigure(name, title, text())
+                return ReportFigure(name, title, text())
         return title, draw
 
     best = study.best_trial
     top = params[:4]
+    n_all = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    drawn = f"{len(complete)} sampled trials" + (
+        f" of the {n_all} complete (labelled and grid trials are not drawn)"
+        if n_all != len(complete) else "")
     makers = [
         plot("history.png", "Optimization history",
              lambda: ovm.plot_optimization_history(study),
-             lambda: f"Best value {best.value:.2f} reached at trial {best.number} of "
-                     f"{len(study.trials)}."),
+             lambda: f"The highest single run, {best.value:.2f} (n = 1, one seed), came at "
+                     f"trial {best.number} of {len(study.trials)}; whether it is a winner or "
+                     "a kind seed is the summary's line above."),
         plot("importances.png", "Parameter importances",
              lambda: ovm.plot_param_importances(study), lambda: _importance_text(study)),
         plot("slice.png", "Slice plot", lambda: ovm.plot_slice(study, params=top),
-             lambda: f"Each of the {len(complete)} complete trials is a point per parameter; "
-                     f"the best (trial {best.number}, {best.value:.2f}) has "
+             lambda: f"Each of the {drawn} is a point per parameter; the highest single "
+                     f"run (trial {best.number}, {best.value:.2f}) has "
                      + ", ".join(f"{p} = {_fmt(best.params[p])}" for p in top
                                  if p in best.params) + "."),
     ]
@@ -76,7 +84,7 @@ def optuna_figures(study: optuna.Study, out: Path) -> list[Maker]:
         makers.append(plot("contour.png", "Contour of the two most important parameters",
                            lambda: ovm.plot_contour(study, params=_top2(study)),
                            lambda: f"The objective interpolated over {' and '.join(_top2(study))}"
-                                   f" from {len(complete)} complete trials; between them the "
+                                   f" from the {drawn}; between them the "
                                    "surface is a guess."))
     return makers
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import optuna
 
 from ..errors import UsageError
-from ..search.summary import finished_trials
-from .confirmed import confirmed_figure
+from ..search.confirm import verdict
+from ..search.summary import answer, finished_trials
+from .confirmed import confirmed_figure, confirmed_of
 from .figures import ReportFigure, trial_figures
 from .optuna_plots import optuna_figures
 
@@ -183,6 +184,13 @@ def _summary_lines(study: optuna.Study, built: Built) -> list[str]:
                      "study's [constraints] (infeasible); the best value is the best "
                      "feasible one" + (f"; infeasible: {', '.join(map(str, infeasible[:20]))}."
                                        if infeasible else "."))
+    if len(study.directions) == 1:
+        found = answer(study)
+        lines.append(f"{found.verdict}.")
+        confirmed = confirmed_of(study)
+        if confirmed:  # the report's own confirm section says the same, from the same test
+            line = verdict(confirmed, study.directions[0].name == "MAXIMIZE")
+            lines.append(f"Confirmed with fresh seeds: {line}.")
     if study.user_attrs.get("selection_on_test"):
         lines.append("This study selected on test accuracy, so its best value is optimistic.")
     lines += [f"Figure skipped ({reason})." for reason in built.skipped]

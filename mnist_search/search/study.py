@@ -170,9 +170,22 @@ def create_or_resume(spec: StudySpec, url: str, storage: optuna.storages.RDBStor
             }
             for key, value in attrs.items():
                 study.set_user_attr(key, value)
+            _name_metrics(study, spec)
             return study
     _check_resume(study, spec, seed, force)
+    if study.metric_names is None:  # a study created before they were named
+        _name_metrics(study, spec)
     return study
+
+
+def _name_metrics(study: optuna.Study, spec: StudySpec) -> None:
+    """The objectives' names on the study, so the dashboard's axes say "test_accuracy"
+    where they said "Objective 0"."""
+    import warnings
+
+    with warnings.catch_warnings():  # set_metric_names is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(spec.objectives))
 
 
 def _check_resume(study: optuna.Study, spec: StudySpec, seed: int | None, force: bool) -> None:
