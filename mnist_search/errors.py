@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ConfigError", "DataError", "DeviceError", "INCOMPLETE", "INTERRUPTED",
-           "MnistSearchError", "NonFiniteLossError", "RUNTIME", "SpecError", "SpecFaults",
-           "RedactingFilter", "StorageError", "StorageUrlError", "StudyConflict",
+__all__ = ["ConfigError", "DataError", "DataInputError", "DeviceError", "INCOMPLETE",
+           "INTERRUPTED", "MnistSearchError", "NonFiniteLossError", "RUNTIME", "SpecError",
+           "SpecFaults", "RedactingFilter", "StorageError", "StorageUrlError", "StudyConflict",
            "StudyNotFound", "USAGE", "UsageError", "is_out_of_memory", "printable", "redact",
            "redact_url", "remember_secrets"]
 
@@ -183,6 +183,11 @@ class StorageUrlError(StorageError):
 
 class DataError(MnistSearchError):
     """A missing, damaged or unfetchable data file."""
+
+
+class DataInputError(UsageError, DataError):
+    """A data folder or name the user gave that does not hold a dataset: bad input (exit
+    2), where a damaged cache or a failed fetch is the environment's fault (exit 1)."""
 
 
 class DeviceError(UsageError, ValueError):

@@ -125,3 +125,51 @@ def test_mixed_shapes_side_by_side_through_a_stand_in_equal_one_by_one(synthetic
     assert StandInGraph.made == 3
     assert side_by_side == one_by_one
     assert len({digest for digest, _ in side_by_side.values()}) == 4
+
+
+class FailingCapture(StandInGraph):
+    """A capture that fails, as an op CUDA cannot capture would."""
+
+    def capture(self) -> None:
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+
+class FailingReplay(StandInGraph):
+    """Replays that work twice, then fail."""
+
+    def replay(self) -> None:
+        self.replays = getattr(self, "replays", 0) + 1
+        if self.replays > 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        super().replay()
+
+
+@pytest.mark.parametrize("graph", [FailingCapture, FailingReplay])
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_a_graph_that_fails_costs_no_run_its_stacks_train_eagerly(
+        synthetic_dir, as_on_a_gpu, monkeypatch, caplog, graph, side_by_side):
+    """Graphs are an optimization: a capture or replay that fails makes its stacks step
+    eagerly, the run goes on to the same bits as an eager one, and it is said once."""
+    data = load_data(str(synthetic_dir), device="cpu")
+    members = [(0, cfg(synthetic_dir, seed=1, momentum=0.9)),
+               (1, cfg(synthetic_dir, seed=2, l2=0.01)),
+               (2, cfg(synthetic_dir, hidden=(16, 16), seed=3, epochs=3))]
+
+    def run() -> dict[int, tuple[str, list[float]]]:
+        pop = Population(data, "cpu", order_seed=5, concurrent=side_by_side)
+        pop.add(members)
+        out = {}
+        while len(pop):
+            out.update({key: results([o])[0] for key, o in pop.run_epoch()})
+        return out
+
+    eager = run()
+    as_on_a_gpu()
+    for module in (engine, population):
+        monkeypatch.setattr(module, "GraphedGroups", graph)
+    monkeypatch.setattr(graphs, "_told", False)
+    with caplog.at_level("WARNING", logger="mnist_search"):
+        survived = run()
+    assert survived == eager
+    told = [r for r in caplog.records if "CUDA graph" in r.getMessage()]
+    assert len(told) == 1 and "train eagerly" in told[0].getMessage()

@@ -46,6 +46,12 @@ def data_fetch(dataset: str, root: Path | None, source: str,
     from ..data.fetch import fetch
 
     _known_dataset(dataset)
+    if root is not None and not root.exists():
+        # one new folder is what a user asks for; a whole new tree is a typo's
+        if not root.parent.is_dir():
+            raise UsageError(f"--root {root}: its folder {root.parent} does not exist; make it "
+                             "first, or give an existing folder (nothing was written)")
+        log.warning("--root %s does not exist: creating it", root)
     show = sys.stderr.isatty() and not quiet()
 
     def progress(name: str, size: int) -> None:

@@ -86,13 +86,18 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     """
     import signal
 
-    from ..workers.spawn import start_early
+    from ..search.storage import has_study, resolve_url
+    from ..workers.spawn import check_workers, start_early
 
     study = load_spec(study_file)  # a bad file is one line before any process starts
     if tf32:
         study = study.with_fixed(matmul_precision="tf32")
-    # their imports overlap this process's, next
-    start_early(workers, study, device, click.get_current_context().obj.get("started"))
+    check_workers(workers, warn=False)  # run_study warns, once
+    # a URL that is no URL is one line before any worker starts; a stored study may have
+    # nothing left to run, so its workers start once run_study knows there is
+    if not has_study(resolve_url(storage), study.name):
+        # their imports overlap this process's, next
+        start_early(workers, study, device, click.get_current_context().obj.get("started"))
 
     from ..workers.pool import RunInterrupted, run_study
     from ..workers.signals import raise_interrupt
@@ -111,6 +116,11 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
         summary = stop.summary
     c = summary.counts
     best = "-" if summary.best_value is None else f"{summary.best_value:.2f}"
+    if not summary.ran:
+        click.echo(f"{summary.study_name}: nothing to run: {c['done']} trials finished, "
+                   f"{summary.target} asked for ({c['complete']} complete, "
+                   f"{c['failed'] + c['failed_alone']} failed), best {best}")
+        return
     click.echo(f"{summary.study_name}: {c['done']}/{summary.target} trials finished "
                f"({c['complete']} complete, {c['failed'] + c['failed_alone']} failed, "
                f"{c['running']} running), "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, DataInputError
 
 __all__ = ["COLS", "DATASETS", "DatasetInfo", "FILES", "IMAGE_MAGIC", "LABEL_MAGIC",
            "NORMALIZE_MEAN", "NORMALIZE_STD", "ROWS", "check_header", "combined_digest",
@@ -86,7 +86,7 @@ def dataset_info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(
+        raise DataInputError(
             f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)} "
             "or a directory holding the four IDX files"
         ) from None
@@ -110,11 +110,17 @@ def refetch_hint(dataset: str) -> str:
 
 
 def check_header(path: Path, dataset: str, expected_count: int | None) -> int:
-    """Check magic, count and size of one IDX file; return its item count."""
+    """Check magic, count and size of one IDX file; return its item count. In a folder the
+    user named (not a fetched dataset), what is wrong is bad input: DataInputError."""
+    kind = DataInputError if is_custom(dataset) else DataError
     try:
         return _check_header(path, dataset, expected_count)
     except OSError as exc:  # a symlink loop, a permission, a folder where a file should be
-        raise DataError(f"{path}: {exc.strerror or exc}; {refetch_hint(dataset)}") from None
+        raise kind(f"{path}: {exc.strerror or exc}; {refetch_hint(dataset)}") from None
+    except DataError as exc:
+        if kind is DataError:
+            raise
+        raise kind(str(exc)) from None
 
 
 def _check_header(path: Path, dataset: str, expected_count: int | None) -> int:
@@ -227,7 +233,7 @@ def _check_pairs(directory: Path) -> None:
         n_img = check_header(directory / f"{split}-images-idx3-ubyte", str(directory), None)
         n_lab = check_header(directory / f"{split}-labels-idx1-ubyte", str(directory), None)
         if n_img != n_lab:
-            raise DataError(f"{directory / f'{split}-labels-idx1-ubyte'}: {n_lab} labels "
+            raise DataInputError(f"{directory / f'{split}-labels-idx1-ubyte'}: {n_lab} labels "
                             f"for {n_img} images; rewrite the files in that directory")
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import sqlalchemy
     from optuna.trial import FrozenTrial
 
-__all__ = ["make_storage", "resolve_url", "sqlite_path", "study_lock"]
+__all__ = ["has_study", "make_storage", "resolve_url", "sqlite_path", "study_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,26 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest)
 
 
+def has_study(url: str, name: str) -> bool:
+    """Whether a SQLite storage already holds study `name`, read with sqlite3 alone (no
+    Optuna, nothing written); False for a new file, and for a server's storage, where
+    finding out would cost the imports a caller asks this to avoid."""
+    path = sqlite_path(url)
+    if path is None or not path.is_file():
+        return False
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:  # not a storage yet, or locked: the run finds out properly
+        return False
+    return row is not None
+
+
 def is_read_only(url: str) -> bool:
     return "mode=ro" in url.split("?", 1)[-1]
 
@@ -103,7 +123,7 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
         if not create and not path.exists():
             raise StorageError(f"{redact(url)}: no such database file")
         if path.parent and not path.parent.exists():
-            raise StorageError(f"{redact(url)}: directory {path.parent} does not exist")
+            raise StorageUrlError(f"{redact(url)}: directory {path.parent} does not exist")
         kwargs["connect_args"] = {"timeout": sqlite_timeout()}
         if not create:
             _require_schema_file(path, url)

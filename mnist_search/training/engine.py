@@ -28,7 +28,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data import Split
-from .graphs import GraphedGroups, graphable
+from .graphs import GraphedGroups, GraphFailed, graphable, train_eagerly
 from .layout import Layout, column, layer_shapes
 from .members import Linears, initial_linears, member_linears, member_sparsity, member_state_dict
 from .optim import RULES
@@ -181,7 +181,11 @@ class Stack:
         loss_sum = torch.zeros(len(self.members), device=self.device)
         loss, start = loss_sum, 0
         if graph is not None:  # full batches replayed; the short last one, if any, eager
-            start = graph.run(order, between_batches)
+            try:
+                start = graph.run(order, between_batches)
+            except GraphFailed as failed:  # the rest of the epoch, and the run, eagerly
+                train_eagerly([self], failed)
+                self._graph, start = None, failed.done
             loss_sum, loss = graph.loss_sums[0].clone(), graph.lasts[0].clone()
         for i in range(start, n, batch_size):
             idx = order[..., i:i + batch_size]
@@ -218,7 +222,11 @@ class Stack:
             return None
         g = self._graph
         if g is None or g.images is not images or len(g.idx) != batch_size:
-            g = self._graph = GraphedGroups([self], images, labels, batch_size)
+            try:
+                g = self._graph = GraphedGroups([self], images, labels, batch_size)
+            except GraphFailed as failed:
+                train_eagerly([self], failed)
+                return None
         return g
 
     def step(self, x: torch.Tensor, y: torch.Tensor, rows: int | None = None,

@@ -15,12 +15,37 @@ inside the step, where a replay would freeze them.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 
-__all__ = ["GraphedGroups", "graphable"]
+__all__ = ["GraphFailed", "GraphedGroups", "graphable", "train_eagerly"]
+
+log = logging.getLogger(__name__)
+_told = False  # whether this process has said a graph failed (it says so once)
+
+
+class GraphFailed(Exception):
+    """A captured step that could not be made or replayed. `done`: the indices of the
+    epoch's order that replays consumed before it, so the rest can run eagerly."""
+
+    def __init__(self, cause: BaseException, done: int = 0) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause, self.done = cause, done
+
+
+def train_eagerly(stacks: Sequence[Stack], failure: GraphFailed) -> None:
+    """Graphs are an optimization: a stack whose graph failed steps eagerly from now on
+    (the same numbers, more launches), and the run goes on. Said once per process."""
+    global _told
+    for stack in stacks:
+        stack.use_graphs = False
+    if not _told:
+        _told = True
+        log.warning("a CUDA graph of the training step failed (%s): its stacks train "
+                    "eagerly, slower but with the same numbers", failure)
 
 class Stack(Protocol):
     """What a graph needs of engine.Stack (which imports this module)."""
@@ -80,12 +105,18 @@ class GraphedGroups:
         # the warm-up steps change weights, buffers, step counts and optimizer state: all
         # are put back, so the graph's first replay is the run's next step
         saved = [([t.clone() for t in s.mutable()], s.steps) for s in self.stacks]
-        self.warm_up()
-        self.capture()
-        for s, (tensors, steps) in zip(self.stacks, saved, strict=True):
-            for live, before in zip(s.mutable(), tensors, strict=True):
-                live.copy_(before)
-            s.steps = steps
+        try:
+            self.warm_up()
+            self.capture()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - whatever a capture raises: run eagerly
+            raise GraphFailed(exc) from exc
+        finally:  # captured or not, the next step is the run's next one
+            for s, (tensors, steps) in zip(self.stacks, saved, strict=True):
+                for live, before in zip(s.mutable(), tensors, strict=True):
+                    live.copy_(before)
+                s.steps = steps
 
     def body(self) -> None:
         """One step of every stack on the batch at self.idx, with the static masks; each
@@ -138,7 +169,12 @@ class GraphedGroups:
         batch = len(self.idx)
         full = len(order) // batch * batch
         for i in range(0, full, batch):
-            self(order[i:i + batch])
+            try:
+                self(order[i:i + batch])
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the rest of the epoch runs eagerly
+                raise GraphFailed(exc, i) from exc
             if between_batches is not None:
                 between_batches()
         return full

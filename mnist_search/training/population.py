@@ -42,7 +42,7 @@ from .epochs import (
     pixel_order,
     reports_of,
 )
-from .graphs import GraphedGroups, graphable
+from .graphs import GraphedGroups, GraphFailed, graphable, train_eagerly
 from .pixels import PixelOrder
 
 __all__ = ["BUCKET_MEMBERS", "BUCKET_STEP", "Outcome", "Population", "buckets", "data_key"]
@@ -260,18 +260,33 @@ class Population(Generic[K]):
         batch = self.groups[0].configs[0].batch_size
         train = self.data.train
         key = tuple((id(s), s.generation) for s in stacks)
-        if self._graph is None or self._graph_key != key:
-            self._graph, self._graph_key = GraphedGroups(stacks, train.x, train.y, batch), key
-        graph = self._graph
         order = perm.to(self.device)
-        full = graph.run(order, between_batches)
-        sums, lasts = [t.clone() for t in graph.loss_sums], [t.clone() for t in graph.lasts]
-        if full < len(order):  # the short last batch, eagerly
-            idx = order[full:]
+        full, failed = 0, False
+        try:
+            if self._graph is None or self._graph_key != key:
+                self._graph, self._graph_key = None, ()
+                self._graph = GraphedGroups(stacks, train.x, train.y, batch)
+                self._graph_key = key
+            full = self._graph.run(order, between_batches)
+        except GraphFailed as exc:  # these stacks train eagerly from here on
+            train_eagerly(stacks, exc)
+            full, failed = exc.done, True
+        if self._graph is not None:  # what the replays summed, up to a failure
+            sums = [t.clone() for t in self._graph.loss_sums]
+            lasts = [t.clone() for t in self._graph.lasts]
+        else:
+            sums = [torch.zeros(len(s.members), device=self.device) for s in stacks]
+            lasts = [t.clone() for t in sums]
+        if failed:
+            self._graph, self._graph_key = None, ()
+        for i in range(full, len(order), batch):  # the short last batch (or, after a
+            idx = order[i:i + batch]  # failure, the rest of the epoch), eagerly
             x, y = train.x.index_select(0, idx), train.y.index_select(0, idx)
             for k, stack in enumerate(stacks):
                 lasts[k] = stack.step(x, y.expand(len(stack.members), -1))
                 sums[k] += lasts[k]
+            if between_batches is not None and len(idx) == batch:
+                between_batches()
         return [(s.tolist(), last.tolist()) for s, last in zip(sums, lasts, strict=True)]
 
     def _abandon(self, group: _Group[K], exc: BaseException) -> list[tuple[K, Outcome]]:

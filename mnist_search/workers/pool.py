@@ -44,7 +44,7 @@ from ..live import in_kernel
 from .context import DEFAULT_HEARTBEAT_S, WorkerOrders, pack_spec
 from .progress import best_value, follow
 from .signals import stops_recorded
-from .spawn import Pool, start_ahead, take_early
+from .spawn import Pool, check_workers, start_ahead, take_early, threads_per_worker
 
 __all__ = ["DEFAULT_POPULATION", "RunInterrupted", "RunSummary", "run_study"]
 
@@ -68,6 +68,7 @@ class RunSummary:
     interrupted: bool = False
     worker_errors: tuple[str, ...] = ()
     unfinished: str | None = None  # why work is left undone, if it is
+    ran: bool = True  # False: the study already held its target, and no worker started
 
     @property
     def complete(self) -> bool:
@@ -159,6 +160,7 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
     try:
         spec = as_spec(study, replicates)  # a bad file is reported before any process starts
         _check_trials(trials)
+        check_workers(workers)
         url = resolve_url(storage)
         check_spec(spec)
         check_device(device)
@@ -171,29 +173,33 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
         log.debug("the workers started early do not fit this run: starting others")
         early.cancel()
         early = None
-    pool = early or Pool(workers, spec, device)
-    interrupted, errors = False, list[str]()
+    pool: Pool | None = early
+    interrupted, errors, ran = False, list[str](), False
     try:
         check_data(spec, _fetch_progress)
         opened = open_study(spec, url, seed=seed, force=force, warm_start=warm_start)
         target = _target(spec, trials)
+        ran = counts(opened)["done"] < target
+        if ran and pool is None:  # only now: a finished study starts no worker at all
+            pool = Pool(workers, spec, device)
         orders = WorkerOrders(
             spec_path=spec.path, spec=pack_spec(spec), url=url, target=target,
-            threads=pool.threads, device=device,
-            deadline=None if timeout is None else time.time() + timeout,
+            threads=threads_per_worker(workers) if pool is None else pool.threads,
+            device=device, deadline=None if timeout is None else time.time() + timeout,
             heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
             workers=workers, population=population, mixed=mixed,
             overrides=dict(spec.overrides),
-            started=start if pool.ahead else min(start, pool.started),
+            started=start if pool is None or pool.ahead else min(start, pool.started),
             artifacts=models, keep_models=keep_models, proposals=proposals)
-        if counts(opened)["done"] < target:
+        if ran and pool is not None:
             interrupted, errors = _run_workers(pool, opened, orders, progress)
     finally:
-        pool.cancel()  # no-op for workers that ran: they have exited
+        if pool is not None:
+            pool.cancel()  # no-op for workers that ran: they have exited
     write_study_note(opened, spec)
     summary = RunSummary(spec.name, url, target, counts(opened), best_value(opened),
                          time.monotonic() - start, interrupted, tuple(errors),
-                         _unfinished(opened, orders))
+                         _unfinished(opened, orders), ran)
     if in_kernel():  # the lines the CLI ends with, for the cell (the CLI prints its own)
         _tell_cell(summary)
     if interrupted:  # as study.optimize does: "Run All" stops here, not at the next cell

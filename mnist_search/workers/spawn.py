@@ -22,11 +22,34 @@ from typing import IO
 
 from ..spec import StudySpec
 
-__all__ = ["LAUNCH", "WARM_KEEP_S", "WARM_KEYS", "Pool", "release_warm", "start_ahead",
-           "start_early", "take_early", "threads_per_worker"]
+__all__ = ["LAUNCH", "WARM_KEEP_S", "WARM_KEYS", "Pool", "check_workers", "most_workers",
+           "release_warm", "start_ahead", "start_early", "take_early", "threads_per_worker"]
 
 LAUNCH = "from mnist_search.workers.launch import run; run()"  # a worker process's entry
 WARM_KEYS = ("dataset", "val_size", "normalize", "batch_size")  # what the warm-up loads
+
+
+def most_workers() -> int:
+    """The most workers a run may start: 4 per core (at least 16). More is a typo, and each
+    worker loads the dataset (about 1 GB for MNIST) before the run can say so."""
+    return max(16, 4 * (os.cpu_count() or 1))
+
+
+def check_workers(workers: int, warn: bool = True) -> None:
+    """Refuse a worker count past most_workers(); warn once above the machine's cores."""
+    from ..config import is_int
+    from ..errors import ConfigError
+
+    if not (is_int(workers) and 1 <= workers <= most_workers()):
+        raise ConfigError("workers", workers, f"an integer in [1, {most_workers()}] (4 per "
+                          f"core on this machine's {os.cpu_count() or 1})")
+    cores = os.cpu_count() or 1
+    if warn and workers > cores:
+        import logging
+
+        logging.getLogger("mnist_search").warning(
+            "%d workers on %d cores: they share the cores, so the run is no faster than "
+            "with %d, and each loads its own copy of the data", workers, cores, cores)
 
 
 def threads_per_worker(workers: int) -> int:
