@@ -220,3 +220,79 @@ def test_reap_waits_for_the_study_lock_that_claims_hold(tmp_path):
         assert trials(url, "r")[0].state == TrialState.RUNNING
     reaper.join(timeout=60)
     assert len(reports) == 1 and trials(url, "r")[0].state == TrialState.FAIL
+
+
+SMALL = """
+[sampler]
+kind = "grid"
+[fixed]
+dataset = DATA
+epochs = 1
+hidden = [8]
+[[reference]]
+label = "a"
+[[reference]]
+label = "b"
+momentum = 0.5
+"""
+
+
+def test_a_finished_study_starts_no_worker_and_says_nothing_to_run(tmp_path, synthetic_dir,
+                                                                    monkeypatch):
+    from mnist_search.workers import spawn
+
+    spec = write_study(tmp_path / "f.toml", synthetic_dir, SMALL)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+    started = []
+    real = spawn.Pool.__init__
+
+    def counting(self, *args, **kwargs):
+        started.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(spawn.Pool, "__init__", counting)
+    for extra in ([], ["--trials", "1"]):
+        res = run("run", str(spec), "--storage", url, "--workers", "2", *extra)
+        assert res.exit_code == 0, res.output
+        asked = extra[1] if extra else "2"
+        assert f"f: nothing to run: 2 trials finished, {asked} asked for" in res.stdout
+        assert "2/1" not in res.stdout
+    assert started == []
+
+
+def test_worker_counts_are_bounded_and_warned_before_any_worker_starts(tmp_path, synthetic_dir,
+                                                                        monkeypatch):
+    from mnist_search.workers import spawn
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    spec = write_study(tmp_path / "w.toml", synthetic_dir, SMALL)
+    started = []
+    monkeypatch.setattr(spawn.Pool, "__init__", lambda self, *a, **k: started.append(a))
+    res = run("run", str(spec), "--workers", "17", "--storage", "notaurl")
+    assert res.exit_code == 2 and "[1, 16]" in res.stderr and started == []
+    res = run("run", str(spec), "--workers", "2", "--storage", "notaurl")
+    assert res.exit_code == 2 and "is not a URL" in res.stderr and started == []
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    res = run("run", str(spec), "--workers", "3", "--storage", url)
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("3 workers on 2 cores") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--dataset", "NOWHERE", "--epochs", "1"],
+    ["train", "--dataset", "EMPTY", "--epochs", "1"],
+    ["run", "STUDY", "--storage", "sqlite:///NOWHERE/s.db"],
+    ["data", "fetch", "--root", "NOWHERE/deeper"],
+])
+def test_bad_input_exits_2_from_every_command(tmp_path, synthetic_dir, argv):
+    (tmp_path / "empty").mkdir()
+    spec = write_study(tmp_path / "s.toml", synthetic_dir, SMALL)
+    args = [a.replace("NOWHERE", str(tmp_path / "nowhere")).replace(
+        "EMPTY", str(tmp_path / "empty")).replace("STUDY", str(spec)) for a in argv]
+    res = run(*args)
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "nowhere").exists()
