@@ -32,7 +32,7 @@ _EXPORTS = {
     "load_results": "mnist_search.results.rows",
     "load_model": "mnist_search.training.model_file",
     "rerun_trial": "mnist_search.search.rerun",
-    "confirm": "mnist_search.search.confirm",
+    "confirm": "mnist_search.workers.confirm",
     "summary": "mnist_search.results.display",
     "report": "mnist_search.results.display",
     "dashboard": "mnist_search.results.display",
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
     from .data import load_data
     from .results.display import dashboard, report, summary
     from .results.rows import load_results
-    from .search.confirm import confirm
     from .search.objective import Objective
     from .search.rerun import rerun_trial
     from .search.study import open_study
     from .spec import StudySpec, load_spec
     from .training.model_file import load_model
     from .training.train import TrainResult, train
+    from .workers.confirm import confirm
     from .workers.pool import run_study
 
 

@@ -14,12 +14,13 @@ from mnist_search.bundled import resolve_study
 from mnist_search.config import TrainConfig
 from mnist_search.data import load_data
 from mnist_search.errors import SpecError
-from mnist_search.search.confirm import confirm, confirm_study_name
+from mnist_search.search.confirm import confirm_study_name
 from mnist_search.search.study import open_study
 from mnist_search.search.warm_start import enqueue_warm_start
 from mnist_search.spec import load_spec
 from mnist_search.training import engine
 from mnist_search.training.train import StopTraining, train, train_population
+from mnist_search.workers.confirm import confirm
 
 from helpers import write_study
 

@@ -37,6 +37,11 @@ lr = { low = 0.005, high = 0.05, log = true }
 """
 
 
+def confirms(replicate: optuna.trial.FrozenTrial) -> int:
+    """The trial a replicate confirms, from its label 'trial-N' or 'trial-N#r'."""
+    return int(replicate.user_attrs["label"].split("#")[0].removeprefix("trial-"))
+
+
 def run(*args: str):
     return CliRunner().invoke(cli, list(args), obj={})
 
@@ -77,9 +82,9 @@ def test_confirm_retrains_the_best_configs_with_fresh_seeds_apart_from_the_study
     assert snapshot(optuna.load_study(study_name="c", storage=searched)) == before
     # the replicates: their own study, labelled, fresh seeds, and each re-runs bit for bit
     store = optuna.load_study(study_name="c-confirm", storage=searched)
-    reps = [t for t in store.trials if t.user_attrs["confirms"] == top["trial"]]
-    assert sorted(t.user_attrs["replicate"] for t in reps) == [0, 1, 2]
-    assert {t.user_attrs["label"] for t in reps} == {f"trial-{top['trial']}"}
+    reps = [t for t in store.trials if confirms(t) == top["trial"]]
+    label = f"trial-{top['trial']}"
+    assert sorted(t.user_attrs["label"] for t in reps) == [label, f"{label}#2", f"{label}#3"]
     seeds = {t.user_attrs["seed"] for t in reps}
     assert len(seeds) == 3 and ranked[0].user_attrs["seed"] not in seeds
     assert sorted(t.value for t in reps) == sorted(top["values"])
@@ -198,8 +203,12 @@ def test_replicates_draw_their_own_batch_order(searched):
     ms.confirm(study, top=2, seeds=2)
     store = optuna.load_study(study_name="c-confirm", storage=searched)
     by_number = {t.number: t for t in study.trials}
+    orders: dict[int, set[int]] = {}
     for rep in store.trials:
         config = rep.user_attrs["config"]
-        trial = by_number[rep.user_attrs["confirms"]]
-        assert config["order_seed"] is None and config["order_skip"] == 0
-        assert config["seed"] != trial.user_attrs["config"]["seed"]
+        trial = by_number[confirms(rep)]
+        own = trial.user_attrs["config"]
+        assert config["order_seed"] not in (own["order_seed"], own["seed"])
+        assert config["order_skip"] == 0 and config["seed"] != own["seed"]
+        orders.setdefault(trial.number, set()).add(config["order_seed"])
+    assert [len(o) for o in orders.values()] == [2, 2]  # each replicate its own order

@@ -95,18 +95,27 @@ def test_a_confirm_report_is_a_table(shown):
 
     report = ms.confirm(load_study("d", url), top=2, seeds=2, device="cpu")
     frame = report.to_pandas()
-    assert list(frame.columns) == ["trial", "recorded", "mean", "low", "high", "n"]
+    # the two configs differ in what the study searched: lr and momentum, shown beside them
+    assert list(frame.columns) == ["trial", "lr", "momentum", "recorded", "mean", "low",
+                                   "high", "n"]
+    for c in report.configs:
+        trial = load_study("d", url).trials[c.trial]
+        assert c.params == {k: trial.user_attrs["config"][k] for k in ("lr", "momentum")}
     assert len(frame) == 2 and (frame["n"] == 2).all()
     assert html.escape(report.verdict) in report._repr_html_()
 
 
-def test_confirm_shows_its_epochs_as_it_trains_and_nothing_when_told_not_to(shown, capsys):
+def test_confirm_shows_its_progress_as_a_run_does_and_nothing_when_told_not_to(shown,
+                                                                              capsys):
+    import re
+
     url, _, _ = shown
     from mnist_search.results.rows import load_study
 
     ms.confirm(load_study("d", url), top=1, seeds=3, device="cpu", progress=True)
     bar = capsys.readouterr().err
-    # 3 seeds x 2 epochs: six, replicates an earlier confirm stored counted as trained
-    assert "6/6" in bar and "replicate 2: epoch 2/2" in bar, bar[-400:]
+    # the confirm study's trials, replicates an earlier confirm stored counted as finished
+    done = re.findall(r"d-confirm: 100%\|[^|]*\| (\d+)/(\d+)", bar)
+    assert done and done[-1][0] == done[-1][1], bar[-400:]
     ms.confirm(load_study("d", url), top=1, seeds=3, device="cpu", progress=False)
     assert capsys.readouterr().err == ""

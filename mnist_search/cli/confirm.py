@@ -8,9 +8,15 @@ from types import FrameType
 
 import click
 
-from .common import friendly, storage_option, use_storage
+from ..errors import INTERRUPTED
+from ..tables import Table
+from .common import fail, friendly, quiet, storage_option, use_storage
 
 __all__ = ["confirm_cmd"]
+
+
+def _cell(value: object) -> object:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -26,10 +32,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
               help="Fresh seeds per config.")
 @storage_option
 @click.option("--device", default=None, help="Device to train on [default: the trials'].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes, as for run: same-shape configs and their seeds train "
+                   "stacked in each.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @friendly
 def confirm_cmd(study: str, top: int, seeds: int, storage: str | None, device: str | None,
-                as_json: bool) -> None:
+                workers: int, as_json: bool) -> None:
     """Retrain the --top best configs of STUDY with --seeds fresh seeds each.
 
     Prints each config's recorded value, its replicates, their mean and 95% interval, the
@@ -43,25 +52,32 @@ def confirm_cmd(study: str, top: int, seeds: int, storage: str | None, device: s
       mnist-search confirm search --top 3 --seeds 5
     """
     from ..results.rows import load_study
-    from ..search.confirm import confirm
+    from ..workers.confirm import confirm
+    from ..workers.pool import RunInterrupted
 
     url = use_storage(storage)
     # SIGTERM ends it as Ctrl-C does: the replicates in training are told FAIL, not left
-    # RUNNING (a later confirm also fails any it finds, then trains them again).
+    # RUNNING (a later confirm trains them again).
     signal.signal(signal.SIGTERM, _interrupt)
-    report = confirm(load_study(study, url), top=top, seeds=seeds, device=device)
+    try:
+        report = confirm(load_study(study, url), top=top, seeds=seeds, device=device,
+                         workers=workers, progress=False if quiet() else None)
+    except RunInterrupted:
+        fail("interrupted; the replicates finished are kept, the interrupted ones are FAIL "
+             "(run confirm again to resume)", INTERRUPTED)
     if as_json:
         click.echo(json.dumps(report.to_json()))
         return
     direction = "maximize" if report.maximize else "minimize"
     click.echo(f"{study}: {len(report.configs)} config(s) x {seeds} fresh seed(s), objective "
                f"{report.objective} ({direction}); replicates in {study}-confirm")
-    click.echo(f"{'trial':>6}  {'recorded':>9}  {'mean':>8}  {'95% interval':>18}  replicates")
-    for c in report.configs:
-        s = c.summary
-        ci = "-" if s.ci95 is None else f"[{s.low:.2f}, {s.high:.2f}]"
-        click.echo(f"{c.trial:>6}  {c.recorded:>9.2f}  {s.mean:>8.2f}  {ci:>18}  "
-                   + " ".join(f"{v:.2f}" for v in c.values))
+    varying = list(dict.fromkeys(k for c in report.configs for k in c.params))
+    shown = [{"trial": c.trial, **{k: _cell(c.params.get(k)) for k in varying},
+              "recorded": f"{c.recorded:.2f}", "mean": f"{c.summary.mean:.2f}",
+              "95% interval": "-" if c.summary.ci95 is None else
+              f"[{c.summary.low:.2f}, {c.summary.high:.2f}]",
+              "replicates": " ".join(f"{v:.2f}" for v in c.values)} for c in report.configs]
+    click.echo(Table(shown, list(shown[0]) if shown else []))
     click.echo(f"winner's curse: {report.winners_curse_pp:+.2f} (trial "
                f"{report.configs[0].trial}'s recorded value minus its replicates' mean)")
     click.echo(f"verdict: {report.verdict}")

@@ -11,35 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..search.confirm import Confirmed, verdict
-from ..search.internals import storage_of
-from ..stats import summarize
+from ..search.confirm import Confirmed, confirmed_of, verdict
 from .figures import ReportFigure, new_figure, save_figure, style
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = ["confirmed_figure", "confirmed_of"]
-
-
-def confirmed_of(study: optuna.Study) -> list[Confirmed]:
-    """The study's confirmed trials, best recorded first; [] when none were confirmed."""
-    import optuna
-
-    name = study.user_attrs.get("confirm_study")
-    if not name:
-        return []
-    store = optuna.load_study(study_name=name, storage=storage_of(study))
-    values: dict[int, list[float]] = {}
-    for t in store.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if t.values:
-            values.setdefault(int(t.user_attrs["confirms"]), []).append(float(t.values[0]))
-    recorded = {t.number: t.values[0] for t in study.get_trials(deepcopy=False)
-                if t.number in values and t.values}
-    maximize = study.directions[0].name == "MAXIMIZE"
-    out = [Confirmed(n, float(recorded[n]), tuple(v), summarize(v))
-           for n, v in values.items() if n in recorded]
-    return sorted(out, key=lambda c: -c.recorded if maximize else c.recorded)
 
 
 def confirmed_figure(study: optuna.Study, out: Path) -> ReportFigure | None:

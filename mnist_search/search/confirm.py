@@ -2,25 +2,26 @@
 
 A search picks its best trial from single runs, so the pick is optimistic (the winner's
 curse): among many configs, the one selected is likely one whose seed happened to be kind.
-confirm() retrains the K best configs (for several objectives, up to K trials of the
-Pareto front) with N fresh seeds each, the replicates of one config as one stack, and
-reports each config's mean and 95% interval, the winner's curse and whether the top config
-beats the runner-up beyond seed noise (Welch's t-test).
+Confirming retrains the K best configs (for several objectives, up to K trials of the
+Pareto front) with N fresh seeds each and reports each config's mean and 95% interval, the
+winner's curse and whether the top config beats the runner-up beyond seed noise (Welch's
+t-test).
 
-The replicates are stored in a study of their own, "<study>-confirm", in the same storage:
-the searched study's best trial, its trial count and what its sampler learns from stay as
-they were, while the dashboard, `show`, `report` and `rerun` can read them (each replicate
-is labelled "trial-N" after the trial it confirms). Running confirm again reuses the
-replicates already stored and trains only the missing seeds.
+The replicates are a study of their own, "<study>-confirm", in the same storage, written
+as a study file would say it (confirm_spec): each confirmed trial's config is a reference
+labelled "trial-N", with N replicates ("trial-N#2", ...), so `run_study` trains them as it
+trains any study (same-shape configs and their seeds stacked, --workers, progress, one
+lifecycle) and a second confirm reuses the replicates stored and trains only the missing
+seeds. The searched study's best trial, its trial count and what its sampler learns from
+stay as they were; the dashboard, `show`, `report` and `rerun` read the replicates.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -28,35 +29,25 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..config import TrainConfig
 from ..errors import UsageError
-from ..live import Display, live_display
+from ..spec import REPLICATE_MARK, StudySpec
 from ..stats import Summary, summarize
 from ..tables import Table
 from .internals import storage_of, trial_id
-from .lifecycle import fail, metric_values
-from .records import record_result
-from .writes import set_user_attrs
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..training.epochs import EpochReport
-    from ..training.train import EpochCallback
-
-__all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm",
-           "confirm_study_name", "replicate_seed", "verdict"]
+__all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm_spec",
+           "confirm_study_name", "confirmed", "confirmed_of", "fail_left_running", "verdict"]
 
 CONFIRM_SUFFIX = "-confirm"
+LABEL = "trial-"  # a replicate's label: "trial-N", then "trial-N#2", ...
 ALPHA = 0.05  # the verdict's significance level
+_HOW = ("seed", "order_seed", "order_skip", "pad_hidden", "device")  # not what a config is
 
 
 def confirm_study_name(study_name: str) -> str:
     return study_name + CONFIRM_SUFFIX
-
-
-def replicate_seed(seed: int, replicate: int) -> int:
-    """Replicate r's seed: fresh (never the trial's own), and the same on every run."""
-    digest = hashlib.sha256(f"{seed}/confirm/{replicate}".encode()).digest()
-    return int.from_bytes(digest[:4], "big") % (2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -65,6 +56,7 @@ class Confirmed:
     recorded: float  # the first objective as the search recorded it
     values: tuple[float, ...]  # the replicates' first objective, by replicate
     summary: Summary
+    params: Mapping[str, Any] = field(default_factory=dict)  # what sets it apart
 
     def to_json(self) -> dict[str, Any]:
         s = self.summary
@@ -90,10 +82,12 @@ class ConfirmReport:
         return sign * (top.recorded - top.summary.mean)
 
     def table(self) -> Table:
-        rows = [{"trial": c.trial, "recorded": c.recorded, "mean": c.summary.mean,
+        varying = list(dict.fromkeys(k for c in self.configs for k in c.params))
+        rows = [{"trial": c.trial, **{k: _shown(c.params.get(k)) for k in varying},
+                 "recorded": c.recorded, "mean": c.summary.mean,
                  "low": c.summary.low, "high": c.summary.high, "n": c.summary.n}
                 for c in self.configs]
-        return Table(rows, ("trial", "recorded", "mean", "low", "high", "n"),
+        return Table(rows, ("trial", *varying, "recorded", "mean", "low", "high", "n"),
                      f"{self.objective}, {self.seeds} fresh seeds each (95% interval); "
                      f"{self.verdict}")
 
@@ -109,34 +103,92 @@ class ConfirmReport:
                 "winners_curse_pp": self.winners_curse_pp, "verdict": self.verdict}
 
 
-def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | None = None,
-            progress: bool | None = None) -> ConfirmReport:
-    """Retrain the `top` best configs of `study` with `seeds` fresh seeds each.
-
-    Progress (epochs trained, the replicate's loss) is a live display in a notebook cell or
-    a bar on a terminal; `progress=False` shows nothing, True shows it anywhere.
-    """
-    from ..training.train import load_for, resolve_device
+def confirm_spec(study: optuna.Study, top: int, seeds: int, device: str | None = None
+                 ) -> tuple[StudySpec, list[FrozenTrial]]:
+    """The confirm study of `study`'s `top` best configs, `seeds` replicates each, as a study
+    file would say it, and the trials it confirms. Every stored config is read (and
+    refused, UsageError, if it cannot train) before anything is written."""
+    from ..spec import load_spec
 
     picked = _winners(study, top)
+    configs = [_stored_config(t, device).to_dict() for t in picked]
+    what = [{k: v for k, v in c.items() if k not in _HOW} for c in configs]
+    fixed = {k: v for k, v in what[0].items() if all(w.get(k) == v for w in what[1:])}
+    names = list(study.user_attrs.get("objectives") or
+                 [study.user_attrs.get("objective") or "test_accuracy"])
+    directions = [d.name.lower() for d in study.directions]
+    raw: dict[str, Any] = {
+        "name": confirm_study_name(study.study_name),
+        "description": f"Fresh-seed replicates of the best configs of {study.study_name}.",
+        "direction": directions if len(directions) > 1 else directions[0],
+        "objective": names if len(names) > 1 else names[0],
+        "seed": int(study.user_attrs.get("seed", 0)), "replicates": seeds,
+        "sampler": {"kind": "grid"}, "fixed": fixed,
+        "reference": [{"label": f"{LABEL}{t.number}", "group": "confirm",
+                       **{k: v for k, v in w.items() if k not in fixed}}
+                      for t, w in zip(picked, what, strict=True)],
+    }
+    return load_spec(raw), picked
+
+
+def confirmed(study: optuna.Study, store: optuna.Study, picked: Sequence[FrozenTrial],
+              seeds: int) -> ConfirmReport:
+    """The report of `picked`'s replicates 1..seeds as `store` holds them (a replicate that
+    diverged counts as nan, as it failed)."""
+    values: dict[tuple[int, int], float] = {}
+    for t in store.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+        trial, rep = _replicate(t)
+        if trial is None:
+            continue
+        if t.state == TrialState.COMPLETE and t.values:
+            values[(trial, rep)] = float(t.values[0])
+        elif t.user_attrs.get("fail_reason") == "nonfinite":
+            values.setdefault((trial, rep), math.nan)
+    varying = _varying([dict(t.user_attrs["config"]) for t in picked])
+    confirmed_ = [Confirmed(t.number, float(t.values[0]),
+                            tuple(values.get((t.number, r), math.nan)
+                                  for r in range(1, seeds + 1)),
+                            summarize([values.get((t.number, r), math.nan)
+                                       for r in range(1, seeds + 1)]),
+                            {k: t.user_attrs["config"].get(k) for k in varying})
+                  for t in picked]
     names = list(study.user_attrs.get("objectives") or [study.user_attrs.get("objective")])
-    configs = [_stored_config(t, device) for t in picked]  # all readable before any write
-    store = _confirm_study(study)
-    confirmed = []
-    display = live_display(store.study_name, sum(c.epochs for c in configs) * seeds, "epoch",
-                           progress)
-    try:
-        for trial, config in zip(picked, configs, strict=True):
-            data = load_for(config, resolve_device(config.device))
-            values = _replicates(store, trial, config, seeds, names, data, display)
-            confirmed.append(Confirmed(trial.number, float(trial.values[0]), tuple(values),
-                                       summarize(values)))
-    finally:
-        if display is not None:
-            display.close()
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return ConfirmReport(study.study_name, seeds, str(names[0]), maximize, tuple(confirmed),
-                         verdict(confirmed, maximize))
+    return ConfirmReport(study.study_name, seeds, str(names[0]), maximize, tuple(confirmed_),
+                         verdict(confirmed_, maximize))
+
+
+def confirmed_of(study: optuna.Study) -> list[Confirmed]:
+    """The study's confirmed trials (every replicate stored), best recorded first; [] when
+    none were confirmed."""
+    name = study.user_attrs.get("confirm_study")
+    if not name:
+        return []
+    try:
+        store = optuna.load_study(study_name=name, storage=storage_of(study))
+    except KeyError:
+        return []
+    values: dict[int, list[float]] = {}
+    for t in store.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        trial, _ = _replicate(t)
+        if trial is not None and t.values:
+            values.setdefault(trial, []).append(float(t.values[0]))
+    recorded = {t.number: t.values[0] for t in study.get_trials(deepcopy=False)
+                if t.number in values and t.values}
+    maximize = study.directions[0].name == "MAXIMIZE"
+    out = [Confirmed(n, float(recorded[n]), tuple(v), summarize(v))
+           for n, v in values.items() if n in recorded]
+    return sorted(out, key=lambda c: -c.recorded if maximize else c.recorded)
+
+
+def fail_left_running(store: optuna.Study) -> None:
+    """Replicates a killed confirm of an earlier version left RUNNING without heartbeats:
+    FAIL (interrupted), so their seeds are trained again. Ones with heartbeats go stale
+    and are failed by the run, as any trial is."""
+    for old in store.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not old.user_attrs.get("heartbeat_s"):
+            storage_of(store).set_trial_user_attr(trial_id(old), "fail_reason", "interrupted")
+            store.tell(old.number, state=TrialState.FAIL)  # (its worker is gone: no Trial)
 
 
 def _stored_config(trial: FrozenTrial, device: str | None) -> TrainConfig:
@@ -167,76 +219,25 @@ def _winners(study: optuna.Study, top: int) -> list[FrozenTrial]:
                                        t.number))[:top]
 
 
-def _confirm_study(study: optuna.Study) -> optuna.Study:
-    storage = storage_of(study)
-    name = confirm_study_name(study.study_name)
-    store = optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
-                                directions=study.directions)
-    store.set_user_attr("confirms", study.study_name)
-    store.set_user_attr("objectives", study.user_attrs.get("objectives"))
-    store.set_user_attr("objective", study.user_attrs.get("objective"))
-    study.set_user_attr("confirm_study", name)
-    return store
+def _shown(value: Any) -> Any:
+    return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else value
 
 
-def _ticker(display: Display | None, trial: int, replicates: Sequence[int], epochs: int
-            ) -> EpochCallback | None:
-    """The training callback that moves `display` on by one epoch of one replicate."""
-    if display is None:
-        return None
-
-    def tick(member: int, report: EpochReport) -> None:
-        display.n += 1
-        display.set_postfix_str(f"trial {trial}, replicate {replicates[member]}: epoch "
-                                f"{report.epoch}/{epochs}, loss {report.train_loss:.4f}")
-        display.refresh()
-    return tick
+def _replicate(t: FrozenTrial) -> tuple[int | None, int]:
+    """(the trial a replicate confirms, its replicate 1..N), from its label "trial-N#r";
+    an earlier version's replicates carry `confirms` and a 0-based `replicate`."""
+    if "confirms" in t.user_attrs:
+        return int(t.user_attrs["confirms"]), int(t.user_attrs.get("replicate", 0)) + 1
+    label = str(t.user_attrs.get("label") or "")
+    base, _, rep = label.partition(REPLICATE_MARK)
+    if not base.startswith(LABEL) or not base[len(LABEL):].isdigit():
+        return None, 0
+    return int(base[len(LABEL):]), int(rep) if rep.isdigit() else 1
 
 
-def _replicates(store: optuna.Study, trial: FrozenTrial, config: TrainConfig, seeds: int,
-                names: Sequence[str], data: Any, display: Display | None = None
-                ) -> list[float]:
-    """Each replicate's first objective: stored ones reused, the missing ones trained as
-    one stack and told to the confirm study."""
-    from ..training.train import TrainResult, train_population
-
-    have: dict[int, float] = {}
-    for old in store.get_trials(deepcopy=False):
-        if old.user_attrs.get("confirms") != trial.number:
-            continue
-        if old.state == TrialState.COMPLETE and old.values:
-            have.setdefault(int(old.user_attrs["replicate"]), float(old.values[0]))
-        elif old.state == TrialState.RUNNING:  # left by a confirm that was killed
-            storage_of(store).set_trial_user_attr(trial_id(old), "fail_reason", "interrupted")
-            store.tell(old.number, state=TrialState.FAIL)  # (its worker is gone: no Trial)
-    todo = [r for r in range(seeds) if r not in have]
-    if display is not None:  # the reused replicates count as trained
-        display.n += (seeds - len(todo)) * config.epochs
-    configs = [dataclasses.replace(config, seed=replicate_seed(config.seed, r), order_seed=None,
-                                   order_skip=0, pad_hidden=None) for r in todo]
-    trials = [store.ask() for _ in todo]
-    for r, t, c in zip(todo, trials, configs, strict=True):
-        set_user_attrs(t, {"confirms": trial.number, "replicate": r,
-                           "label": f"trial-{trial.number}", "group": "confirm",
-                           "seed": c.seed, "config": c.to_dict(),
-                           "stack": [x.number for x in trials]})
-    try:
-        outcomes = train_population(configs, data, _ticker(display, trial.number, todo,
-                                                           config.epochs))
-    except BaseException as exc:
-        for t in trials:  # interrupted or an error: FAIL with the lifecycle's reason
-            fail(store, t, [], exc)
-        raise
-    for r, t, outcome in zip(todo, trials, outcomes, strict=True):
-        if not isinstance(outcome, TrainResult):  # a replicate that diverges is a result
-            fail(store, t, [], outcome)  # "nonfinite", as every trial records it
-            have[r] = math.nan
-            continue
-        record_result(t, outcome)
-        values = metric_values(names, outcome)
-        store.tell(t, list(values))
-        have[r] = values[0]
-    return [have[r] for r in range(seeds)]
+def _varying(configs: Sequence[dict[str, Any]]) -> list[str]:
+    keys = dict.fromkeys(k for c in configs for k in c if k not in _HOW)
+    return [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
 
 
 def verdict(configs: Sequence[Confirmed], maximize: bool) -> str:

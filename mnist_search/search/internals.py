@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["artifact_attr", "backend_of", "live_trials", "new_trial", "new_trial_id",
            "new_trial_ids", "retried_from", "stale_trial_ids", "state_reasons", "storage_call",
-           "storage_of", "study_id", "tell_trial", "trial_id", "trial_of",
+           "storage_of", "storage_url", "study_id", "tell_trial", "trial_id", "trial_of",
            "trials_with_heartbeat", "waiting_trials"]
 
 T = TypeVar("T")
@@ -49,6 +49,19 @@ def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage a loaded study reads and writes (a study beside it goes there too)."""
     storage: optuna.storages.BaseStorage = study._storage
     return storage
+
+
+def storage_url(study: optuna.Study) -> str:
+    """The URL of the RDB storage a loaded study lives in, password included (for worker
+    processes, which read it on stdin); UsageError for a storage with no URL."""
+    from ..errors import UsageError
+
+    storage = backend_of(study._storage)
+    if storage is None:
+        raise UsageError(f"study {study.study_name!r} is not in a database: confirm trains "
+                         "its replicates in worker processes, which need a storage URL "
+                         "(sqlite:///FILE.db or postgresql://...)")
+    return str(storage.engine.url.render_as_string(hide_password=False))
 
 
 def stale_trial_ids(storage: RDBStorage, study: optuna.Study) -> set[int]:
