@@ -625,3 +625,105 @@ def test_a_tampered_database_names_the_trial_and_attribute(tmp_path, command):
     line = res.stderr.strip()
     assert "\n" not in line and "internal error" not in line, line
     assert "trial 1 of study 's', its user attribute 'config', is not valid JSON" in line
+
+
+# --- study files a reader cannot trust ------------------------------------------------------
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.write_text("x = " + "[" * 100_000 + "]" * 100_000 + "\n"), "nested too deep"),
+    (lambda p: p.write_text("seed = " + "9" * 5000 + "\n"), "refuses"),
+    (lambda p: p.write_text("description = '" + "x" * 1_100_000 + "'\n"), "larger than"),
+    (lambda p: os.mkfifo(p), "not a regular file"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+])
+def test_pathological_study_files_are_one_line(tmp_path, make, fragment):
+    path = tmp_path / "s.toml"
+    make(path)
+    for command in ("check", "run"):
+        res = run(command, str(path), "--storage", f"sqlite:///{tmp_path / 's.db'}") \
+            if command == "run" else run(command, str(path))
+        assert res.exit_code == 2, res.output
+        out = res.stderr if command == "run" else res.stdout
+        assert fragment in out and "internal error" not in out, out[:300]
+    assert not (tmp_path / "s.db").exists()
+
+
+@pytest.mark.parametrize("name", ["a\nb", "nul\0name", "../../etc/passwd", "x" * 10_000_000,
+                                  ".."])
+def test_load_spec_refuses_names_no_storage_or_folder_should_hold(name):
+    from mnist_search.spec import SpecError, load_spec
+
+    with pytest.raises(SpecError, match="name"):
+        load_spec({"name": name, "description": "x", "fixed": {"epochs": 1}})
+
+
+def test_load_spec_turns_what_code_can_build_into_one_line():
+    from mnist_search.spec import SpecError, load_spec
+
+    loop: list = []
+    loop.append(loop)
+    for raw in ({"description": "x", "reference": [{"label": "a", "note": loop}]},
+                {"description": "x", "reference": [{"label": "a", "group": {1: "a", "b": 2}}]}):
+        with pytest.raises(SpecError) as err:
+            load_spec(raw)
+        assert "\n" not in str(err.value)
+
+
+def test_the_dashboard_answers_only_to_the_host_it_was_bound_for(small_db, caplog):
+    """DNS rebinding: a page that points its own name at 127.0.0.1 reaches the port, but
+    not the write API (rename, delete with the models)."""
+    import http.client
+
+    import mnist_search as ms
+
+    dash = ms.dashboard(small_db)
+    try:
+        def get(host: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+            conn.request("GET", "/api/studies", headers={"Host": host})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        for host in (f"127.0.0.1:{dash.port}", f"localhost:{dash.port}", "127.0.0.1"):
+            assert get(host) == 200, host
+        for host in ("rebind.attacker.invalid", f"rebind.attacker.invalid:{dash.port}",
+                     "127.0.0.1:1", ""):
+            assert get(host) == 421, host
+        conn = http.client.HTTPConnection("127.0.0.1", dash.port, timeout=10)
+        conn.request("DELETE", "/api/studies/1", headers={"Host": "rebind.attacker.invalid"})
+        assert conn.getresponse().status == 421
+    finally:
+        dash.stop()
+    assert optuna.get_all_study_names(storage=small_db) == ["t"]
+    with caplog.at_level("WARNING", logger="mnist_search"):
+        wide = ms.dashboard(small_db, host="0.0.0.0")
+        wide.stop()
+    assert any("no authentication" in r.getMessage() for r in caplog.records)
+
+
+def test_the_markdown_report_embeds_no_raw_html_from_the_storage(tmp_path, synthetic_dir):
+    body = STUDY.replace('label = "base"', 'label = "<img src=x onerror=alert(1)>"')
+    spec = tmp_path / "x.toml"
+    spec.write_text('description = "<script>alert(1)</script>"\nseed = 1\n'
+                    + body.replace("DATA", json.dumps(str(synthetic_dir))))
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert run("-q", "run", str(spec), "--storage", url).exit_code == 0
+    res = run("report", "x", "--storage", url, "-o", str(tmp_path / "rep"), "--format", "md")
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "&lt;script&gt;" in page and "<script" not in page and "<img src=x" not in page
+
+
+def test_train_says_out_of_memory_in_one_line(synthetic_dir, monkeypatch):
+    import mnist_search.training.population as population
+
+    def allocate(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 3932160000 bytes")
+
+    monkeypatch.setattr(population, "epoch_reports", allocate)
+    res = run("train", "--dataset", str(synthetic_dir), "--epochs", "1", "--hidden", "64")
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith("mnist-search: error: out of memory training 784-64-10")
+    assert "internal error" not in res.stderr and len(res.stderr.splitlines()) == 1

@@ -184,11 +184,7 @@ def dashboard_cmd(storage: str | None, artifacts: Path | None, port: int,
     from ..search.storage import make_storage
 
     url = use_storage(storage)
-    if host is None:
-        host = "127.0.0.1"
-    else:
-        log.warning("binding %s: optuna-dashboard has no authentication; anyone who can "
-                    "reach this port can change or delete studies", host)
+    host = "127.0.0.1" if host is None else host  # elsewhere: Dashboard warns
     store = make_storage(url, create=False)  # a mistyped file name is an error, not a new file
     try:  # the trials' model files, so the dashboard lists (and serves) them
         folder: Path | None = artifact_dir(url, artifacts)

@@ -76,6 +76,7 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def train_cmd(as_json: bool, tf32: bool, **options: Any) -> None:
     """Train one MLP (defaults: the notebook's baseline) and print its result."""
     from ..config import TrainConfig
+    from ..errors import MnistSearchError, is_out_of_memory
 
     config = TrainConfig(**options, matmul_precision="tf32" if tf32 else "highest")
     from ..training.train import EpochReport, resolve_device, train
@@ -86,7 +87,15 @@ def train_cmd(as_json: bool, tf32: bool, **options: Any) -> None:
         log.info("epoch %d/%d  train loss %.4f  last batch %.4f  test acc %.2f%%", rep.epoch,
                  config.epochs, rep.train_loss, rep.last_batch_loss, rep.test_accuracy)
 
-    result = train(config, on_epoch=on_epoch)
+    try:
+        result = train(config, on_epoch=on_epoch)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        # as run fails such a trial out_of_memory: one line, what to shrink
+        raise MnistSearchError(f"out of memory training {config.architecture} at batch "
+                               f"{config.batch_size} on {config.device}: give a smaller "
+                               "--hidden or --batch-size") from None
     summary = {
         "architecture": config.architecture, "parameters": result.parameter_count,
         "test_accuracy": round(result.test_accuracy, 2),

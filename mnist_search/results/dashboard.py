@@ -28,6 +28,37 @@ class _ThreadedServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True  # a stuck browser request never keeps the process alive
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_ANY = ("", "0.0.0.0", "::")  # every interface: the names it is reached by are not known
+
+
+class _HostCheck:
+    """The dashboard only for the Host it was bound for. optuna-dashboard has no
+    authentication and a write API (rename, delete with the models), so a page elsewhere
+    that rebinds its own name to 127.0.0.1 (DNS rebinding) must get 421, not the API."""
+
+    def __init__(self, app: Any, host: str) -> None:
+        self.app, self.host = app, host
+        self.port = 0  # known once the server is bound
+
+    def allowed(self, header: str) -> bool:
+        if self.host in _ANY:
+            return True
+        if header.startswith("["):  # [::1]:8080
+            name, _, rest = header[1:].partition("]")
+            port = rest.removeprefix(":")
+        else:
+            name, _, port = header.partition(":")
+        names = {self.host.lower()} | (set(_LOOPBACK) if self.host in _LOOPBACK else set())
+        return name.lower() in names and port in ("", str(self.port))
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not self.allowed(str(environ.get("HTTP_HOST", ""))):
+            start_response("421 Misdirected Request", [("Content-Type", "text/plain")])
+            return [b"this dashboard answers only to the host it was started for\n"]
+        return self.app(environ, start_response)
+
+
 class _QuietHandler(WSGIRequestHandler):
     """Request lines at debug level on this package's logger, not on stderr."""
 
@@ -51,7 +82,10 @@ class Dashboard:
             from optuna.artifacts import FileSystemArtifactStore
 
             store = FileSystemArtifactStore(str(artifact_dir))
-        app = optuna_dashboard.wsgi(storage, artifact_store=store)
+        if host not in _LOOPBACK:
+            log.warning("binding %s: optuna-dashboard has no authentication; anyone who can "
+                        "reach this port can change or delete studies", host or "0.0.0.0")
+        app = _HostCheck(optuna_dashboard.wsgi(storage, artifact_store=store), host)
         try:
             self._server = make_server(host, port, app, server_class=_ThreadedServer,
                                        handler_class=_QuietHandler)
@@ -59,7 +93,7 @@ class Dashboard:
             raise UsageError(f"cannot serve the dashboard on {host}:{port}: {exc.strerror} "
                              "(choose another --port, or 0 for a free one)") from None
         self.host = host
-        self.port = int(self._server.server_address[1])
+        self.port = app.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
 
     @property

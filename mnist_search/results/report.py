@@ -198,10 +198,17 @@ def _summary_lines(study: optuna.Study, built: Built) -> list[str]:
 
 
 def _markdown(study: optuna.Study, built: Built) -> str:
-    parts = [f"# Study `{study.study_name}`", "", study.user_attrs.get("description", ""), "",
-             *_summary_lines(study, built), ""]
+    """The Markdown report. Names, labels and descriptions come from a storage others may
+    write: escaped, so a `<script>` in them is text where the Markdown is rendered."""
+    def esc(text: object) -> str:
+        return html.escape(str(text), quote=False)
+
+    name = study.study_name.replace("`", "'")
+    parts = [f"# Study `{name}`", "", esc(study.user_attrs.get("description", "")), "",
+             *map(esc, _summary_lines(study, built)), ""]
     for fig in built.figures:
-        parts += [f"## {fig.title}", "", f"![{fig.title}]({fig.name})", "", fig.text, ""]
+        parts += [f"## {esc(fig.title)}", "", f"![{esc(fig.title)}]({fig.name})", "",
+                  esc(fig.text), ""]
     return "\n".join(parts)
 
 

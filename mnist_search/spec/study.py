@@ -113,14 +113,14 @@ def load_spec(study: str | Path | Mapping[str, Any]) -> StudySpec:
     "notebook", a study file's TOML text (a string of several lines), or its contents as a
     dict (as tomllib reads it). Raise SpecError (one line) on any problem."""
     if isinstance(study, Mapping):
-        return _Validator(Path(_IN_MEMORY), _IN_MEMORY).build(dict(study))
+        return _build(dict(study), _IN_MEMORY)
     if isinstance(study, str) and "\n" in study:
         return _from_text(study, _IN_MEMORY)
     path = resolve_study(study)
     if path.is_dir():
         raise SpecError(f"{path}: is a directory, expected a .toml study file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = _read_regular(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:
@@ -131,14 +131,54 @@ def load_spec(study: str | Path | Mapping[str, Any]) -> StudySpec:
 
 
 _IN_MEMORY = "<study>"  # the source named in errors about a study given as text or a dict
+MAX_FILE_BYTES = 1_000_000  # a study file is a page of TOML; a megabyte is a mistake
+MAX_NAME = 200
+
+
+def _read_regular(path: Path) -> bytes:
+    """A regular file's bytes, at most MAX_FILE_BYTES: a FIFO would hang the read and
+    /dev/zero never end it."""
+    import os
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SpecError(f"{path}: is not a regular file (a pipe, a device); expected a "
+                            ".toml study file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes; expected a study file")
+    return data
 
 
 def _from_text(text: str, source: str) -> StudySpec:
+    if len(text) > MAX_FILE_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_FILE_BYTES:,} characters; expected a "
+                        "study file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{source}: malformed TOML ({exc})") from None
-    return _Validator(Path(source), source).build(raw)
+    except (RecursionError, ValueError) as exc:  # 100,000 nested arrays; a 5,000-digit int
+        what = "nested too deep" if isinstance(exc, RecursionError) else str(exc)[:120]
+        raise SpecError(f"{source}: TOML this reader refuses ({what})") from None
+    return _build(raw, source)
+
+
+def _build(raw: dict[str, Any], source: str) -> StudySpec:
+    """The validated study; what the checks did not foresee in a dict given in code (a
+    circular list, keys that do not sort, nesting too deep) is one line too."""
+    try:
+        return _Validator(Path(source), source).build(raw)
+    except SpecError:
+        raise
+    except (RecursionError, ValueError, TypeError) as exc:
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise SpecError(f"{source}: cannot be read as a study ({text})") from None
 
 
 class _Validator(TableChecks):
@@ -153,8 +193,12 @@ class _Validator(TableChecks):
         self.known(raw, TOP_KEYS, "")
         default = "study" if str(self.path) == _IN_MEMORY else self.path.stem
         name = raw.get("name", default)
-        if not isinstance(name, str) or not name.strip():
-            raise self.fail("name", name, "a non-empty string")
+        if not (isinstance(name, str) and name.strip() and len(name) <= MAX_NAME
+                and name.isprintable() and "/" not in name and "\\" not in name
+                and name not in (".", "..")):
+            # a name is a key in a shared storage and the default report folder's name
+            raise self.fail("name", name, f"a non-empty printable string of at most "
+                            f"{MAX_NAME} characters, without '/' or '\\'")
         objectives, directions = self.objectives(raw)
         seed, trials = raw.get("seed", 0), raw.get("trials")
         replicates, description = raw.get("replicates", 1), raw.get("description", "")
