@@ -131,7 +131,7 @@ def cases() -> list[Case]:
         Case("run --storage unknown scheme", lambda tmp: ["run", str(_good(tmp)), "--storage",
                                                           "redis://x"], 2, "redis"),
         Case("run --storage missing directory", lambda tmp: [
-            "run", str(_good(tmp)), "--storage", f"sqlite:///{tmp / 'no' / 's.db'}"], 1,
+            "run", str(_good(tmp)), "--storage", f"sqlite:///{tmp / 'no' / 's.db'}"], 2,
             "does not exist"),
         Case("run: direction conflicts with the stored study", lambda tmp: [
             "run", str(_good(tmp)), "--storage", _existing(tmp, "minimize")], 2, "direction"),

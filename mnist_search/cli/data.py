@@ -46,12 +46,11 @@ def data_fetch(dataset: str, root: Path | None, source: str,
     from ..data.fetch import fetch
 
     _known_dataset(dataset)
-    if root is not None and not root.exists():
+    created = root is not None and not root.exists()
+    if root is not None and created and not root.parent.is_dir():
         # one new folder is what a user asks for; a whole new tree is a typo's
-        if not root.parent.is_dir():
-            raise UsageError(f"--root {root}: its folder {root.parent} does not exist; make it "
-                             "first, or give an existing folder (nothing was written)")
-        log.warning("--root %s does not exist: creating it", root)
+        raise UsageError(f"--root {root}: its folder {root.parent} does not exist; make it "
+                         "first, or give an existing folder (nothing was written)")
     show = sys.stderr.isatty() and not quiet()
 
     def progress(name: str, size: int) -> None:
@@ -60,7 +59,7 @@ def data_fetch(dataset: str, root: Path | None, source: str,
 
     used = fetch(dataset, root, source=source, force=force, archive=archive, progress=progress)
     log.info("%s ready in %s (source: %s)", dataset, raw_dir(dataset, root), used)
-    click.echo(f"{dataset}: verified ({used})")
+    click.echo(f"{dataset}: verified ({used})" + (f"; created {root}" if created else ""))
 
 
 @data.command("verify")
