@@ -727,3 +727,28 @@ def test_train_says_out_of_memory_in_one_line(synthetic_dir, monkeypatch):
     assert res.exit_code == 1, res.output
     assert res.stderr.startswith("mnist-search: error: out of memory training 784-64-10")
     assert "internal error" not in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_a_killed_runs_temp_folder_is_removed_by_the_next_run_and_nothing_else(tmp_path):
+    import tempfile
+
+    from mnist_search.workers.pool import _sweep_orphans
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    root = Path(tempfile.gettempdir())
+    orphan = Path(tempfile.mkdtemp(prefix=f"mnist-search-{dead.pid}-", dir=root))
+    (orphan / "worker-0.err").write_text("")
+    alive = Path(tempfile.mkdtemp(prefix=f"mnist-search-{os.getpid()}-", dir=root))
+    foreign = Path(tempfile.mkdtemp(prefix=f"mnist-search-{dead.pid}-", dir=root))
+    (foreign / "notes.txt").write_text("not ours")
+    try:
+        _sweep_orphans()
+        assert not orphan.exists()
+        assert alive.is_dir() and (foreign / "notes.txt").read_text() == "not ours"
+    finally:
+        for folder in (orphan, alive, foreign):
+            if folder.exists():
+                for f in folder.iterdir():
+                    f.unlink()
+                folder.rmdir()

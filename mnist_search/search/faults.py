@@ -36,7 +36,8 @@ _ADVICE = (
     ("locked", "another process holds the database lock; retry, or use fewer workers"),
     ("readonly", "the database file or its directory is read-only; fix permissions"),
     ("read-only", "the database file or its directory is read-only; fix permissions"),
-    ("disk is full", "free disk space; finished trials are kept"),
+    ("disk is full", "free disk space; finished trials are kept, and trials left RUNNING "
+                     "are failed and re-run by the next run (or: mnist-search reap STUDY)"),
     ("disk i/o error", "check the disk (full, or a file size limit)"),
     ("file is not a database", "the file is not an SQLite database"),
     ("storage upgrade", "back up the file, then run: optuna storage upgrade --storage URL"),

@@ -270,6 +270,34 @@ def _unfinished(study: optuna.Study, orders: WorkerOrders) -> str | None:
     return f"stopped with {done}/{orders.target} trials finished"
 
 
+_TMP_PREFIX = "mnist-search-"  # then the run's pid: a SIGKILLed run's folder is found by it
+
+
+def _sweep_orphans() -> None:
+    """Remove the temp folders of runs that were killed (SIGKILL leaves no time to): only
+    folders named by this package with a dead owner's pid, holding only workers' error
+    files, and owned by this user."""
+    import re
+    import shutil
+
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{_TMP_PREFIX}*-*"):
+        m = re.fullmatch(rf"{_TMP_PREFIX}(\d+)-\w+", folder.name)
+        if m is None or folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(m[1]), 0)
+            continue  # its run is alive
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OSError):
+            continue  # alive under another user, or not ours to judge
+        if all(re.fullmatch(r"worker-\d+\.err", f.name) for f in folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: bool | None
                  ) -> tuple[bool, list[str]]:
     """Give the pool's workers their orders and follow them to `target` finished trials;
@@ -279,7 +307,8 @@ def _run_workers(pool: Pool, study: optuna.Study, base: WorkerOrders, progress: 
         if progress is None else progress
     base = dataclasses.replace(base, log_level=logging.WARNING if show_bar else level)
     procs = pool.procs
-    with tempfile.TemporaryDirectory(prefix="mnist-search-") as tmp:
+    _sweep_orphans()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         errs = [os.path.join(tmp, f"worker-{i}.err") for i in range(len(procs))]
         pool.start([json.dumps(dataclasses.asdict(dataclasses.replace(
             base, index=i, error_file=errs[i]))) for i in range(len(procs))])
