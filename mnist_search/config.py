@@ -90,7 +90,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
     ),
     "dataset": (
-        lambda v: isinstance(v, str) and len(v) > 0,
+        lambda v: isinstance(v, str) and 0 < len(v) <= 4096,  # a path, at most PATH_MAX
         "'mnist', 'fashion-mnist' or a directory holding the four IDX files",
     ),
     "val_size": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (images held out of train)"),

@@ -513,6 +513,58 @@ def test_a_model_file_cannot_make_us_allocate_what_it_does_not_hold(tmp_path):
         assert len(res.stderr) < 600 and len(res.stderr.splitlines()) == 1
 
 
+def test_lying_model_files_are_one_line_and_never_mapped_past_their_config(tmp_path,
+                                                                           synthetic_dir,
+                                                                           monkeypatch):
+    """A 3 GB sparse tensor, a config nested 100,000 deep, a non-numeric accuracy, a
+    100,000-character dataset: one line each (or a clean result), nothing mapped first."""
+    import torch
+    from safetensors.torch import save_file
+
+    from mnist_search.training.model_file import FORMAT
+
+    small = {"1.weight": torch.zeros(16, 784), "1.bias": torch.zeros(16),
+             "3.weight": torch.zeros(10, 16), "3.bias": torch.zeros(10)}
+    cfg = {"hidden": [16], "dataset": str(synthetic_dir)}
+    nested = "[" * 100_000 + "]" * 100_000
+    cases = {
+        "deep": ({"format": FORMAT, "config": '{"hidden": ' + nested + "}"}, small,
+                 "its config cannot be read"),
+        "dataset": ({"format": FORMAT, "config": json.dumps({"hidden": [16],
+                                                            "dataset": "d" * 100_000})},
+                    small, "its config cannot be read"),
+        "accuracy": ({"format": FORMAT, "config": json.dumps(cfg), "test_accuracy": "ninety"},
+                     small, None),
+    }
+    for name, (meta, tensors, fragment) in cases.items():
+        path = tmp_path / f"{name}.safetensors"
+        save_file(tensors, str(path), metadata=meta)
+        res = run("evaluate", str(path))
+        if fragment is None:
+            assert res.exit_code == 0 and "recorded" not in res.stdout, res.output
+            continue
+        assert res.exit_code == 2 and fragment in res.stderr, res.stderr[:300]
+        assert len(res.stderr) < 600 and len(res.stderr.splitlines()) == 1
+    # a header describing 3 GB of weights, in a sparse file: refused from its header
+    import struct
+
+    header = json.dumps({"__metadata__": {"format": FORMAT, "config": json.dumps(cfg)},
+                         "1.weight": {"dtype": "F32", "shape": [750_000_000],
+                                      "data_offsets": [0, 3_000_000_000]}}).encode()
+    huge = tmp_path / "huge.safetensors"
+    with huge.open("wb") as fh:
+        fh.write(struct.pack("<Q", len(header)) + header)
+        fh.truncate(8 + len(header) + 3_000_000_000)
+    import safetensors.torch
+
+    loaded = []
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: loaded.append(a))
+    res = run("evaluate", str(huge))
+    assert res.exit_code == 2, res.stderr[:300]
+    assert "does not match its 750,000,000 stored weights" in res.stderr
+    assert loaded == []  # refused from the header: the 3 GB were never mapped
+
+
 def test_every_fail_reason_is_one_vocabulary_and_documented():
     from mnist_search.errors import ConfigError, NonFiniteLossError
     from mnist_search.search.lifecycle import DETERMINISTIC_FAILURES, fail_reason

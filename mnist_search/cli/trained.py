@@ -106,9 +106,13 @@ def evaluate_cmd(file: Path, dataset: str | None, device: str) -> None:
         config = dataclasses.replace(config, dataset=dataset)
     device = resolve_device(device)
     accuracy = evaluate_model_file(file, load_for(config, device), device)
-    recorded = meta.get("test_accuracy")
+    try:  # metadata is the file's word: a number, or nothing said
+        recorded: float | None = float(meta.get("test_accuracy") or "nan")
+    except ValueError:
+        recorded = None
     same = dataset is None or dataset == config.dataset
-    note = f" (recorded when trained: {float(recorded):.4f}%)" if recorded and same else ""
+    note = f" (recorded when trained: {recorded:.4f}%)" \
+        if recorded is not None and recorded == recorded and same else ""
     click.echo(f"{file}: test accuracy {accuracy:.4f}% on {config.dataset}{note}")
 
 

@@ -6,6 +6,7 @@ never runs code (no pickle), and needs neither the study nor its storage.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -73,28 +74,42 @@ def read_model_file(path: str | Path) -> tuple[TrainConfig, dict[str, str],
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
-    try:
-        tensors = load_file(str(path))
-        from safetensors import safe_open
+    from safetensors import safe_open
 
+    # the header first (its metadata and shapes), the tensors only once the config, bounded
+    # by TrainConfig, says how many weights there are: a file's size or its lying metadata
+    # never decides what is mapped or allocated
+    try:
         with safe_open(str(path), framework="pt") as fh:
             meta = dict(fh.metadata() or {})
+            shapes = {k: fh.get_slice(k).get_shape() for k in fh.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not a safetensors file ({exc})") from None
+        raise ModelFileError(f"{path}: not a safetensors file ({_short(exc)})") from None
     if meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an mnist-search model (format "
-                             f"{meta.get('format')!r}, expected {FORMAT!r})")
+                             f"{_short(meta.get('format'))!r}, expected {FORMAT!r})")
     try:
         config = TrainConfig(**json.loads(meta["config"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path}: its config cannot be read ({exc})") from None
-    # before any model is built: the config (bounded by TrainConfig) must describe exactly
-    # the weights the file holds, so a file cannot make us allocate what it does not hold
-    expected, stored = mlp_parameters(config.hidden), sum(t.numel() for t in tensors.values())
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"{path}: its config cannot be read ({_short(exc)})") from None
+    expected = mlp_parameters(config.hidden)
+    stored = sum(math.prod(shape) for shape in shapes.values())
     if expected != stored:
         raise ModelFileError(f"{path}: its config ({config.architecture}, {expected:,} "
                              f"parameters) does not match its {stored:,} stored weights")
+    if path.stat().st_size > 4 * expected + len(json.dumps(meta)) + 1_000_000:
+        raise ModelFileError(f"{path}: {path.stat().st_size:,} bytes is more than "
+                             f"{expected:,} float32 weights and their metadata take")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{path}: not a safetensors file ({_short(exc)})") from None
     return config, meta, tensors
+
+
+def _short(value: object) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= 200 else f"{text[:180]}... ({len(text):,} characters)"
 
 
 def load_model(path: str | Path) -> MnistMLP:
