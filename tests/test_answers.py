@@ -189,3 +189,39 @@ def test_a_pick_inside_the_noise_is_not_named_a_winner():
     assert "does not beat the runner-up" in line
     single = answer(_study_of({0.0: [90.0], 1e-4: [91.0]})).verdict
     assert single.startswith("n = 1 per config") and "best" not in single.split(":")[0]
+
+
+SEARCHED = """
+trials = 6
+replicates = 3
+[sampler]
+kind = "random"
+[fixed]
+dataset = DATA
+epochs = 1
+hidden = [8]
+[search]
+lr = { low = 0.01, high = 0.1, log = true }
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sampler_proposes_configs_and_each_trains_with_every_seed(tmp_path, synthetic_dir,
+                                                                    workers):
+    spec = write_study(tmp_path / "r.toml", synthetic_dir, SEARCHED, name="r")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    res = run("-q", "run", str(spec), "--storage", url, "--workers", str(workers))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="r", storage=url).trials
+    by_lr: dict[float, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        by_lr.setdefault(t.params["lr"], []).append(t)
+    assert len(trials) == 6 and sorted(map(len, by_lr.values())) == [3, 3]
+    for group in by_lr.values():
+        first = min(group, key=lambda t: t.number)
+        copies = [t for t in group if t is not first]
+        assert {t.user_attrs["replicate_of"] for t in copies} == {first.number}
+        assert sorted(t.user_attrs["replicate"] for t in copies) == [2, 3]
+        assert len({t.user_attrs["seed"] for t in group}) == 3
+    frame = ms.summary("r", url).to_pandas()
+    assert sorted(frame["n"]) == [3, 3]

@@ -34,9 +34,9 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 
 __all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
            "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
-           "objective_values", "queued_seeds", "settle", "settle_all", "start_trial",
-           "start_write",
-           "study_seed", "tell", "trial_config", "trial_seed", "worker_name"]
+           "objective_values", "queued_seeds", "replicate_sampled", "settle", "settle_all",
+           "start_trial", "start_write", "study_seed", "tell", "trial_config", "trial_seed",
+           "worker_name"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,25 @@ def queued_seeds(study_seed: int, identity: str, replicate: int) -> dict[str, in
     shares one batch order, so same-shape trials still stack on one order."""
     return {"seed": trial_seed(study_seed, identity),
             "order_seed": trial_seed(study_seed, f"order#{replicate}")}
+
+
+def replicate_sampled(trial: BaseTrial, spec: StudySpec, seed_base: int) -> int:
+    """Enqueue replicates 2..N (the study's `replicates`) of a sampled trial's config, once,
+    when it starts; returns how many. Each is a trial of its own, with its own seed, so
+    `rerun` and `model` work on any of them, and the sampler learns from each as a separate
+    observation: Optuna's samplers model the objective from every finished trial, so a
+    config seen N times weighs in with its spread as well as its mean, where telling the
+    sampler a mean would make the first replicate wait for its siblings."""
+    a = trial.user_attrs
+    if spec.replicates < 2 or not isinstance(trial, optuna.Trial) or any(
+            k in a for k in ("label", "grid_point", "replicate_of", "retry_of")):
+        return 0
+    params = trial.params
+    for r in range(2, spec.replicates + 1):
+        trial.study.enqueue_trial(params, user_attrs={
+            "replicate_of": trial.number, "replicate": r,
+            **queued_seeds(seed_base, f"replicate_of={trial.number}#{r}", r)})
+    return spec.replicates - 1
 
 
 def study_seed(study: optuna.Study, spec: StudySpec) -> int:

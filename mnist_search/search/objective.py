@@ -18,7 +18,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..spec import StudySpec, load_spec
 from .artifacts import ModelSaver
-from .lifecycle import EpochReporter, settle, start_trial, study_seed
+from .lifecycle import EpochReporter, replicate_sampled, settle, start_trial, study_seed
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..data import Data
@@ -74,6 +74,8 @@ class Objective:
         reporter = EpochReporter(trial, self.spec)
         try:
             config = start_trial(trial, self.spec, self.device, seed_base)
+            if seed_base is not None:  # a stored study: the config's other seeds, queued
+                replicate_sampled(trial, self.spec, seed_base)
         except ConfigError as exc:  # sampled values no model can be built from: FAIL alone
             outcome: TrainResult | BaseException = exc
         else:

@@ -239,7 +239,10 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     # Several CPU workers split a same-shape group at the share (stacking gains little
     # there, an idle worker loses its whole share); a GPU worker takes it whole.
     split = request.workers > 1 and not request.mixed
-    while len(claimed) < min(free, request.population):
+    # a sampled config stands for `replicates` trials: its other seeds are queued when it
+    # starts (lifecycle.replicate_sampled), so it takes that many of the free places
+    reps, used = (spec.replicates if spec.search else 1), 0
+    while len(claimed) < request.population and used < free:
         i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
         same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
         full = cost >= share * 0.999
@@ -251,6 +254,7 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
         queued_one = i < len(queued)
         made = ask_trial(study, storage, seed_base, request.heartbeat) if queued_one else None
         claimed.append(made)
+        used += 1 if queued_one else reps
         cost += trial_cost(spec, made.user_attrs if made is not None else {})
     return _with_new_trials(study, storage, seed_base, request.heartbeat, claimed)
 

@@ -29,6 +29,7 @@ from ..search.internals import trial_id
 from ..search.lifecycle import (
     EpochReporter,
     fail,
+    replicate_sampled,
     settle,
     settle_all,
     start_write,
@@ -102,6 +103,9 @@ class Slots:
                 writes.append(start_write(t, spec, config, {"population_size": len(stack),
                                                             "stack": stack}, held))
         write_attrs(writes)  # every trial's start in one transaction
+        for t in trials:  # a sampled config's other seeds, queued for the next claims
+            if t.number in self.trials:  # (not one refused above)
+                replicate_sampled(t, spec, self.ctx.seed_base)
 
     def _configs(self, trials: list[optuna.Trial]
                  ) -> tuple[list[tuple[optuna.Trial, TrainConfig]], dict[int, list[HeldParam]]]:
