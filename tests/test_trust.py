@@ -428,6 +428,52 @@ def test_first_runs_on_a_new_sqlite_file_do_not_race(tmp_path):
     assert not errors, errors
 
 
+def _open_as(url: str, barrier, create: bool) -> str:
+    from mnist_search.search.storage import make_storage
+
+    barrier.wait()
+    try:
+        make_storage(url, create=create)
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def test_readers_never_fail_a_first_run_on_a_new_sqlite_file(tmp_path):
+    """A reader (show, studies, the dashboard) opening the file a first run is creating:
+    the creator never fails, and a reader fails only as for a file with no storage yet."""
+    ctx = multiprocessing.get_context("spawn")
+    creators, readers = [], []
+    for attempt in range(4):
+        url = f"sqlite:///{tmp_path / f'new{attempt}.db'}"
+        with ctx.Manager() as manager:
+            barrier = manager.Barrier(3)
+            with ctx.Pool(3) as pool:
+                out = pool.starmap(_open_as, [(url, barrier, True), (url, barrier, False),
+                                              (url, barrier, False)])
+        creators.append(out[0])
+        readers += [e for e in out[1:] if e]
+    assert creators == [""] * 4
+    clean = ("no such database file", "holds no Optuna storage")
+    assert all(any(c in e for c in clean) for e in readers), readers
+
+
+def test_a_reading_command_leaves_a_delete_journal_database_as_it_was(tmp_path):
+    import hashlib
+    import sqlite3
+
+    db = tmp_path / "plain.db"
+    study = optuna.create_study(study_name="p", storage=f"sqlite:///{db}")
+    study.tell(study.ask(), 1.0)
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    for argv in (["show", "p"], ["studies"], ["best", "p"]):
+        res = run(*argv, "--storage", f"sqlite:///{db}")
+        assert res.exit_code == 0, res.output
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
 # --- oversized work: refused up front, or failed alone ------------------------------------
 
 HUGE_SEARCH = """

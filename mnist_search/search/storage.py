@@ -125,14 +125,18 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
         if path.parent and not path.parent.exists():
             raise StorageUrlError(f"{redact(url)}: directory {path.parent} does not exist")
         kwargs["connect_args"] = {"timeout": sqlite_timeout()}
-        if not create:
-            _require_schema_file(path, url)
     elif url.startswith("postgresql"):
         kwargs["pool_pre_ping"] = True
         if not create:
             _require_schema_server(url)
-    with _creating(path if create else None):
-        if path is not None and not is_read_only(url):
+    # every open of a SQLite file under the folder lock, readers' too: Optuna's RDBStorage
+    # runs create_all on whatever it opens, so a reader racing a first run's open could fail
+    # it ("table ... already exists"); only a writer switches the file to WAL (a reader
+    # leaves a file as it found it)
+    with _creating(path):
+        if path is not None and not create:
+            _require_schema_file(path, url)  # under the lock: a first run's open is whole
+        if path is not None and create and not is_read_only(url):
             _enable_wal(path)
         try:
             with warnings.catch_warnings():
