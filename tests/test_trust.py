@@ -725,6 +725,54 @@ def test_a_tampered_database_names_the_trial_and_attribute(tmp_path, command):
     assert "trial 1 of study 's', its user attribute 'config', is not valid JSON" in line
 
 
+@pytest.mark.parametrize("edit", [
+    "UPDATE trials SET state = 'BOGUS' WHERE number = 1",
+    "UPDATE study_directions SET direction = 'SIDEWAYS'",
+    "UPDATE trials SET datetime_start = 'not a date' WHERE number = 1",
+    "UPDATE trial_params SET distribution_json = '{\"name\": \"Bogus\", \"attributes\": {}}'",
+])
+@pytest.mark.parametrize("command", [["show", "s"], ["studies"], ["best", "s"]])
+def test_a_database_edited_outside_optuna_is_one_line_not_an_internal_error(tmp_path, edit,
+                                                                             command):
+    import sqlite3
+
+    db = tmp_path / "t.db"
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{db}",
+                                direction="maximize")
+    for i in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, float(i))
+    with sqlite3.connect(db) as con:
+        con.execute(edit)
+    res = run(*command, "--storage", f"sqlite:///{db}")
+    line = res.stderr.strip()
+    if res.exit_code == 0:  # this command does not read what was edited
+        return
+    assert res.exit_code == 1 and "\n" not in line and "internal error" not in line, line
+    assert "edited or damaged outside Optuna" in line and len(line) < 600
+
+
+def test_rerun_refuses_stored_values_the_machine_cannot_run_in_a_bounded_line(small_db,
+                                                                             tmp_path):
+    import sqlite3
+
+    db = tmp_path / "copy.db"
+    _copy_db(Path(small_db[len("sqlite:///"):]), db)
+    url = f"sqlite:///{db}"
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE trial_user_attributes SET value_json = '1000000000' "
+                    "WHERE key = 'threads'")
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE key = 'stack' AND "
+                    "trial_id = (SELECT trial_id FROM trials WHERE number = 1)",
+                    (json.dumps(list(range(2_000_000))),))
+    for number in ("0", "1"):
+        res = run("rerun", "t", number, "--storage", url)
+        assert res.exit_code in (1, 2) and "internal error" not in res.stderr, res.output
+        assert len(res.stderr) < 2100 and len(res.stderr.splitlines()) == 1
+    assert "threads" in run("rerun", "t", "0", "--storage", url).stderr
+
+
 # --- study files a reader cannot trust ------------------------------------------------------
 
 @pytest.mark.parametrize("make, fragment", [

@@ -35,10 +35,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 _URL_KEY = "mnist_search.storage_url"  # click.Context.meta: the URL of the running command
 
 
+_MOST = 2000  # characters of an error line
+
+
 def fail(message: str, code: int) -> NoReturn:
     # redacted before it is folded: a password may hold a newline
     one_line = printable("; ".join(ln.strip() for ln in redact(message).splitlines()
                                    if ln.strip()))
+    if len(one_line) > _MOST:  # a stored value of millions of numbers is not a line
+        one_line = f"{one_line[:_MOST - 40]}... ({len(one_line):,} characters)"
     click.echo(f"mnist-search: error: {one_line}", err=True)
     sys.exit(code)
 
@@ -76,9 +81,30 @@ def friendly(fn: F) -> F:
         except Exception as exc:
             if debug:
                 raise
-            fail(_storage_fault(exc) or internal_error(exc), RUNTIME)
+            fail(_storage_fault(exc) or _unreadable(exc) or internal_error(exc), RUNTIME)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unreadable(exc: BaseException) -> str | None:
+    """One line for a stored value Optuna cannot turn back into a trial (a state or
+    direction not in its enum, a bad timestamp, an unknown distribution, nesting too deep):
+    a database edited outside Optuna. Only for errors raised inside Optuna or SQLAlchemy
+    while a storage is in use."""
+    if not isinstance(exc, (LookupError, ValueError, TypeError, RecursionError)):
+        return None
+    ctx = click.get_current_context(silent=True)
+    url = ctx.meta.get(_URL_KEY) if ctx is not None else None
+    tb, inside = exc.__traceback__, False
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        inside = inside or "/optuna/" in name or "/sqlalchemy/" in name
+        tb = tb.tb_next
+    if url is None or not inside:
+        return None
+    what = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    return (f"{url}: a stored value cannot be read ({what}): the database was edited or "
+            "damaged outside Optuna; restore it from a copy")
 
 
 def internal_error(exc: BaseException) -> str:

@@ -9,13 +9,14 @@ device kind, library versions, data and thread count, CPU results are bit-identi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from ..config import TrainConfig
+from ..config import TrainConfig, is_int
 from ..data import Data
 from ..errors import UsageError
 
@@ -80,8 +81,12 @@ def rerun_trial(study: optuna.Study, number: int, device: str | None = None,
                          "config to re-run")
     target = trials[number]
     members = _members(study, target)
-    configs = [TrainConfig(**{**m.user_attrs["config"], **({"device": device} if device
-                                                            else {})}) for m in members]
+    try:
+        configs = [TrainConfig(**{**m.user_attrs["config"], **({"device": device} if device
+                                                                else {})}) for m in members]
+    except (TypeError, ValueError) as exc:  # a config edited outside this package
+        raise UsageError(f"trial {number}'s stored config (or its stack's) cannot be trained "
+                         f"again ({' '.join(str(exc).split())[:200]})") from None
     ran = [len(m.user_attrs.get("train_loss", [])) for m in members]
 
     def stop_as_before(member: int, report: object) -> None:
@@ -90,6 +95,10 @@ def rerun_trial(study: optuna.Study, number: int, device: str | None = None,
 
     threads = target.user_attrs.get("threads")
     before = torch.get_num_threads()
+    if not (threads is None or (is_int(threads) and 1 <= threads <= 4 * (os.cpu_count() or 1))):
+        # a stored count the machine cannot run: libgomp aborts on 10^9 threads
+        raise UsageError(f"trial {number}'s stored threads = {str(threads)[:40]!r} is not "
+                         f"allowed: expected an integer in [1, {4 * (os.cpu_count() or 1)}]")
     if threads:
         torch.set_num_threads(int(threads))
     try:
