@@ -159,3 +159,23 @@ def test_a_gzip_bomb_is_refused_at_the_files_size_not_expanded(tiny_pinned, synt
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 40, grown_mb  # the expansion was never held whole
     assert not any((root / "TINY" / "raw" / f).exists() for f in FILES)
+
+
+def test_a_folder_that_loops_or_claims_billions_of_images_is_one_line(synthetic_dir, tmp_path):
+    import shutil
+    import struct
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    res = run("train", "--dataset", str(loop), "--epochs", "1")
+    assert res.exit_code == 2 and "internal error" not in res.stderr
+    assert "loop" in one_error_line(res)
+    huge = tmp_path / "huge"
+    shutil.copytree(synthetic_dir, huge)
+    path = huge / FILES[0]
+    with path.open("wb") as fh:  # a header of 2^32-1 images over a sparse 3.3 TB
+        fh.write(struct.pack(">IIII", 2051, 2**32 - 1, 28, 28))
+        fh.truncate(16 + (2**32 - 1) * 784)
+    res = run("data", "verify", "--dataset", str(huge))
+    assert res.exit_code == 2
+    assert "4,294,967,295 items; at most 10,000,000" in one_error_line(res)

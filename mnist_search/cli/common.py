@@ -78,6 +78,11 @@ def friendly(fn: F) -> F:
             if debug:
                 raise
             fail(str(exc), exc.exit_code)
+        except MemoryError as exc:  # its message is often empty: say what it was
+            if debug:
+                raise
+            fail(f"out of memory{': ' + str(exc) if str(exc).strip() else ''} (a smaller "
+                 "dataset, batch or model, or fewer --workers, needs less)", RUNTIME)
         except Exception as exc:
             if debug:
                 raise

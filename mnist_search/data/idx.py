@@ -109,6 +109,9 @@ def refetch_hint(dataset: str) -> str:
     return f"re-fetch with: mnist-search data fetch --dataset {dataset} --force"
 
 
+MAX_ITEMS = 10_000_000  # items an IDX file may claim: 7.8 GB of 28x28 images
+
+
 def check_header(path: Path, dataset: str, expected_count: int | None) -> int:
     """Check magic, count and size of one IDX file; return its item count. In a folder the
     user named (not a fetched dataset), what is wrong is bad input: DataInputError."""
@@ -138,6 +141,10 @@ def _check_header(path: Path, dataset: str, expected_count: int | None) -> int:
         raise DataError(f"{path}: {size} bytes is too short for an IDX header; "
                         f"{refetch_hint(dataset)}")
     magic, count = struct.unpack(">II", header[:8])
+    if count > MAX_ITEMS:  # before its size is trusted, or the file hashed
+        raise DataError(f"{path}: header says {count:,} items; at most {MAX_ITEMS:,} are read "
+                        f"({MAX_ITEMS * ROWS * COLS / 1e9:.0f} GB of images); "
+                        f"{refetch_hint(dataset)}")
     if count == 0:
         raise DataError(f"{path}: holds no items (its header says 0); "
                         f"{refetch_hint(dataset)}")
@@ -197,6 +204,11 @@ def verify(dataset: str = "mnist", root: Path | str | None = None,
     Hashes are cached keyed by (size, mtime), so a load after the first costs a stat per file.
     """
     directory = directory if directory is not None else raw_dir(dataset, root)
+    try:
+        directory.stat()  # a folder-level symlink loop is one line, here
+    except OSError as exc:
+        kind = DataInputError if is_custom(dataset) else DataError
+        raise kind(f"{directory}: {exc.strerror or exc}; {refetch_hint(dataset)}") from None
     pinned = None if is_custom(dataset) else DATASETS[dataset].sha256
     cache = _read_cache(directory)
     digests: dict[str, str] = {}

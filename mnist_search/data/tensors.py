@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import N_CLASSES
-from ..errors import DataError
+from ..errors import DataError, DataInputError
 from .idx import (
     COLS,
     NORMALIZE_MEAN,
@@ -120,7 +120,13 @@ def load_data(dataset: str = "mnist", root: Path | str | None = None, *, val_siz
     """
     import torch
 
-    key = (dataset, str(raw_dir(dataset, root).resolve()), val_size, val_seed, device, normalize)
+    folder = raw_dir(dataset, root)
+    try:
+        where = str(folder.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop: pathlib raises RuntimeError
+        kind = DataInputError if is_custom(dataset) else DataError
+        raise kind(f"{folder}: {' '.join(str(exc).split())}; {refetch_hint(dataset)}") from None
+    key = (dataset, where, val_size, val_seed, device, normalize)
     if key in _LOADED:
         return _LOADED[key]
     raw = load_raw(dataset, root)
