@@ -747,10 +747,13 @@ def test_a_database_edited_outside_optuna_is_one_line_not_an_internal_error(tmp_
         con.execute(edit)
     res = run(*command, "--storage", f"sqlite:///{db}")
     line = res.stderr.strip()
-    if res.exit_code == 0:  # this command does not read what was edited
-        return
     assert res.exit_code == 1 and "\n" not in line and "internal error" not in line, line
     assert "edited or damaged outside Optuna" in line and len(line) < 600
+    named = {"state": "trial 1 of study 's', its state 'BOGUS'",
+             "direction": "study 's', its direction 'SIDEWAYS'",
+             "datetime_start": "trial 1 of study 's', its time 'not a date'",
+             "distribution_json": "the distribution of its parameter 'x'"}
+    assert next(v for k, v in named.items() if k in edit) in line, line
 
 
 def test_rerun_refuses_stored_values_the_machine_cannot_run_in_a_bounded_line(small_db,
@@ -898,3 +901,26 @@ def test_a_killed_runs_temp_folder_is_removed_by_the_next_run_and_nothing_else(t
                 for f in folder.iterdir():
                     f.unlink()
                 folder.rmdir()
+
+
+def test_our_own_attributes_edited_outside_are_read_without_an_internal_error(small_db,
+                                                                              tmp_path):
+    import sqlite3
+
+    db = tmp_path / "copy.db"
+    _copy_db(Path(small_db[len("sqlite:///"):]), db)
+    url = f"sqlite:///{db}"
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE study_user_attributes SET value_json = '\"oops\"' "
+                    "WHERE key = 'objectives'")
+        con.execute("UPDATE trial_user_attributes SET value_json = '\"ninety\"' WHERE "
+                    "key = 'test_accuracy' AND trial_id = (SELECT trial_id FROM trials "
+                    "WHERE number = 2)")
+        con.execute("UPDATE trial_user_attributes SET value_json = '{\"a\": 1}' WHERE "
+                    "key = 'train_loss' AND trial_id = (SELECT trial_id FROM trials "
+                    "WHERE number = 0)")
+    for argv in (["show", "t"], ["best", "t"], ["export", "t", "-o", str(tmp_path / "x.csv")],
+                 ["report", "t", "-o", str(tmp_path / "rep")], ["rerun", "t", "0"]):
+        res = run(*argv, "--storage", url)
+        assert "internal error" not in res.stderr and "Traceback" not in res.output, argv
+        assert res.exit_code in (0, 1), (argv, res.output)

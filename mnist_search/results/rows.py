@@ -88,6 +88,11 @@ def trial_row(trial: FrozenTrial, notebook: dict[str, Any],
 def rows(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[dict[str, Any]]:
     notebook = study.user_attrs.get("references", {})
     objectives = study.user_attrs.get("objectives")
+    if not (isinstance(objectives, list) and len(objectives) == len(study.directions)
+            and all(isinstance(o, str) for o in objectives)):
+        objectives = None  # edited outside this package: the values stay unnamed
+    if not isinstance(notebook, dict):
+        notebook = {}
     chosen = study.get_trials(deepcopy=False) if trials is None else trials
     return [trial_row(t, notebook, objectives) for t in chosen]
 

@@ -7,7 +7,7 @@ import json
 
 import sqlalchemy
 
-__all__ = ["damaged_value"]
+__all__ = ["damaged_row", "damaged_value"]
 
 _ATTRIBUTE_TABLES = (("trial_user_attributes", "trial", "user attribute"),
                      ("trial_system_attributes", "trial", "system attribute"),
@@ -28,6 +28,47 @@ def damaged_value(engine: sqlalchemy.engine.Engine) -> str:
                 except (TypeError, ValueError):
                     return _named(conn, owner, owner_id) + f", its {kind} {key!r},"
     return "a stored value"
+
+
+def damaged_row(engine: sqlalchemy.engine.Engine) -> str | None:
+    """The first stored row Optuna cannot turn back into a study or trial, named as a user
+    finds it ('trial 1 of study "s", its state "BOGUS"'); None when every row reads."""
+    import datetime
+
+    from optuna.distributions import json_to_distribution
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    states, directions = {s.name for s in TrialState}, {d.name for d in StudyDirection}
+    with engine.connect() as conn:
+        for tid, state in conn.execute(sqlalchemy.text("SELECT trial_id, state FROM trials")):
+            if state not in states:
+                return _named(conn, "trial", tid) + f", its state {_cut(state)!r}"
+        for sid, direction in conn.execute(sqlalchemy.text(
+                "SELECT study_id, direction FROM study_directions")):
+            if direction not in directions:
+                return _named(conn, "study", sid) + f", its direction {_cut(direction)!r}"
+        for tid, *times in conn.execute(sqlalchemy.text(
+                "SELECT trial_id, datetime_start, datetime_complete FROM trials")):
+            for when in times:
+                try:
+                    if isinstance(when, str):
+                        datetime.datetime.fromisoformat(when)
+                except ValueError:
+                    return _named(conn, "trial", tid) + f", its time {_cut(when)!r}"
+        for tid, name, text in conn.execute(sqlalchemy.text(
+                "SELECT trial_id, param_name, distribution_json FROM trial_params")):
+            try:
+                json_to_distribution(text)
+            except (ValueError, TypeError, KeyError, RecursionError):
+                return _named(conn, "trial", tid) + f", the distribution of its parameter " \
+                    f"{_cut(name)!r}"
+    return None
+
+
+def _cut(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _named(conn: sqlalchemy.engine.Connection, owner: str, owner_id: int) -> str:

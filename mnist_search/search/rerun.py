@@ -51,6 +51,15 @@ def _members(study: optuna.Study, trial: FrozenTrial) -> list[FrozenTrial]:
     return [by_number[n] for n in numbers]
 
 
+def _losses(trial: FrozenTrial) -> list[float]:
+    """The per-epoch losses a trial recorded ([] for none, or for a value edited into
+    something that is not a list of numbers)."""
+    value = trial.user_attrs.get("train_loss")
+    if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):
+        return [float(v) for v in value]
+    return []
+
+
 def _environment(trial: FrozenTrial, device: str, data: Data) -> list[str]:
     import torch
 
@@ -87,7 +96,7 @@ def rerun_trial(study: optuna.Study, number: int, device: str | None = None,
     except (TypeError, ValueError) as exc:  # a config edited outside this package
         raise UsageError(f"trial {number}'s stored config (or its stack's) cannot be trained "
                          f"again ({' '.join(str(exc).split())[:200]})") from None
-    ran = [len(m.user_attrs.get("train_loss", [])) for m in members]
+    ran = [len(_losses(m)) for m in members]
 
     def stop_as_before(member: int, report: object) -> None:
         if getattr(report, "epoch", 0) >= ran[member] and ran[member] < configs[member].epochs:
@@ -122,7 +131,7 @@ def _report(target: FrozenTrial, outcome: object, differences: Sequence[str],
     from ..training.train import TrainResult
 
     a = target.user_attrs
-    recorded_loss = a.get("train_loss", [None])[-1] if a.get("train_loss") else None
+    recorded_loss = _losses(target)[-1] if _losses(target) else None
     acc: float | None = None
     loss: float | None = None
     same_weights: bool | None = None

@@ -51,7 +51,7 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError, redact
-from .damage import damaged_value
+from .damage import damaged_row, damaged_value
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 from .trial_rows import insert_trials
 from .writes import HeldParam, held_for, record_fail_reason
@@ -92,6 +92,13 @@ class RetryingRDBStorage(RDBStorage):
                                "is not valid JSON: the database was edited or damaged "
                                "outside Optuna; restore it from a copy (or delete that "
                                "row)") from exc
+        except (LookupError, ValueError, TypeError, RecursionError) as exc:
+            found = damaged_row(self.engine)  # a row Optuna cannot read back, if that was it
+            if found is None:
+                raise
+            raise StorageError(f"{redact(str(self.engine.url))}: {found}: the database was "
+                               "edited or damaged outside Optuna; restore it from a copy (or "
+                               "delete that row)") from exc
         finally:
             _inside.active = False
             _inside.seconds = storage_seconds() + time.perf_counter() - start

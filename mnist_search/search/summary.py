@@ -56,8 +56,8 @@ def finished_trials(study: optuna.Study) -> list[FinishedTrial]:
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         a = t.user_attrs
-        if "config" not in a or a.get("test_accuracy") is None:
-            continue
+        if not isinstance(a.get("config"), dict) or not _number(a.get("test_accuracy")):
+            continue  # not recorded by a run (or edited outside one): nothing to summarize
         label = a.get("label")
         base = base_label(label) if label else None
         ref = refs.get(base, {}) if base else {}
@@ -68,6 +68,13 @@ def finished_trials(study: optuna.Study) -> list[FinishedTrial]:
             ref.get("notebook_accuracy"), list(ref.get("notebook_loss") or []),
             float(t.values[0]) if t.values else None))
     return out
+
+
+def _number(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def by_label(runs: list[FinishedTrial]) -> dict[str, list[FinishedTrial]]:
