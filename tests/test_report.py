@@ -81,7 +81,7 @@ def test_report_writes_every_figure_and_references_it(report_db, tmp_path, fmt):
         assert report.count("data:image/png;base64,") == len(list(out.glob("*.png")))
     # sentences come from the numbers: each caption names a measured percentage
     assert len(re.findall(r"\d+\.\d\d%", report)) >= 4
-    assert "n=2" in report  # the replicates were aggregated
+    assert "(n = 2)" in report  # the replicates were aggregated
 
 
 def test_by_label_view_aggregates_replicates(report_db):
@@ -89,8 +89,12 @@ def test_by_label_view_aggregates_replicates(report_db):
                                    "--format", "json"], obj={})
     import json
 
-    rows = {r["label"]: r for r in json.loads(res.stdout)}
-    assert set(rows) == {"baseline", "l1", "l2", "wide"}
+    out = json.loads(res.stdout)
+    assert (out["study"], out["objective"], out["by"]) == ("rep", "test_accuracy", "label")
+    rows = {r["label"]: r for r in out["configs"]}
+    # the labels first, in the file's order; then each sampled config under its values
+    assert list(rows)[:4] == ["baseline", "l1", "l2", "wide"]
+    assert all(k.startswith("hidden=128-64 ") and "lr=" in k for k in list(rows)[4:])
     assert all(r["n"] == 2 and r["ci95"] is not None for r in rows.values())
     assert rows["baseline"]["notebook"] == 60.0
 
@@ -165,8 +169,8 @@ def test_captions_say_the_numbers_of_the_trials(report_db, tmp_path):
     assert "skipped" not in report
     study = optuna.load_study(study_name="rep", storage=report_db)
     best = study.best_trial
-    assert f"Best value {best.value:.2f} reached at trial {best.number} of " \
-        f"{len(study.trials)}." in report
+    assert f"The highest single run, {best.value:.2f} (n = 1, one seed), came at trial " \
+        f"{best.number} of {len(study.trials)};" in report
     by_label: dict[str, list[float]] = {}
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         if "label" in t.user_attrs:
@@ -174,10 +178,10 @@ def test_captions_say_the_numbers_of_the_trials(report_db, tmp_path):
                 t.user_attrs["test_accuracy"])
     means = {k: sum(v) / len(v) for k, v in by_label.items()}
     top = max(means, key=means.__getitem__)
-    assert f"Highest: {top} at {means[top]:.2f}% (n=2)." in report
+    assert f"Highest mean: {top} at {means[top]:.2f}% [" in report
     rows = {r["label"]: r for r in json.loads(CliRunner().invoke(
         cli, ["show", "rep", "--storage", report_db, "--by-label", "--format", "json"],
-        obj={}).stdout)}
+        obj={}).stdout)["configs"]}
     assert all(rows[k]["mean"] == round(m, 2) for k, m in means.items())
 
 
@@ -254,7 +258,7 @@ def test_a_confirmed_search_with_one_label_says_so(tmp_path, synthetic_dir):
     top = max(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
               key=lambda t: (t.value, -t.number))
     reps = [t.value for t in optuna.load_study(study_name="one-confirm", storage=url).trials
-            if t.user_attrs["confirms"] == top.number]
+            if t.user_attrs["label"].split("#")[0] == f"trial-{top.number}"]
     mean = statistics.fmean(reps)
     assert (f"Trial {top.number}, the search's best, recorded {top.value:.2f} test_accuracy in "
             f"its single run; 2 fresh seeds give {mean:.2f}") in report

@@ -28,7 +28,7 @@ from .warm_start import check_warm_start, enqueue_warm_start
 
 __all__ = ["DEFAULT_SEARCH_TRIALS", "StudyConflict", "as_spec", "create_or_resume",
            "default_trials", "directions_of", "enqueue_pending", "grid_points", "make_pruner",
-           "make_sampler", "open_study"]
+           "make_sampler", "open_study", "whole_replicates"]
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,20 @@ def grid_points(spec: StudySpec) -> list[dict[str, Any]]:
 def default_trials(spec: StudySpec) -> int:
     planned = (len(spec.references) + len(grid_points(spec))) * spec.replicates
     if spec.trials is not None:
-        return max(spec.trials, planned)
-    return planned if spec.sampler_kind == "grid" or not spec.search else max(
-        planned, DEFAULT_SEARCH_TRIALS)
+        return whole_replicates(spec, max(spec.trials, planned))
+    return planned if spec.sampler_kind == "grid" or not spec.search else whole_replicates(
+        spec, max(planned, DEFAULT_SEARCH_TRIALS))
+
+
+def whole_replicates(spec: StudySpec, target: int) -> int:
+    """`target` trials, raised so the sampled ones past the planned ones come in whole
+    configs of `replicates` each: a config the sampler proposes is measured with all its
+    seeds, never left with one run and its siblings queued past the end of the run."""
+    planned = (len(spec.references) + len(grid_points(spec))) * spec.replicates
+    sampled = target - planned
+    if spec.replicates < 2 or spec.sampler_kind == "grid" or not spec.search or sampled <= 0:
+        return target
+    return planned + -(-sampled // spec.replicates) * spec.replicates
 
 
 def directions_of(spec: StudySpec) -> list[optuna.study.StudyDirection]:

@@ -34,7 +34,7 @@ from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
 from ..search.queue import counts, is_done, unfinished_identities
 from ..search.storage import resolve_url
-from ..search.study import as_spec, default_trials, open_study
+from ..search.study import as_spec, default_trials, open_study, whole_replicates
 from ..spec import MAX_TRIALS, StudySpec
 from ..tables import Table
 
@@ -239,7 +239,13 @@ def _target(spec: StudySpec, trials: int | None) -> int:
     if trials is not None and trials < n_refs:
         log.warning("--trials %d is fewer than the %d reference trials; the rest stay queued",
                     trials, n_refs)
-    return trials if trials is not None else default_trials(spec)
+    if trials is None:
+        return default_trials(spec)
+    whole = whole_replicates(spec, trials)
+    if whole != trials:
+        log.warning("--trials %d raised to %d: each sampled config is trained %d times "
+                    "(replicates)", trials, whole, spec.replicates)
+    return whole
 
 
 def _fetch_progress(name: str, size: int) -> None:
