@@ -44,9 +44,12 @@ def shown(tmp_path_factory, synthetic_dir):
 
 def test_a_run_summary_is_a_table(shown):
     _, run, _ = shown
-    assert "<table>" in run._repr_html_() and "d" in run._repr_html_()
+    html = run._repr_html_()
+    assert html.startswith("<table>") and "<th>finished</th>" in html
+    assert "<td>d</td>" in html and "<td>6/6</td>" in html  # the study, and its count
     frame = run.to_pandas()
-    assert frame.loc[0, "finished"] == "5/5" and frame.loc[0, "complete"] == 5
+    # trials = 5 with replicates = 2: the 3 sampled places become 2 whole configs of 2
+    assert frame.loc[0, "finished"] == "6/6" and frame.loc[0, "complete"] == 6
     assert "RunSummary(" in repr(run)  # the dataclass's repr stays for the terminal
 
 
@@ -58,7 +61,9 @@ def test_the_per_label_summary_shows_itself_and_gives_pandas(shown):
     assert frame.loc[0, "label"] == "base" and frame.loc[0, "n"] == 2
     assert frame.loc[0, "notebook"] == 90.0
     html = table._repr_html_()
-    assert html.count("<tr>") == 2 and "<th>ci95</th>" in html and "base" in html
+    # the label, then the two sampled configs under their values: a header and 3 rows
+    assert html.count("<tr>") == 4 and "<th>ci95</th>" in html and "base" in html
+    assert list(frame["n"]) == [2, 2, 2]
     text = repr(table).splitlines()
     assert text[1].split()[:4] == ["label", "n", "mean", "std"] and text[2].startswith("base")
 

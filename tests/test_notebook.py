@@ -50,7 +50,7 @@ def test_the_tutorial_runs_top_to_bottom(tmp_path, synthetic_dir, monkeypatch):
     assert progress and "trials finished" in progress[0].data["text/plain"]  # in place
     confirming = [o.data["text/plain"] for o in progress
                   if o.data["text/plain"].startswith("search-confirm:")]
-    assert confirming and "epochs finished" in confirming[0]  # confirm's own, updated
+    assert confirming and "trials finished" in confirming[0]  # a run's, updated
     assert "starting" not in confirming[0]  # moved on: the display was updated in place
     assert any("<th>ci95</th>" in h for h in html)  # the per-label summary
     assert any("data:image/png;base64," in h for h in html)  # a figure inline

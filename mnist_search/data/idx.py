@@ -206,6 +206,8 @@ def verify(dataset: str = "mnist", root: Path | str | None = None,
     directory = directory if directory is not None else raw_dir(dataset, root)
     try:
         directory.stat()  # a folder-level symlink loop is one line, here
+    except FileNotFoundError:
+        pass  # a missing folder: each file "is missing" below, which is what to fetch
     except OSError as exc:
         kind = DataInputError if is_custom(dataset) else DataError
         raise kind(f"{directory}: {exc.strerror or exc}; {refetch_hint(dataset)}") from None

@@ -77,7 +77,7 @@ class RunSummary:
     def table(self) -> Table:
         c = self.counts
         row = {"study": self.study_name, "finished": f"{c['done']}/{self.target}",
-               "complete": c["complete"], "failed": c["failed"] + c["failed_alone"],
+               "complete": c["complete"], "failed": c["failed"] + c.get("failed_alone", 0),
                "running": c["running"],
                "best": self.best_value, "seconds": round(self.seconds, 1)}
         why = "interrupted" if self.interrupted else "; ".join(self.worker_errors) or \
