@@ -174,8 +174,12 @@ def test_learns_the_synthetic_task_and_reports_every_epoch(synthetic_dir, synth)
     assert result.train_loss[-1] < result.train_loss[0]
     assert result.test_accuracy > 90.0
     assert result.parameter_count == 109_386
-    assert 0.0 <= result.zero_fraction <= result.small_fraction <= 1.0
     model = result.model()
+    fc2 = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][1]  # the penalised one
+    flat = torch.cat([fc2.weight.detach().flatten(), fc2.bias.detach().flatten()])
+    assert result.zero_fraction == pytest.approx(float((flat == 0).float().mean()))
+    assert result.small_fraction == pytest.approx(float((flat.abs() < 1e-3).float().mean()))
+    assert 0.0 < result.small_fraction < 0.5  # trained weights: a few near zero, most not
     logits = model(synth.test.x)
     acc = 100.0 * float((logits.argmax(1) == synth.test.y).float().mean())
     assert math.isclose(acc, result.test_accuracy, abs_tol=1e-3)

@@ -97,10 +97,14 @@ def test_warm_workers_unused_for_their_time_are_stopped(tmp_path, spec, monkeypa
     url = f"sqlite:///{tmp_path / 'e.db'}"
     ms.run_study(spec, trials=1, storage=url, progress=False, keep_warm=True)
     (pool,) = spawn._early
+    assert pool.procs and all(p.poll() is None for p in pool.procs)  # kept warm: alive
     end = time.monotonic() + 30
     while spawn._early and time.monotonic() < end:
         time.sleep(0.1)
     assert spawn._early == []
-    assert all(p.wait(timeout=30) is not None for p in pool.procs)  # stopped, reaped
+    for p in pool.procs:  # stopped and reaped: gone from the system
+        p.wait(timeout=30)
+        with pytest.raises(ProcessLookupError):
+            os.kill(p.pid, 0)
     later = ms.run_study(spec, trials=2, storage=url, progress=False)
     assert later.complete and not later.worker_errors
