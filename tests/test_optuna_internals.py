@@ -204,7 +204,7 @@ def test_trials_created_together_are_stored_as_optuna_stores_one_in_one_commit(t
     from mnist_search.search.storage import make_storage
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
-    storage = make_storage(url, heartbeat_interval=10)
+    storage = make_storage(url, heartbeat_interval=10, beats_from_creation=True)  # a worker's
     study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
     by_optuna = study.ask()  # number 0, as Optuna creates it
     commits, selects = [], []

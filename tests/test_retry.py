@@ -356,6 +356,7 @@ def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, mon
     heartbeat, so the stale check fails it. An enqueued trial has one too (its claim
     refreshes it)."""
     storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1,
+                           beats_from_creation=True,
                            grace_period=1, reached=True)
     study = optuna.create_study(storage=storage, study_name="s")
     study.enqueue_trial({"x": 1.0})
@@ -386,6 +387,7 @@ def test_a_claimed_trial_whose_worker_dies_at_once_goes_stale(tmp_path):
     from mnist_search.search.reap import StaleTrialCallback
 
     storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=1,
+                           beats_from_creation=True,
                            grace_period=1, retry_callback=StaleTrialCallback(max_retry=1))
     study = optuna.create_study(study_name="s", storage=storage)
     study.enqueue_trial({"x": 1.0}, user_attrs={"label": "ref"})
@@ -451,6 +453,7 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
     import contextlib
 
     storage = make_storage(f"sqlite:///{tmp_path / 'b.db'}", heartbeat_interval=1,
+                           beats_from_creation=True,
                            grace_period=1, reached=True)
     study = optuna.create_study(storage=storage, study_name="s")
     real, commits = retry._create_scoped_session, [0]
@@ -488,7 +491,8 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
     from mnist_search.search.internals import trial_id, trial_of, trials_with_heartbeat
     from mnist_search.search.lifecycle import ask_trial, create_trial, trial_seed
 
-    storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10)
+    storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10,
+                           beats_from_creation=True)
     study = optuna.create_study(storage=storage)
     study.enqueue_trial({}, user_attrs={"label": "ref"})
     writes, commits = [0], []  # statements that write in the open transaction; per commit
@@ -513,3 +517,24 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
         assert stored.user_attrs["heartbeat_s"] == 10 and ":" in stored.user_attrs["worker"]
     assert popped.user_attrs["label"] == "ref"
     assert trials_with_heartbeat(storage) == {trial_id(sampled), trial_id(popped)}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_a_users_own_ask_that_never_beat_is_never_stale(tmp_path):
+    """Optuna's contract, which a user's ask-and-tell loop on our storage relies on while it
+    trains: a trial that never beat is never failed as stale, enqueued or new. Only a
+    worker's storage (beats_from_creation) beats its trials from the moment they exist."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'u.db'}", heartbeat_interval=1,
+                           grace_period=1)
+    study = optuna.create_study(storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    popped, new = study.ask(), study.ask()
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.RUNNING] * 2, (popped.number, new.number)
+    storage.record_heartbeat(new._trial_id)  # once it beats, it can go stale
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING,
+                                                     optuna.trial.TrialState.FAIL]

@@ -20,10 +20,11 @@ parameter is ignored by Optuna, attributes and intermediate values are overwritt
 same value, and telling a trial that the lost commit already finished, with the same state
 and values, is taken as done (it is told once). Only a failure that may have committed is
 settled so: after a lock that was never taken, a finished trial or a taken study name is
-the error it always was. A trial created by a commit whose answer was lost is found too: with
-heartbeats on, a new RUNNING trial gets its first heartbeat in the transaction that creates
-it, so when nobody owns it, it goes stale and the next stale check fails it (Optuna 5's
-check skips trials that never beat). An enqueued trial claimed (WAITING to RUNNING) by a
+the error it always was. A trial created by a commit whose answer was lost is found too: in a storage
+of this package's workers (`beats_from_creation`, heartbeats on), a new RUNNING trial gets
+its first heartbeat in the transaction that creates it, so when nobody owns it, it goes stale
+and the next stale check fails it (Optuna 5's check skips trials that never beat). Elsewhere
+(a user's own ask-and-tell loop) a trial that never beat is never stale, as Optuna promises. An enqueued trial claimed (WAITING to RUNNING) by a
 commit whose answer was lost is found RUNNING by the retry and taken as the caller's when
 its claim was stamped during the call (_claimed_by_lost_commit).
 """
@@ -77,6 +78,9 @@ class RetryingRDBStorage(RDBStorage):
     retry_window_s: float = RETRY_WINDOW_S
     reached: bool = False  # whether a call has succeeded: only then are faults retried
     outage_ended: float = 0.0  # time.monotonic() when the last outage ended (0: none yet)
+    # a worker's storage: the trials it creates or claims beat from that moment (see the
+    # module's doc); off, trials behave as Optuna's, whose never-beaten trials are never stale
+    beats_from_creation: bool = False
 
     def retrying(self, name: str, call: Callable[[], T], settled: SettleCheck | None = None) -> T:
         _inside.lost_commit = False
@@ -119,9 +123,9 @@ class RetryingRDBStorage(RDBStorage):
         (WAITING) trial gets one too, refreshed when it is claimed (set_trial_state_values),
         so a claim whose worker dies before that refresh still goes stale.
         """
-        trial = RDBStorage._get_prepared_new_trial(self, study_id, template_trial, session)
-        if self.heartbeat_interval is not None and trial.state in (TrialState.RUNNING,
-                                                                   TrialState.WAITING):
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        if self.beats_from_creation and self.heartbeat_interval is not None and \
+                trial.state in (TrialState.RUNNING, TrialState.WAITING):
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
         attrs = getattr(_inside, "new_trial_attrs", None)
         if attrs is not None and template_trial is None:  # a new RUNNING trial: see below
@@ -151,7 +155,8 @@ class RetryingRDBStorage(RDBStorage):
         def create() -> list[FrozenTrial]:
             with _create_scoped_session(self.scoped_session) as session:
                 return insert_trials(session, study_id, n, attrs,
-                                      beat=self.heartbeat_interval is not None)
+                                      beat=self.beats_from_creation
+                                      and self.heartbeat_interval is not None)
 
         made = self.retrying("create_new_trials", create)
         _inside.created = {t._trial_id: copy.deepcopy(t) for t in made}
@@ -204,7 +209,8 @@ class RetryingRDBStorage(RDBStorage):
         # Optuna's method, so that a fault raised around the call counts too
         if not done and state == TrialState.RUNNING and _inside.lost_commit:
             done = self._claimed_by_lost_commit(trial_id, began)
-        if done and state == TrialState.RUNNING and self.heartbeat_interval is not None:
+        if done and state == TrialState.RUNNING and self.beats_from_creation and \
+                self.heartbeat_interval is not None:
             # a claimed WAITING trial beats at once: its owner may die before its own first
             # beat, and a trial that never beat is never stale (Optuna 5)
             self.record_heartbeat(trial_id)

@@ -102,13 +102,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def make_storage(url: str | None = None, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,
                  retry_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
-                 create: bool = True, reached: bool = False) -> optuna.storages.RDBStorage:
+                 create: bool = True, reached: bool = False,
+                 beats_from_creation: bool = False) -> optuna.storages.RDBStorage:
     """An optuna RDBStorage that rides out transient faults (search.retry); for SQLite with
     WAL journaling and a busy timeout.
 
     WAL lets the dashboard read while workers write; the busy timeout makes a writer wait
     for the lock instead of failing with "database is locked". `reached`: another process
     of this run has already opened the storage, so faults are retried from the first call.
+    `beats_from_creation`: a worker's storage, whose trials beat from the moment they exist
+    or are claimed (search.retry), where a user's own loop keeps Optuna's contract that a
+    trial that never beat is never stale.
     """
     import optuna
     import sqlalchemy
@@ -149,6 +153,7 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
         except Exception as exc:
             raise StorageError(explain(exc, url)) from exc
     storage.retry_window_s, storage.reached = retry_window(), reached
+    storage.beats_from_creation = beats_from_creation
     if path is not None:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     return storage

@@ -95,7 +95,7 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
     storage = make_storage(
         orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,
         retry_callback=StaleTrialCallback(max_retry=MAX_RETRY)
-        if hb else None, reached=True)
+        if hb else None, reached=True, beats_from_creation=True)
     n_existing = len(optuna.load_study(study_name=spec.name, storage=storage)
                      .get_trials(deepcopy=False))
     study = optuna.load_study(study_name=spec.name, storage=storage,
