@@ -44,6 +44,8 @@ bench: data
 	$(BIN)/python bench/bench_search.py --trials 40 --workers 2 --before 7482935
 	@# a tiny trial's bookkeeping against Optuna's own loop (SQLite; PostgreSQL with $$MNIST_SEARCH_TEST_PG)
 	$(BIN)/python bench/bench_bookkeeping.py --trials 200 --before 2315163
+	@# answers with their noise: the L2 question with seeds, confirm, the notebook x3
+	$(BIN)/python bench/bench_answers.py --workers 2
 	@# from the command's start to the first training step, phase by phase
 	$(BIN)/python bench/bench_startup.py --repeat 3 --before a9ddc18
 	@# 16 workers on one PostgreSQL study: $$MNIST_SEARCH_TEST_PG's server, or (as root) .ci/postgres.sh's
