@@ -20,11 +20,12 @@ parameter is ignored by Optuna, attributes and intermediate values are overwritt
 same value, and telling a trial that the lost commit already finished, with the same state
 and values, is taken as done (it is told once). Only a failure that may have committed is
 settled so: after a lock that was never taken, a finished trial or a taken study name is
-the error it always was. A trial created by a commit whose answer was lost is found too: in a storage
-of this package's workers (`beats_from_creation`, heartbeats on), a new RUNNING trial gets
-its first heartbeat in the transaction that creates it, so when nobody owns it, it goes stale
-and the next stale check fails it (Optuna 5's check skips trials that never beat). Elsewhere
-(a user's own ask-and-tell loop) a trial that never beat is never stale, as Optuna promises. An enqueued trial claimed (WAITING to RUNNING) by a
+the error it always was. A trial created by a commit whose answer was lost is found too:
+in a storage of this package's workers (`beats_from_creation`, heartbeats on), a new
+RUNNING trial gets its first heartbeat in the transaction that creates it, so when nobody
+owns it, it goes stale and the next stale check fails it (Optuna 5's check skips trials
+that never beat). Elsewhere (a user's own ask-and-tell loop) a trial that never beat is
+never stale, as Optuna promises. An enqueued trial claimed (WAITING to RUNNING) by a
 commit whose answer was lost is found RUNNING by the retry and taken as the caller's when
 its claim was stamped during the call (_claimed_by_lost_commit).
 """
