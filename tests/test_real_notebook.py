@@ -21,14 +21,20 @@ NOTEBOOK = {0.0: 91.44, 0.2: 91.58, 0.4: 93.01, 0.6: 94.04, 0.8: 96.14, 0.9: 97.
 TOLERANCE_PP = 1.5
 
 
-def test_notebook_study_reproduces_the_momentum_sweep(tmp_path):
-    root = Path(os.environ.get("MNIST_SEARCH_DATA") or REPO / "data")
+@pytest.fixture()
+def root() -> Path:
+    """The real MNIST folder; CI must have it, elsewhere the test is skipped without."""
+    where = Path(os.environ.get("MNIST_SEARCH_DATA") or REPO / "data")
     try:
-        verify("mnist", root)
+        verify("mnist", where)
     except DataError as exc:
         if os.environ.get("CI"):
             pytest.fail(f"CI must have real MNIST: {exc}")
         pytest.skip(f"real MNIST not fetched: {exc}")
+    return where
+
+
+def test_notebook_study_reproduces_the_momentum_sweep(tmp_path, root):
     url = f"sqlite:///{tmp_path / 'nb.db'}"
     start = time.perf_counter()
     res = CliRunner(env={"MNIST_SEARCH_DATA": str(root)}).invoke(
@@ -57,7 +63,7 @@ def _per_label(url: str, name: str) -> dict[str, tuple[float, list[float], int]]
 
 
 @pytest.mark.parametrize("when", ["training", "after the first finished"])
-def test_an_interrupted_run_resumed_gives_the_uninterrupted_numbers(tmp_path, when):
+def test_an_interrupted_run_resumed_gives_the_uninterrupted_numbers(tmp_path, when, root):
     """Ctrl-C, then the same command: every label ends with the seed, the per-epoch losses
     and the accuracy of a run that was never interrupted, bit for bit (2 workers, 1 thread
     each, as on this 2-core machine)."""
@@ -65,13 +71,6 @@ def test_an_interrupted_run_resumed_gives_the_uninterrupted_numbers(tmp_path, wh
 
     from helpers import start_run, trials, wait_for
 
-    root = Path(os.environ.get("MNIST_SEARCH_DATA") or REPO / "data")
-    try:
-        verify("mnist", root)
-    except DataError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must have real MNIST: {exc}")
-        pytest.skip(f"real MNIST not fetched: {exc}")
     text = (REPO / "studies" / "notebook.toml").read_text()
     spec = tmp_path / "nb1.toml"
     spec.write_text("name = 'nb1'\n" + text.replace("epochs = 5", "epochs = 1"))
