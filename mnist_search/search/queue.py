@@ -221,7 +221,12 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     """The claim's trials: popped ones as live Trials, new ones by id (see claim)."""
     fail_stale(study, storage, request.heartbeat)
     c = tally_states(state_reasons(study))  # a count, not a read of every unfinished trial
-    free = request.target - c["done"] - c["running"]
+    # a sampled config stands for `replicates` trials: its other seeds are queued when it
+    # starts (lifecycle.replicate_sampled), so it takes that many of the free places, and
+    # one claimed by another worker that has not started yet holds the places of its own
+    reps = spec.replicates if spec.search and spec.sampler_kind != "grid" else 1
+    pending = _pending_replicates(study, reps) if reps > 1 and c["running"] else 0
+    free = request.target - c["done"] - c["running"] - pending
     if free <= 0:
         return []
     queued = waiting_trials(study) if c["waiting"] else []  # in the order ask pops
@@ -239,9 +244,7 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
     # Several CPU workers split a same-shape group at the share (stacking gains little
     # there, an idle worker loses its whole share); a GPU worker takes it whole.
     split = request.workers > 1 and not request.mixed
-    # a sampled config stands for `replicates` trials: its other seeds are queued when it
-    # starts (lifecycle.replicate_sampled), so it takes that many of the free places
-    reps, used = (spec.replicates if spec.search else 1), 0
+    used = 0
     while len(claimed) < request.population and used < free:
         i = len(claimed)  # ask() pops the oldest waiting trial: waiting[i], if any
         same = 0 < i < len(shapes) and shapes[i] is not None and shapes[i] == shapes[i - 1]
@@ -252,11 +255,26 @@ def _claim_locked(study: optuna.Study, storage: optuna.storages.RDBStorage, spec
         if claimed and i >= len(waiting) and not (samples_stack or request.mixed):
             break  # a sampled trial of its own shape: one per claim
         queued_one = i < len(queued)
+        if not queued_one and used + reps > free and (claimed or c["running"]):
+            break  # too few places for a whole config, while others may still fill them
         made = ask_trial(study, storage, seed_base, request.heartbeat) if queued_one else None
         claimed.append(made)
         used += 1 if queued_one else reps
         cost += trial_cost(spec, made.user_attrs if made is not None else {})
     return _with_new_trials(study, storage, seed_base, request.heartbeat, claimed)
+
+
+def _pending_replicates(study: optuna.Study, reps: int) -> int:
+    """The seeds still to be queued for sampled configs claimed but not yet started."""
+    trials = study.get_trials(deepcopy=False)
+    queued: dict[int, int] = {}
+    for t in trials:
+        if "replicate_of" in t.user_attrs:
+            queued[t.user_attrs["replicate_of"]] = queued.get(t.user_attrs["replicate_of"], 0) + 1
+    return sum(max(0, reps - 1 - queued.get(t.number, 0)) for t in trials
+               if t.state == TrialState.RUNNING and not any(
+                   k in t.user_attrs for k in ("label", "grid_point", "replicate_of",
+                                               "retry_of")))
 
 
 def _with_new_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
