@@ -8,6 +8,12 @@ The public API, for your own Optuna code:
 
 Only the version is defined eagerly, so `mnist-search --help` never imports torch or
 optuna; each name below is imported on first use.
+
+The package, by layer, each importing only from those below it (pyproject's import-linter
+contract): cli; results and workers; search; training; data and spec; bundled (the study
+files it ships) and space; config (TrainConfig), stats (replicate statistics), files
+(writing a user's files safely), tables (results that show themselves), live (progress
+where the user looks) and storage (the database); errors.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from optuna.trial import TrialState
 from test_trust import HUGE_SEARCH  # every architecture over the bound: each one refused
 
 import mnist_search as ms
-from mnist_search.search.internals import backend_of
 from mnist_search.search.lifecycle import start_trial
 from mnist_search.spec import load_spec
+from mnist_search.storage.internals import backend_of
 
 from helpers import write_study
 
@@ -144,7 +144,7 @@ def test_a_start_inside_another_holding_block_writes_its_own_parameters(tmp_path
                                                                          synthetic_dir):
     """A start within a caller's own params_held block (same storage) still writes its
     trial's parameters with it, not leaving them to a block that knows nothing of them."""
-    from mnist_search.search.writes import params_held
+    from mnist_search.storage.rows import params_held
 
     path = write_study(tmp_path / "nest.toml", synthetic_dir, SEARCH)
     url = f"sqlite:///{tmp_path / 'nest.db'}"

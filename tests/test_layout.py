@@ -174,3 +174,79 @@ def test_every_tensor_made_in_training_names_its_device():
                     and not any(k.arg == "device" for k in node.keywords):
                 unnamed.append(f"{path.name}:{node.lineno} torch.{node.func.attr}")
     assert not unnamed, unnamed
+
+
+DOOR = "mnist_search.storage.internals"  # the one module that touches Optuna's private parts
+OPTUNA_PACKAGES = ("optuna", "optuna_dashboard")
+
+
+def private_optuna_uses(module: str, allowed: set[str]) -> list[str]:
+    """Where `module` imports a private name of Optuna or optuna-dashboard, or reads or sets
+    a private attribute it did not define itself (on anything but `os._exit`), or names one
+    in getattr/setattr/hasattr; `allowed` names the private attributes it may use."""
+    tree = ast.parse(MODULES[module].read_text())
+    own = {n.name for n in ast.walk(tree)
+           if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    own |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            and isinstance(n.ctx, ast.Store) and ast.unparse(n.value) in ("self", "cls")}
+    found = []
+    for node in ast.walk(tree):
+        where = f"{module}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [f"{node.module}.{a.name}" for a in node.names if not node.level]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] in OPTUNA_PACKAGES and any(p.startswith("_") for p in parts):
+                    found.append(f"{where} imports {name}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                and not node.attr.startswith("__") and node.attr != "_repr_html_":
+            receiver = ast.unparse(node.value)
+            if receiver == "os" or node.attr in allowed or \
+                    (receiver in ("self", "cls") and node.attr in own):
+                continue
+            found.append(f"{where} uses {receiver}.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id in ("getattr", "setattr", "hasattr", "delattr") and \
+                len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and \
+                str(node.args[1].value).startswith("_"):
+            found.append(f"{where} names {node.args[1].value!r} in {node.func.id}")
+    return found
+
+
+def test_only_one_module_touches_optunas_private_parts():
+    """Optuna's private names and attributes go through storage/internals.py; the retrying
+    storage may name the RDBStorage methods it overrides, and nothing else."""
+    from mnist_search.storage.retry import RETRIED, RetryingRDBStorage
+
+    overrides = set(RetryingRDBStorage.OPTUNA_OVERRIDES) | {n for n in RETRIED
+                                                            if n.startswith("_")}
+    found = [use for m in MODULES if m != DOOR for use in private_optuna_uses(
+        m, overrides if m == "mnist_search.storage.retry" else set())]
+    assert not found, found
+    assert private_optuna_uses(DOOR, set()), "the door uses nothing private: rule checks nothing"
+
+
+def test_the_rule_catches_a_private_import_and_attribute(tmp_path, monkeypatch):
+    """The rule above fails on the uses it is for (a rule that cannot fail checks nothing)."""
+    planted = tmp_path / "planted.py"
+    planted.write_text("from optuna.storages._rdb import models\n"
+                       "def f(study):\n    study._thread_local.x = None\n"
+                       "    return getattr(study, '_storage', None)\n")
+    monkeypatch.setitem(MODULES, "planted", planted)
+    uses = private_optuna_uses("planted", set())
+    assert len(uses) == 3, uses
+
+
+def test_each_package_docstring_names_all_its_modules():
+    """A package's docstring is its map: every module in it is named there."""
+    missing = []
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            continue
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        for sub in sorted(path.parent.glob("*.py")):
+            if sub.name not in ("__init__.py", "__main__.py") and sub.stem not in doc.split(
+                    ) and not any(w.strip("(),;:.`-") == sub.stem for w in doc.split()):
+                missing.append(f"{name} does not name {sub.stem}")
+    assert not missing, missing

@@ -8,8 +8,8 @@ import time
 
 import optuna
 
-from mnist_search.search.retry import storage_seconds
-from mnist_search.search.storage import make_storage
+from mnist_search.storage.connect import make_storage
+from mnist_search.storage.retry import storage_seconds
 from mnist_search.workers.ledger import Ledger
 
 NAP = 0.1

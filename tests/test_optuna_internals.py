@@ -1,4 +1,4 @@
-"""The private parts of Optuna this package relies on (search/internals.py), exercised
+"""The private parts of Optuna this package relies on (storage/internals.py), exercised
 against a real RDB storage: if a new Optuna changes them, this fails, loudly and first."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import warnings
 import optuna
 import pytest
 
-from mnist_search.search.internals import (
+from mnist_search.storage.internals import (
     retried_from,
     stale_trial_ids,
     storage_of,
@@ -51,7 +51,7 @@ def test_heartbeat_internals_and_the_retry_record(tmp_path):
 def test_user_attrs_note_and_beat_in_one_transaction_read_back_as_optunas(tmp_path):
     from optuna_dashboard import get_note
 
-    from mnist_search.search.writes import set_user_attrs
+    from mnist_search.storage.rows import set_user_attrs
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'a.db'}", heartbeat_interval=60)
     study = optuna.create_study(storage=storage)
@@ -76,7 +76,7 @@ def test_the_private_names_this_package_uses_exist():
     from optuna.storages._rdb import models, storage
     from optuna_dashboard import _note
 
-    from mnist_search.search.retry import RETRIED, RetryingRDBStorage
+    from mnist_search.storage.retry import RETRIED, RetryingRDBStorage
 
     private = [n for n in RETRIED if n.startswith("_")]
     assert private, "RETRIED names no private method: this test checks nothing"
@@ -114,8 +114,8 @@ def test_an_artifact_recorded_with_the_results_reads_back_as_upload_artifacts(tm
         upload_artifact,
     )
 
-    from mnist_search.search.internals import artifact_attr
-    from mnist_search.search.writes import set_user_attrs
+    from mnist_search.storage.internals import artifact_attr
+    from mnist_search.storage.rows import set_user_attrs
 
     store = FileSystemArtifactStore(tmp_path)
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'a.db'}")
@@ -137,7 +137,7 @@ def test_an_artifact_recorded_with_the_results_reads_back_as_upload_artifacts(tm
 
 
 def test_tell_trial_tells_and_refuses_as_study_tell_does(tmp_path):
-    from mnist_search.search.internals import tell_trial
+    from mnist_search.storage.internals import tell_trial
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 't.db'}")
     done, pruned, bad = study.ask(), study.ask(), study.ask()
@@ -155,8 +155,8 @@ def test_tell_trial_tells_and_refuses_as_study_tell_does(tmp_path):
 def test_a_stacks_writes_are_one_transaction_and_a_finished_trial_is_refused_alone(tmp_path):
     import sqlalchemy
 
-    from mnist_search.search.internals import backend_of
-    from mnist_search.search.writes import AttrWrite, write_attrs
+    from mnist_search.storage.internals import backend_of
+    from mnist_search.storage.rows import AttrWrite, write_attrs
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'w.db'}")
     trials = [study.ask() for _ in range(4)]
@@ -176,7 +176,7 @@ def test_a_stacks_writes_are_one_transaction_and_a_finished_trial_is_refused_alo
 
 
 def test_new_trial_is_what_ask_makes_without_searching_the_queue(tmp_path):
-    from mnist_search.search.internals import new_trial
+    from mnist_search.storage.internals import new_trial
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'n.db'}",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
@@ -199,9 +199,9 @@ def test_trials_created_together_are_stored_as_optuna_stores_one_in_one_commit(t
     made of them are not read back first."""
     import sqlalchemy
 
-    from mnist_search.search.internals import live_trials
     from mnist_search.search.lifecycle import create_trials, trial_seed
-    from mnist_search.search.storage import make_storage
+    from mnist_search.storage.connect import make_storage
+    from mnist_search.storage.internals import live_trials
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     storage = make_storage(url, heartbeat_interval=10, beats_from_creation=True)  # a worker's
@@ -242,8 +242,8 @@ def test_trials_created_together_are_stored_as_optuna_stores_one_in_one_commit(t
 def test_state_reasons_count_what_reading_every_trial_counts(tmp_path, rdb):
     from optuna.trial import TrialState
 
-    from mnist_search.search.internals import state_reasons, waiting_trials
     from mnist_search.search.queue import tally_states
+    from mnist_search.storage.internals import state_reasons, waiting_trials
 
     storage = f"sqlite:///{tmp_path / 's.db'}" if rdb else None
     study = optuna.create_study(storage=storage)
@@ -268,3 +268,92 @@ def test_state_reasons_count_what_reading_every_trial_counts(tmp_path, rdb):
     assert [t.system_attrs["fixed_params"] for t in queued] == [{"x": 0.3}, {"x": 0.1},
                                                                  {"x": 0.2}]
     assert study.ask().number == queued[0].number  # the order ask pops them in
+
+
+def _door_uses() -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """From storage/internals.py's source: the private (module, name) pairs it imports, and
+    each private attribute chain it reads or sets ([receiver, attr, ...]), getattr's
+    included."""
+    import ast
+    import inspect
+
+    from mnist_search.storage import internals
+
+    tree = ast.parse(inspect.getsource(internals))
+    imported, chains = [], []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.split(".")[0] in ("optuna", "optuna_dashboard"):
+            for a in node.names:
+                if any(p.startswith("_") for p in [*node.module.split("."), a.name]):
+                    imported.append((node.module, a.name))
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name,
+                                                                          ast.Attribute)):
+            parts = ast.unparse(node).split(".")
+            if any(p.startswith("_") and not p.startswith("__") for p in parts[1:]) and \
+                    all(p.isidentifier() for p in parts):
+                chains.append(parts)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                node.func.id == "getattr" and isinstance(node.args[0], ast.Name) and \
+                isinstance(node.args[1], ast.Constant) and node.args[1].value.startswith("_"):
+            chains.append([node.args[0].id, node.args[1].value])
+    return imported, chains
+
+
+def test_every_private_name_the_door_uses_exists():
+    """Derived from the door's source, so a new use is checked the day it is written: each
+    private import resolves, and each private attribute chain (the `_thread_local` a claim
+    resets, the `_backend` under Optuna's cache, a trial's `_cached_frozen_trial`...) exists
+    on the real object its receiver's name stands for. Renamed in a new Optuna, these would
+    otherwise fail silently (getattr's default, a new attribute set where none is read)."""
+    import importlib
+
+    from optuna.storages._cached_storage import _CachedStorage
+
+    from mnist_search.storage.internals import backend_of, storage_of
+
+    imported, chains = _door_uses()
+    assert imported and chains, "the door names nothing private: this test checks nothing"
+    for module, name in imported:
+        assert hasattr(importlib.import_module(module), name), f"{module}.{name} is gone"
+    rdb = optuna.storages.RDBStorage("sqlite://")
+    study = optuna.create_study(storage=rdb)
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    live = study.ask()
+    cached = storage_of(study)
+    assert isinstance(cached, _CachedStorage)
+    objects = {"study": [study], "trial": [live, study.trials[0]], "live": [live],
+               "cached": [cached], "maybe_cached": [cached], "storage": [rdb]}
+    for chain in chains:
+        receiver, *attrs = chain
+        assert receiver in objects, f"name the object {receiver!r} stands for in this test"
+        for obj in objects[receiver]:
+            for attr in attrs:
+                assert hasattr(obj, attr), f"{'.'.join(chain)}: {type(obj).__name__} " \
+                    f"has no {attr}"
+                obj = getattr(obj, attr)
+    uses = {".".join(c) for c in chains}
+    for needed in ("study._thread_local.cached_all_trials", "maybe_cached._backend",
+                   "live._cached_frozen_trial"):
+        assert needed in uses, f"{needed} no longer found in the door: update this test"
+    assert backend_of(cached) is rdb  # the getattr's default would hide a renamed _backend
+
+
+def test_the_retrying_storages_overrides_are_still_optunas_and_still_called():
+    """RetryingRDBStorage.OPTUNA_OVERRIDES: each overrides a method RDBStorage still has,
+    and that Optuna's storages still call; a rename (or a call moved elsewhere) would
+    leave the override in place and never called: no heartbeat at creation, no held
+    parameters, no stale reason."""
+    from pathlib import Path
+
+    from optuna.storages import RDBStorage
+
+    from mnist_search.storage.retry import RetryingRDBStorage
+
+    source = "".join(f.read_text() for f in Path(optuna.storages.__file__).parent.rglob("*.py"))
+    assert "_get_prepared_new_trial" in RetryingRDBStorage.OPTUNA_OVERRIDES
+    for name in RetryingRDBStorage.OPTUNA_OVERRIDES:
+        assert name in vars(RetryingRDBStorage), f"{name} is listed but not overridden"
+        assert callable(getattr(RDBStorage, name, None)), f"RDBStorage.{name} is gone"
+        assert f".{name}(" in source, f"optuna.storages no longer calls {name}"

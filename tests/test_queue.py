@@ -9,11 +9,11 @@ import pytest
 from optuna.trial import TrialState
 from test_study import SHAPES as STUDY_SHAPES
 
-from mnist_search.search.internals import trial_id, trials_with_heartbeat
 from mnist_search.search.queue import Claim, claim, counts, queue_order, trial_cost
-from mnist_search.search.storage import make_storage
 from mnist_search.search.study import default_trials, grid_points, make_sampler, open_study
 from mnist_search.spec import load_spec
+from mnist_search.storage.connect import make_storage
+from mnist_search.storage.internals import trial_id, trials_with_heartbeat
 
 from helpers import write_study
 

@@ -1,4 +1,4 @@
-"""Storage calls retried through transient faults (search/retry.py, search/transient.py), on
+"""Storage calls retried through transient faults (storage/retry.py, storage/transient.py), on
 a real SQLite storage: what counts as transient, a lost commit told once, a never-reached
 storage not retried, and the window's setting. The restart of a real PostgreSQL server
 mid-run is in test_postgres.py, SQLite locked past its busy timeout in test_storage_faults.py."""
@@ -18,10 +18,10 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from mnist_search.errors import StorageError
-from mnist_search.search import retry, transient
-from mnist_search.search.retry import RETRIED, RetryingRDBStorage
-from mnist_search.search.storage import make_storage
-from mnist_search.search.transient import is_transient
+from mnist_search.storage import retry, transient
+from mnist_search.storage.connect import make_storage
+from mnist_search.storage.retry import RETRIED, RetryingRDBStorage
+from mnist_search.storage.transient import is_transient
 
 NOT_DATABASE_CALLS = {
     "get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "get_failed_trial_callback",
@@ -183,7 +183,7 @@ def test_a_bad_window_is_one_clear_error(monkeypatch, raw):
 def test_stale_trials_wait_a_grace_period_after_an_outage(tmp_path):
     """Heartbeats went unrecorded while the storage was away: a trial that looks stale
     right after may be alive, so the claim step leaves it for one grace period."""
-    from mnist_search.search.stale import just_recovered
+    from mnist_search.search.queue import just_recovered
 
     storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", heartbeat_interval=1,
                            grace_period=2)
@@ -456,7 +456,7 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
                            beats_from_creation=True,
                            grace_period=1, reached=True)
     study = optuna.create_study(storage=storage, study_name="s")
-    real, commits = retry._create_scoped_session, [0]
+    real, commits = retry.scoped_session, [0]
 
     @contextlib.contextmanager
     def answer_lost(*args, **kwargs):
@@ -466,7 +466,7 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
         if commits[0] == 1:  # committed, then the connection dropped
             raise optuna.exceptions.StorageInternalError("commit failed") from dropped()
 
-    monkeypatch.setattr(retry, "_create_scoped_session", answer_lost)
+    monkeypatch.setattr(retry, "scoped_session", answer_lost)
     monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.01)
     with storage.attrs_at_creation(lambda number: {"seed": 100 + number}):
         made = storage.create_new_trials(study._study_id, 3)
@@ -488,8 +488,8 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_commit(tmp_path):
     """No moment in which it exists without them; an enqueued trial gets them at its claim."""
-    from mnist_search.search.internals import trial_id, trial_of, trials_with_heartbeat
     from mnist_search.search.lifecycle import ask_trial, create_trial, trial_seed
+    from mnist_search.storage.internals import trial_id, trial_of, trials_with_heartbeat
 
     storage = make_storage(f"sqlite:///{tmp_path / 'c.db'}", heartbeat_interval=10,
                            beats_from_creation=True)

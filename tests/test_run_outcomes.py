@@ -207,7 +207,7 @@ def test_reap_waits_for_the_study_lock_that_claims_hold(tmp_path):
     import optuna
 
     from mnist_search.search.reap import reap
-    from mnist_search.search.storage import study_lock
+    from mnist_search.storage.lock import study_lock
 
     url = f"sqlite:///{tmp_path / 'l.db'}"
     optuna.create_study(study_name="r", storage=url).ask()

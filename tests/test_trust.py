@@ -405,7 +405,7 @@ def test_readers_never_create_a_schema_or_a_file(tmp_path, argv):
 
 
 def _open_new(url: str, barrier) -> str:
-    from mnist_search.search.storage import make_storage
+    from mnist_search.storage.connect import make_storage
 
     barrier.wait()
     try:
@@ -429,7 +429,7 @@ def test_first_runs_on_a_new_sqlite_file_do_not_race(tmp_path):
 
 
 def _open_as(url: str, barrier, create: bool) -> str:
-    from mnist_search.search.storage import make_storage
+    from mnist_search.storage.connect import make_storage
 
     barrier.wait()
     try:

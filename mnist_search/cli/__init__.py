@@ -3,6 +3,10 @@
 The only package that configures logging or writes results to stdout. Heavy imports (torch,
 optuna) happen inside commands, so `mnist-search --help` stays instant. Each command lives
 in the module of its family and is registered here.
+
+Modules: run (run, reap, dashboard), results (studies, show, best, export, report), trained
+(model, evaluate, rerun), confirm, train, check, init, data, and common (one-line errors
+with exit codes, logging, --storage), which every command shares.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _storage_fault(exc: BaseException) -> str | None:
     sqlalchemy is loaded, so classifying an error never imports them."""
     if "sqlalchemy" not in sys.modules and "optuna" not in sys.modules:
         return None
-    from ..search.faults import explain, is_storage_fault
+    from ..storage.faults import explain, is_storage_fault
 
     if not is_storage_fault(exc):
         return None
@@ -179,7 +179,7 @@ artifacts_option = click.option(
 
 def use_storage(storage: str | None) -> str:
     """Resolve the URL, remember it for error messages, and quiet Optuna under -q."""
-    from ..search.storage import resolve_url
+    from ..storage.connect import resolve_url
 
     url = resolve_url(storage)
     ctx = click.get_current_context(silent=True)

@@ -29,7 +29,7 @@ def studies_cmd(storage: str | None) -> None:
     import optuna
 
     from ..results.rows import table
-    from ..search.storage import make_storage
+    from ..storage.connect import make_storage
 
     url = use_storage(storage)
     store = make_storage(url, create=False)

@@ -86,7 +86,7 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     """
     import signal
 
-    from ..search.storage import has_study, resolve_url
+    from ..storage.connect import has_study, resolve_url
     from ..workers.spawn import check_workers, start_early
 
     study = load_spec(study_file)  # a bad file is one line before any process starts
@@ -181,7 +181,7 @@ def dashboard_cmd(storage: str | None, artifacts: Path | None, port: int,
     """
     from ..results.dashboard import Dashboard
     from ..search.artifacts import artifact_dir
-    from ..search.storage import make_storage
+    from ..storage.connect import make_storage
 
     url = use_storage(storage)
     host = "127.0.0.1" if host is None else host  # elsewhere: Dashboard warns

@@ -48,7 +48,7 @@ def model_cmd(study: str, storage: str | None, artifacts: Path | None, number: i
 
     from ..results.rows import load_study
     from ..search.artifacts import ModelStore, artifact_dir, model_artifact, storage_files
-    from ..search.storage import make_storage
+    from ..storage.connect import make_storage
 
     url = use_storage(storage)
     check_output(output, force=force, keep=storage_files(url, artifacts))

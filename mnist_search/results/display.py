@@ -98,7 +98,7 @@ def dashboard(storage: str | None = None, *, port: int = 0, host: str = "127.0.0
     """optuna-dashboard on `storage`, served in the background on a free port (`port=0`):
     the handle's `url` opens it and `stop()` ends it. Returns at once (the command blocks)."""
     from ..search.artifacts import artifact_dir
-    from ..search.storage import make_storage, resolve_url
+    from ..storage.connect import make_storage, resolve_url
 
     url = resolve_url(storage)
     folder: Path | None

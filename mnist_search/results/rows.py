@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StudyNotFound, printable, redact
-from ..search.storage import make_storage, resolve_url
 from ..spec import base_label
+from ..storage.connect import make_storage, resolve_url
 
 if TYPE_CHECKING:
     import pandas as pd

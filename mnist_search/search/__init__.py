@@ -1,12 +1,13 @@
-"""The search layer: Optuna studies from study files, the objective, storage, reaping.
+"""The search layer: a trial's life, the queue, and the study features built on them.
 
-Submodules: objective (Objective, alone), lifecycle (a trial's life, the same for every
-runner: ask, start, report, settle, tell, fail), study (open_study: create/resume, enqueue
-once), queue (finished counts, costs, claiming under the study lock), storage (URLs, SQLite
-set-up, the study lock, storage errors in one line), retry (storage calls through transient
-faults), artifacts (model files), rerun, confirm, warm_start, preflight, reap, summary
-(finished trials by label), notes (dashboard notes), internals (the Optuna private API used,
-isolated).
+A trial's life: objective (Objective, alone), lifecycle (the same for every runner: ask,
+start, report, settle, tell, fail), records (what a trial records), artifacts (model files as
+Optuna artifacts), notes (dashboard notes).
+The queue: queue (finished counts, costs, claiming under the study lock, the stale check).
+Study features: study (open_study: create/resume, enqueue once), warm_start, preflight
+(checks before a run), reap (dead workers' trials), rerun, confirm (fresh-seed replicates of
+the best), summary (finished trials by label or config).
+The database itself is the storage layer (mnist_search.storage).
 """
 
 __all__: list[str] = []  # nothing here: import the submodules

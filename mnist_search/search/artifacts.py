@@ -24,8 +24,8 @@ from optuna.artifacts import ArtifactMeta, FileSystemArtifactStore, get_all_arti
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import UsageError
-from .internals import artifact_attr
-from .storage import sqlite_path
+from ..storage.connect import sqlite_path
+from ..storage.internals import artifact_attr
 
 __all__ = ["ENV_VAR", "MODEL_MIMETYPE", "ModelSaver", "ModelStore", "artifact_dir",
            "model_artifact", "storage_files"]

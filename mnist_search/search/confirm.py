@@ -31,8 +31,8 @@ from ..config import TrainConfig
 from ..errors import UsageError
 from ..spec import REPLICATE_MARK, StudySpec
 from ..stats import Summary, summarize
+from ..storage.internals import storage_of, trial_id
 from ..tables import Table
-from .internals import storage_of, trial_id
 
 if TYPE_CHECKING:
     import pandas as pd

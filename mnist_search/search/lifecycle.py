@@ -23,11 +23,18 @@ from optuna.trial import BaseTrial, TrialState
 from ..config import TrainConfig, mlp_parameters
 from ..errors import ConfigError, NonFiniteLossError, is_out_of_memory
 from ..spec import StudySpec
+from ..storage.internals import new_trial, new_trial_ids, retried_from, tell_trial, trial_id
+from ..storage.rows import (
+    AttrWrite,
+    HeldParam,
+    params_held,
+    set_user_attrs,
+    write_attrs,
+    write_held,
+)
 from .artifacts import ModelSaver
-from .internals import new_trial, new_trial_ids, retried_from, tell_trial, trial_id
 from .notes import trial_note
 from .records import model_writer, partial_attrs, result_attrs
-from .writes import AttrWrite, HeldParam, params_held, set_user_attrs, write_attrs, write_held
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
@@ -171,7 +178,7 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,
                 attrs: dict[str, Any] | None = None,
                 held: dict[int, list[HeldParam]] | None = None) -> AttrWrite:
-    """What start_trial writes, for writing with other trials' (writes.write_attrs), with
+    """What start_trial writes, for writing with other trials' (rows.write_attrs), with
     the parameters `held` for it (params_held); the parameters constraint, where the study
     caps them, is set at once."""
     cap = spec.constraints.get("max_parameters")

@@ -15,16 +15,17 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .internals import (
+from ..storage.connect import make_storage
+from ..storage.internals import (
     backend_of,
     stale_trial_ids,
     storage_of,
     trial_id,
     trials_with_heartbeat,
 )
+from ..storage.lock import study_lock
+from ..storage.rows import record_fail_reason
 from .queue import IDENTITY_KEYS, identity, is_done
-from .storage import make_storage, study_lock
-from .writes import record_fail_reason
 
 __all__ = ["StaleTrialCallback", "reap"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import BaseTrial
 
-from .writes import set_user_attrs
+from ..storage.rows import set_user_attrs
 
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult

@@ -20,10 +20,11 @@ from optuna.trial import TrialState
 from ..config import is_int
 from ..errors import ConfigError, StudyConflict
 from ..spec import MAX_PLANNED, MAX_REPLICATES, REPLICATE_MARK, StudySpec, load_spec
+from ..storage.connect import make_storage, resolve_url
+from ..storage.lock import study_lock
 from .lifecycle import queued_seeds, study_seed
 from .notes import write_study_note
 from .queue import identity_of, is_done, queue_order
-from .storage import make_storage, resolve_url, study_lock
 from .warm_start import check_warm_start, enqueue_warm_start
 
 __all__ = ["DEFAULT_SEARCH_TRIALS", "StudyConflict", "as_spec", "create_or_resume",

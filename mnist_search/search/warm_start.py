@@ -20,8 +20,8 @@ from optuna.trial import TrialState
 from ..config import TrainConfig
 from ..errors import StudyNotFound, UsageError, redact
 from ..spec import StudySpec
-from .internals import storage_of
-from .storage import study_lock
+from ..storage.internals import storage_of
+from ..storage.lock import study_lock
 
 __all__ = ["DEFAULT_WARM_START", "check_warm_start", "enqueue_warm_start", "parse_warm_start"]
 

@@ -4,6 +4,8 @@ A study file fixes WHAT is searched (fixed values, search space, labelled refere
 sampler, pruner, objective); CLI flags only change how and where it runs. Every problem is
 a SpecError whose message is one line: file, key path, bad value, what is allowed.
 Standard library only.
+
+Modules: study (StudySpec and load_spec), rules (each table of a study file checked).
 """
 
 from ..errors import SpecError

@@ -16,9 +16,9 @@ from ..search.confirm import (
     confirmed,
     fail_left_running,
 )
-from ..search.internals import storage_url
 from ..search.queue import identity_of, is_done
 from ..spec import StudySpec
+from ..storage.internals import storage_url
 from .pool import run_study
 
 __all__ = ["confirm"]

@@ -15,9 +15,9 @@ from ..search.artifacts import ModelSaver
 from ..search.lifecycle import study_seed
 from ..search.queue import Claim
 from ..search.reap import StaleTrialCallback
-from ..search.storage import make_storage
 from ..search.study import make_pruner, make_sampler
 from ..spec import StudySpec, load_spec
+from ..storage.connect import make_storage
 
 __all__ = ["DEFAULT_HEARTBEAT_S", "MAX_RETRY", "WorkerContext", "WorkerOrders", "open_worker",
            "pack_spec", "unpack_spec"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import optuna
 
-from ..search.retry import storage_seconds
+from ..storage.retry import storage_seconds
 
 __all__ = ["SAMPLER_CALLS", "Ledger"]
 

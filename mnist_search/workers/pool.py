@@ -33,9 +33,9 @@ from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
 from ..search.queue import counts, is_done, unfinished_identities
-from ..search.storage import resolve_url
 from ..search.study import as_spec, default_trials, open_study, whole_replicates
 from ..spec import MAX_TRIALS, StudySpec
+from ..storage.connect import resolve_url
 from ..tables import Table
 
 if TYPE_CHECKING:

@@ -24,8 +24,6 @@ import optuna
 
 from ..config import TrainConfig
 from ..errors import ConfigError
-from ..search.faults import describe
-from ..search.internals import trial_id
 from ..search.lifecycle import (
     EpochReporter,
     fail,
@@ -36,7 +34,9 @@ from ..search.lifecycle import (
     tell,
     trial_config,
 )
-from ..search.writes import HeldParam, params_held, write_attrs, write_held
+from ..storage.faults import describe
+from ..storage.internals import trial_id
+from ..storage.rows import HeldParam, params_held, write_attrs, write_held
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext

@@ -18,8 +18,8 @@ from typing import Any
 import optuna
 
 from ..errors import RedactingFilter
-from ..search.faults import describe
 from ..search.queue import claim, waiting_on
+from ..storage.faults import describe
 from .context import WorkerOrders, open_worker
 from .signals import (
     hold_stop_signals,

@@ -26,7 +26,7 @@ import optuna.storages
 import optuna.storages._rdb.storage as rdb_module
 import sqlalchemy.exc
 
-from mnist_search.search import retry, transient
+from mnist_search.storage import retry, transient
 
 FAULTS = os.environ.get("MNIST_SEARCH_SUITE_FAULTS", "none")
 PG = os.environ.get("MNIST_SEARCH_SUITE_PG")

@@ -1,19 +1,23 @@
-"""The few places this package reaches into Optuna's private API, and why, in one module.
+"""The one door to Optuna's and optuna-dashboard's private parts: every private name this
+package imports from them, and every private attribute of their objects it reads or sets, is
+here; the rest of the package imports these from this module (tests/test_layout.py keeps it
+so). The one exception is RetryingRDBStorage's overrides of RDBStorage's private methods,
+named in that class (OPTUNA_OVERRIDES, RETRIED).
 
-Optuna 5 offers no public way to ask which RUNNING trials have a stale heartbeat without
-failing them (`fail_stale_trials` does both, and only for a study with a live sampler), nor
-which trials have a heartbeat record at all; `reap` needs both to tell a dead worker from a
-live one. Trial and study ids (as opposed to numbers) are what the storage methods take, and
-a loaded study does not say which storage it came from (confirm puts a study beside it).
-Optuna writes one attribute per transaction; a trial records about 30, so writes.py writes
-them in one transaction each time. A claim, under the
-study lock every worker waits on, counts trials with one aggregate query over Optuna's
-tables (state_reasons) instead of reading every unfinished trial through its cache, and
-puts the trials it creates together into that cache as Optuna's create_new_trial does.
-tests/test_optuna_internals.py fails loudly if a new Optuna changes any of this; pyproject
-caps optuna below 6 for the same reason.
+Why each is needed: Optuna 5 offers no public way to ask which RUNNING trials have a stale
+heartbeat without failing them (`fail_stale_trials` does both, and only for a study with a
+live sampler), nor which trials have a heartbeat record at all; `reap` needs both to tell a
+dead worker from a live one. Trial and study ids (as opposed to numbers) are what the storage
+methods take, and a loaded study does not say which storage it came from (confirm puts a
+study beside it). Optuna writes one attribute per transaction; a trial records about 30, so
+rows.py writes them in one transaction each time, with Optuna's own tables (models) and
+session scope (scoped_session). A claim, under the study lock every worker waits on, counts
+trials with one aggregate query over Optuna's tables (state_reasons) instead of reading every
+unfinished trial through its cache, and puts the trials it creates together into that cache
+as Optuna's create_new_trial does. tests/test_optuna_internals.py, whose names test is
+derived from this module's source, fails loudly if a new Optuna changes any of this;
+pyproject caps optuna below 6 for the same reason.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -26,12 +30,16 @@ import optuna
 import sqlalchemy
 from optuna.artifacts import ArtifactMeta
 from optuna.storages import RDBStorage
+from optuna.storages._base import DEFAULT_STUDY_NAME_PREFIX
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["artifact_attr", "backend_of", "live_trials", "new_trial", "new_trial_id",
-           "new_trial_ids", "retried_from", "stale_trial_ids", "state_reasons", "storage_call",
-           "storage_of", "storage_url", "study_id", "tell_trial", "trial_id", "trial_of",
-           "trials_with_heartbeat", "waiting_trials"]
+__all__ = ["DEFAULT_STUDY_NAME_PREFIX", "artifact_attr", "backend_of", "cached_view",
+           "live_trials", "models", "new_trial", "new_trial_id", "new_trial_ids", "note_rows",
+           "retried_from", "scoped_session", "set_param_without_commit", "stale_trial_ids",
+           "state_reasons", "storage_call", "storage_of", "storage_url", "study_id",
+           "tell_trial", "trial_id", "trial_of", "trials_with_heartbeat", "waiting_trials"]
 
 T = TypeVar("T")
 
@@ -85,10 +93,43 @@ def trials_with_heartbeat(storage: RDBStorage) -> set[int]:
         return {int(r[0]) for r in rows}
 
 
-def backend_of(storage: optuna.storages.BaseStorage) -> RDBStorage | None:
+def backend_of(maybe_cached: optuna.storages.BaseStorage) -> RDBStorage | None:
     """The RDB storage under Optuna's cache (or the storage itself), else None."""
-    inner = getattr(storage, "_backend", storage)
+    inner = getattr(maybe_cached, "_backend", maybe_cached)
     return inner if isinstance(inner, RDBStorage) else None
+
+
+# Optuna's RDB tables (models) and its session scope, the one way this package writes rows
+# as Optuna's own storage writes them (rows.py, RetryingRDBStorage); DEFAULT_STUDY_NAME_PREFIX
+# names a study created without a name, as RDBStorage.create_new_study does.
+
+
+def scoped_session(storage: RDBStorage, ignore_integrity_error: bool = False
+                   ) -> contextlib.AbstractContextManager[Any]:
+    """A session of `storage` committed on leaving, rolled back on error, as each of
+    RDBStorage's own public methods takes one (its `_create_scoped_session`)."""
+    return _create_scoped_session(storage.scoped_session, ignore_integrity_error)
+
+
+def set_param_without_commit(storage: RDBStorage, session: Any, tid: int, name: str,
+                             value: float, distribution: Any, previous: Any) -> None:
+    """Optuna's own write of one trial parameter into the caller's transaction, its
+    distribution check included (RDBStorage._set_trial_param_without_commit)."""
+    storage._set_trial_param_without_commit(session, tid, name, value, distribution, previous)
+
+
+def cached_view(live: optuna.Trial) -> FrozenTrial:
+    """The live trial's own view of itself, which Trial.set_user_attr keeps current."""
+    view: FrozenTrial = live._cached_frozen_trial
+    return view
+
+
+def note_rows(tid: int, note: str) -> dict[str, Any]:
+    """The study system attrs optuna_dashboard.save_note writes for a trial's first note:
+    its version (1) and its body in chunks, in the dashboard's own keys."""
+    from optuna_dashboard._note import note_ver_key, split_body
+
+    return {note_ver_key(tid): 1, **split_body(note, tid)}
 
 
 def storage_call(storage: RDBStorage, name: str, call: Callable[[], T]) -> T:
@@ -137,7 +178,7 @@ def new_trial_ids(study: optuna.Study, n: int) -> list[int]:
     with cached._lock:
         cached._studies.setdefault(sid, _StudyInfo())
         cached._add_trials_to_cache(sid, frozen)
-    return [t._trial_id for t in frozen]
+    return [trial_id(t) for t in frozen]
 
 
 def state_reasons(study: optuna.Study) -> dict[tuple[TrialState, str | None], int]:
@@ -151,9 +192,6 @@ def state_reasons(study: optuna.Study) -> dict[tuple[TrialState, str | None], in
             key = (t.state, _reason(t.user_attrs.get("fail_reason"), t.state))
             out[key] = out.get(key, 0) + 1
         return out
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
     trial, attr = models.TrialModel, models.TrialUserAttributeModel
     query = sqlalchemy.select(trial.state, attr.value_json, sqlalchemy.func.count()) \
         .select_from(trial).outerjoin(attr, sqlalchemy.and_(
@@ -162,7 +200,7 @@ def state_reasons(study: optuna.Study) -> dict[tuple[TrialState, str | None], in
         .where(trial.study_id == study_id(study)).group_by(trial.state, attr.value_json)
 
     def read() -> dict[tuple[TrialState, str | None], int]:
-        with _create_scoped_session(backend.scoped_session) as session:
+        with scoped_session(backend) as session:
             rows = session.execute(query).all()
         counted: dict[tuple[TrialState, str | None], int] = {}
         for state, reason, n in rows:

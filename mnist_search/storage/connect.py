@@ -1,5 +1,5 @@
-"""Where studies live: URL resolution, a SQLite set up for several local workers, and a
-cross-process lock (storage errors are explained in one line by faults.py).
+"""Connecting to where studies live: URL resolution, and a SQLite set up for several local
+workers (the study lock is lock.py; storage errors are explained in one line by faults.py).
 
 The database stays a plain Optuna RDB storage: `optuna studies --storage URL` and
 optuna-dashboard read it with no help from this package.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import warnings
@@ -22,10 +21,9 @@ from .faults import explain
 
 if TYPE_CHECKING:
     import optuna
-    import sqlalchemy
     from optuna.trial import FrozenTrial
 
-__all__ = ["has_study", "make_storage", "resolve_url", "sqlite_path", "study_lock"]
+__all__ = ["has_study", "make_storage", "resolve_url", "sqlite_path"]
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +102,14 @@ def make_storage(url: str | None = None, *, heartbeat_interval: int | None = Non
                  retry_callback: Callable[[optuna.Study, FrozenTrial], None] | None = None,
                  create: bool = True, reached: bool = False,
                  beats_from_creation: bool = False) -> optuna.storages.RDBStorage:
-    """An optuna RDBStorage that rides out transient faults (search.retry); for SQLite with
+    """An optuna RDBStorage that rides out transient faults (retry.py); for SQLite with
     WAL journaling and a busy timeout.
 
     WAL lets the dashboard read while workers write; the busy timeout makes a writer wait
     for the lock instead of failing with "database is locked". `reached`: another process
     of this run has already opened the storage, so faults are retried from the first call.
     `beats_from_creation`: a worker's storage, whose trials beat from the moment they exist
-    or are claimed (search.retry), where a user's own loop keeps Optuna's contract that a
+    or are claimed (retry.py), where a user's own loop keeps Optuna's contract that a
     trial that never beat is never stale.
     """
     import optuna
@@ -230,79 +228,3 @@ def _enable_wal(path: Path) -> None:
         if not os.access(path.parent if str(path.parent) else ".", os.W_OK):
             hint = f"its directory {path.parent} is read-only; SQLite needs to write beside it"
         raise StorageError(f"storage sqlite:///{path}: {exc} ({hint})") from exc
-
-
-@contextlib.contextmanager
-def study_lock(url: str, study_name: str) -> Iterator[None]:
-    """A lock shared by every process using this study: enqueue and claim a trial under it.
-
-    SQLite has no SELECT ... FOR UPDATE, so two workers can pop the same enqueued trial;
-    serialising the ask step removes that race. PostgreSQL gets an advisory lock.
-    """
-    path = sqlite_path(url)
-    if path is not None:
-        lock_path = path.with_name(path.name + ".lock")
-        with lock_path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        return
-    if url.startswith("postgresql"):
-        with _advisory_lock(url, study_name):
-            yield
-        return
-    yield
-
-
-@contextlib.contextmanager
-def _advisory_lock(url: str, study_name: str) -> Iterator[None]:
-    """PostgreSQL's advisory lock on the study's name, on a connection of its own. Taking
-    it rides out a restart like any storage call; if the connection drops while it is held,
-    the server has released the lock with it, so the unlock is skipped."""
-    import sqlalchemy
-
-    from .transient import is_transient, retry_window, with_retries
-
-    key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
-    engine = _lock_engine(url)
-
-    def lock() -> sqlalchemy.Connection:
-        conn = engine.connect()
-        try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    conn = with_retries(lock, "advisory lock", retry_window())
-    try:
-        yield
-    finally:
-        try:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-        except Exception as exc:
-            conn.invalidate()  # not back into the pool: it is broken
-            if not is_transient(exc):
-                raise
-            log.info("advisory lock's connection dropped (the server released the lock)")
-        finally:
-            conn.close()
-
-
-_LOCK_ENGINES: dict[str, sqlalchemy.Engine] = {}
-
-
-def _lock_engine(url: str) -> sqlalchemy.Engine:
-    """One engine per URL for the advisory lock, its one connection kept between claims:
-    a new connection per claim (TCP, authentication, a server process) cost more than the
-    claim itself. Checked before use, so a connection the server closed is replaced."""
-    import sqlalchemy
-
-    engine = _LOCK_ENGINES.get(url)
-    if engine is None:
-        engine = _LOCK_ENGINES[url] = sqlalchemy.create_engine(
-            url, pool_size=1, max_overflow=2, pool_pre_ping=True)
-    return engine

@@ -4,28 +4,46 @@ Optuna writes one attribute or parameter per transaction; a trial records about 
 row is written the way Optuna's own calls write it (its parameters by Optuna's own code),
 the note in optuna-dashboard's own layout, so both read them back unchanged
 (tests/test_optuna_internals.py).
+
+A claim's new trials are written the same way (insert_trials): a claim creates them under the
+study lock every worker waits on, where Optuna's own create_new_trial takes a transaction and
+an ORM flush per trial; insert_trials writes the same rows (the trial, its heartbeat, its user
+attributes) for n trials in a few statements of the caller's transaction
+(RetryingRDBStorage.create_new_trials).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution
 from optuna.storages import RDBStorage
-from optuna.trial import BaseTrial
+from optuna.trial import BaseTrial, FrozenTrial, TrialState
 
-from .internals import backend_of, storage_call, study_id, trial_id
+from .internals import (
+    backend_of,
+    cached_view,
+    models,
+    note_rows,
+    scoped_session,
+    set_param_without_commit,
+    storage_call,
+    storage_of,
+    study_id,
+    trial_id,
+)
 
-__all__ = ["AttrWrite", "HeldParam", "held_for", "params_held", "record_fail_reason",
-           "set_user_attrs", "write_attrs", "write_held"]
+__all__ = ["AttrWrite", "HeldParam", "held_for", "insert_trials", "params_held",
+           "record_fail_reason", "set_user_attrs", "write_attrs", "write_held"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +78,7 @@ def params_held(study: optuna.Study | None) -> Iterator[dict[int, list[HeldParam
     them with the trial's start (AttrWrite.params), which is how a trial's parameters are
     written whole or not at all. Elsewhere nothing is held; nested on the same storage, the
     outer block's rows are yielded, so the inner caller finds (and writes) its own trials'."""
-    backend = None if study is None else backend_of(study._storage)
+    backend = None if study is None else backend_of(storage_of(study))
     outer = getattr(_held, "on", None)
     if outer is not None:
         yield outer[1] if outer[0] is backend else {}
@@ -110,11 +128,8 @@ def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
     """The user attr fail_reason of a trial Optuna has already failed (its stale check
     fails a trial before anyone can say why): the one attribute written to a finished
     trial, as Optuna's own set_trial_user_attr would refuse."""
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
     def write() -> None:
-        with _create_scoped_session(storage.scoped_session, True) as session:
+        with scoped_session(storage, True) as session:
             _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid},
                     {"fail_reason": reason})
 
@@ -174,8 +189,8 @@ def write_attrs(writes: Sequence[AttrWrite]) -> None:
                 refused = one
     for w in written:  # the trial's own view kept current, as Trial.set_user_attr does
         assert isinstance(w.trial, optuna.Trial)
-        w.trial._cached_frozen_trial.user_attrs.update(w.attrs)
-        w.trial._cached_frozen_trial.system_attrs.update(w.system_attrs)
+        cached_view(w.trial).user_attrs.update(w.attrs)
+        cached_view(w.trial).system_attrs.update(w.system_attrs)
     if refused is not None:
         raise refused
 
@@ -198,19 +213,15 @@ def _write_through_optuna(w: AttrWrite) -> None:
 
 
 def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-    from optuna_dashboard._note import note_ver_key, split_body
-
-    with _create_scoped_session(backend.scoped_session, True) as session:
+    with scoped_session(backend, True) as session:
         for w in writes:
             assert isinstance(w.trial, optuna.Trial)
             tid = trial_id(w.trial)
             stored = models.TrialModel.find_or_raise_by_id(tid, session)
             backend.check_trial_is_updatable(tid, stored.state)
             for p in w.params:  # Optuna's own write of each, its distribution check included
-                backend._set_trial_param_without_commit(session, tid, p.name, p.value,
-                                                        p.distribution, p.previous)
+                set_param_without_commit(backend, session, tid, p.name, p.value,
+                                         p.distribution, p.previous)
             if w.beat:
                 _beat(session, models.TrialHeartbeatModel, tid)
             if w.attrs:
@@ -221,7 +232,7 @@ def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
             if w.note is not None:
                 _upsert(session, models.StudySystemAttributeModel,
                         {"study_id": study_id(w.trial.study)},
-                        {note_ver_key(tid): 1, **split_body(w.note, tid)})
+                        note_rows(tid, w.note))
 
 
 def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
@@ -229,3 +240,40 @@ def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
     before its start is written."""
     if isinstance(trial, optuna.Trial) and held.get(trial_id(trial)):
         write_attrs([AttrWrite(trial, {}, params=held.pop(trial_id(trial)))])
+
+
+def insert_trials(session: Any, study_id: int, n: int,
+                   attrs: Callable[[int], Mapping[str, Any]] | None, beat: bool
+                   ) -> list[FrozenTrial]:
+    """The rows Optuna's _create_new_trial writes for n trials, numbered as it numbers one:
+    under its lock of the study's row, the first is inserted before its number is counted
+    (the insert takes SQLite's write lock too), so no other writer's trial comes between."""
+    models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+    trials = models.TrialModel.__table__
+    now = datetime.datetime.now()  # local, as Optuna's; stored as naive UTC, as its column
+    row = {"study_id": study_id, "state": TrialState.RUNNING,
+           "datetime_start": now.astimezone(datetime.UTC).replace(tzinfo=None)}
+    first_id = session.execute(sqlalchemy.insert(trials).values(**row, number=None)
+                               ).inserted_primary_key[0]
+    first = session.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(trials).where(
+        trials.c.study_id == study_id, trials.c.trial_id < first_id))
+    session.execute(sqlalchemy.update(trials).where(trials.c.trial_id == first_id)
+                    .values(number=first))
+    if n > 1:
+        session.execute(sqlalchemy.insert(trials),
+                        [{**row, "number": first + i} for i in range(1, n)])
+    ids = dict(session.execute(sqlalchemy.select(trials.c.number, trials.c.trial_id).where(
+        trials.c.study_id == study_id, trials.c.trial_id >= first_id)).all())
+    made = {number: dict(attrs(number)) if attrs else {} for number in range(first, first + n)}
+    if beat:
+        session.execute(sqlalchemy.insert(models.TrialHeartbeatModel.__table__),
+                        [{"trial_id": ids[number]} for number in made])
+    rows = [{"trial_id": ids[number], "key": k, "value_json": json.dumps(v)}
+            for number, user in made.items() for k, v in user.items()]
+    if rows:
+        session.execute(sqlalchemy.insert(models.TrialUserAttributeModel.__table__), rows)
+    return [FrozenTrial(number=number, state=TrialState.RUNNING, value=None, values=None,
+                        datetime_start=now, datetime_complete=None, params={},
+                        distributions={}, user_attrs=user, system_attrs={},
+                        intermediate_values={}, trial_id=ids[number])
+            for number, user in made.items()]
