@@ -206,3 +206,57 @@ def test_confirm_of_several_objectives_takes_the_pareto_front(tmp_path, syntheti
                                                   user_attrs={"config": config}))
     report = confirm(study, top=2, seeds=1, device="cpu", progress=False)
     assert [c.trial for c in report.configs] == [0, 2]
+
+
+def test_an_output_path_that_is_a_folder_is_refused_even_with_force(tmp_path):
+    """check_output accepting a folder: `-o results/` would have replaced a folder."""
+    from mnist_search.errors import UsageError
+    from mnist_search.files import check_output
+
+    for force in (False, True):
+        with pytest.raises(UsageError, match="is a folder"):
+            check_output(tmp_path, force=force)
+    assert tmp_path.is_dir()
+
+
+def test_an_sslpassword_in_the_query_is_redacted():
+    """Redaction missing `sslpassword` (a client key's passphrase) in a URL's query."""
+    from mnist_search.errors import redact
+
+    url = "postgresql+psycopg://me@db.example/s?sslpassword=Kx9-secret-pass&sslmode=require"
+    shown = redact(f"cannot reach {url}")
+    assert "Kx9-secret-pass" not in shown and "sslmode=require" in shown
+
+
+def test_the_logging_filter_redacts_a_records_arguments():
+    """RedactingFilter leaving a record as it was: a password passed as a %s argument."""
+    from mnist_search.errors import RedactingFilter
+
+    record = logging.LogRecord("mnist_search", logging.INFO, __file__, 1, "opening %s",
+                               ("postgresql://me:Zq7-hunter2@db/s",), None)
+    assert RedactingFilter().filter(record)
+    assert "Zq7-hunter2" not in record.getMessage() and "opening" in record.getMessage()
+
+
+def test_64_layers_are_allowed_and_65_refused_for_hidden_and_its_padding():
+    """The depth limit applied below MAX_DEPTH, and `pad_hidden` without bounds."""
+    from mnist_search.config import MAX_DEPTH, MAX_WIDTH, ConfigError
+
+    assert MAX_DEPTH == 64
+    assert len(TrainConfig(hidden=(8,) * 64, pad_hidden=(8,) * 64).hidden) == 64
+    with pytest.raises(ConfigError, match="hidden"):
+        TrainConfig(hidden=(8,) * 65)
+    for pad in ((8,) * 65, (MAX_WIDTH + 1,), (0,), (8.5,)):
+        with pytest.raises(ConfigError, match="pad_hidden"):
+            TrainConfig(hidden=(8,), pad_hidden=pad)
+
+
+def test_progress_lines_and_figure_captions_escape_their_html():
+    """A study name or label with `<script>` shown in a notebook cell as markup."""
+    from mnist_search.live import Line
+    from mnist_search.results.display import FigureView
+
+    bad = "<script>alert('x')</script>"
+    assert "<script>" not in Line(f"study {bad}: 3/10")._repr_html_()
+    html = FigureView(f"label {bad}", f"text {bad}", b"\x89PNG")._repr_html_()
+    assert "<script>" not in html and "&lt;script&gt;" in html

@@ -170,3 +170,16 @@ def test_the_issue_example_shape_on_the_shipped_search_file(synthetic_dir):
     study.optimize(objective, n_trials=3)
     assert all(math.isfinite(t.value) for t in study.get_trials())
     assert {"depth", "width_1", "penalty", "momentum", "dropout"} <= set(study.best_params)
+
+
+def test_a_study_scored_on_val_accuracy_reports_and_prunes_on_it(spec_file):
+    """What is reported each epoch (and so pruned on) is the holdout's accuracy, not the
+    test set's: a study scored on val_accuracy must never select on test."""
+    study = optuna.create_study(direction="maximize")
+    study.optimize(ms.Objective(spec_file, device="cpu"), n_trials=2)
+    for t in study.trials:
+        reported = [t.intermediate_values[e] for e in sorted(t.intermediate_values)]
+        test_curve = t.user_attrs["test_accuracy_curve"]
+        assert len(reported) == len(test_curve) == 2
+        assert reported[-1] == pytest.approx(t.user_attrs["val_accuracy"]) == t.value
+        assert reported != pytest.approx(test_curve), "reported the test set's accuracy"

@@ -439,3 +439,33 @@ def test_tf32_is_a_recorded_stack_key_and_the_backend_setting_is_restored(synthe
     with matmul_precision(not before):
         assert torch.backends.cuda.matmul.allow_tf32 is (not before)
     assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
+# Every rule with each option that changes its update, against torch.optim: momentum on and
+# off (SGD's weight decay must not wait for momentum), decay on and off, a constant and a
+# changing (tensor) learning rate. Caught mutations: RMSprop's update with a tensor lr and no
+# momentum; SGD's weight decay applied only when a member has momentum.
+RULE_GRID = [dict(optimizer=o, momentum=m, weight_decay=wd, schedule=s,
+                  lr=0.05 if o == "sgd" else 0.002)
+             for o in ("sgd", "adam", "adamw", "rmsprop", "nadam")
+             for m in ((0.0, 0.5) if o in ("sgd", "rmsprop", "nadam") else (0.0,))
+             for wd in (0.0, 0.01) for s in ("constant", "cosine")]
+
+
+@pytest.mark.parametrize("kw", RULE_GRID, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_each_rule_and_option_equals_torch_optim(synthetic_dir, synth, kw):
+    config = cfg(synthetic_dir, epochs=1, **kw)
+    ours = linear_layers(train(config, synth).model())
+    theirs = linear_layers(reference_run(config, synth)[0])
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        for name in ("weight", "bias"):
+            torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-4,
+                                       atol=1e-5, msg=f"Linear {i + 1} {name}")
+
+
+def test_a_stack_of_sgd_members_with_and_without_momentum_each_decays_as_alone(
+        synthetic_dir, synth):
+    """Weight decay in a stack where one member has momentum and the other has none."""
+    configs = [cfg(synthetic_dir, weight_decay=0.01, momentum=m, seed=s, lr=0.05)
+               for m, s in ((0.0, 0), (0.9, 1))]
+    assert_each_equals_its_own_run(configs, train_population(configs, synth), synth)
