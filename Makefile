@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DATA   ?= data
 
-.PHONY: run test lint docs bench data install clean
+.PHONY: run test quick lint docs bench data install clean
 
 # pip (not uv/poetry) so torch/torchvision resolve from what the machine's pip config offers.
 $(STAMP): pyproject.toml
@@ -37,6 +37,12 @@ docs: $(STAMP)
 
 test: data lint docs
 	$(BIN)/python -m pytest
+
+# The quick tier: the tests that start no process and need no real MNIST (under a minute on
+# 2 cores), one test process per core with one thread each; a test that starts a process
+# without its `procs` mark fails here.
+quick: $(STAMP)
+	MNIST_SEARCH_QUICK=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto -m "not slow and not procs" -p no:cacheprovider
 
 bench: data
 	$(BIN)/python bench/bench_train.py

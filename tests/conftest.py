@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import re
 import shutil
+import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -14,16 +19,81 @@ from mnist_search.data.synthetic import write_synthetic
 REPO = Path(__file__).resolve().parent.parent
 
 
+# What starts a process in a test's code, or in the helpers and fixtures it uses: the
+# `mnist-search` command, worker pools, a Jupyter kernel, a browser.
+STARTS_PROCESSES = re.compile(
+    r"subprocess|Popen|sys\.executable|run_study|multiprocessing|\bexe\(|start_run|"
+    r"\bconfirm\(|[\"'](run|confirm|dashboard)[\"']|nbclient|jupyter|webdriver|chromium|"
+    r"workers\.(spawn|launch|pool)|Pool\(")
+QUICK_ENV = "MNIST_SEARCH_QUICK"  # set by `make quick`: a process started there is a failure
+
+
+_STARTS: dict[int, bool] = {}  # id of a function -> whether it starts processes, as found
+
+
+def _starts_processes(func: object, namespaces: list[dict], depth: int = 0) -> bool:
+    """Whether `func`'s source, or that of a test helper or fixture it names (followed three
+    deep through the test module, helpers.py and this file), matches STARTS_PROCESSES."""
+    func = getattr(func, "_get_wrapped_function", lambda: func)()  # a fixture's function
+    if id(func) in _STARTS or depth > 3 or not callable(func):
+        return _STARTS.get(id(func), False)
+    _STARTS[id(func)] = False  # while it is looked at: a cycle adds nothing
+    try:
+        source = inspect.getsource(func)  # type: ignore[arg-type]
+        where = Path(inspect.getfile(func)).resolve()  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    if REPO / "tests" not in where.parents:
+        return False  # the package's own code: the guard below finds what it starts
+    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
+    found = bool(STARTS_PROCESSES.search(source)) or any(
+        _starts_processes(ns[n], namespaces, depth + 1)
+        for n in sorted(names) for ns in namespaces if n in ns)
+    _STARTS[id(func)] = found
+    return found
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`gpu` tests skip, with the reason, where no CUDA device is present; -ra counts them."""
+    """`procs` marks every test that starts a process (quick tier: `-m "not slow and not
+    procs"`); `gpu` tests skip, with the reason, where no CUDA device is present; -ra
+    counts them."""
     import torch
 
+    import helpers
+
+    namespaces = [vars(helpers), globals()]
+    for item in items:
+        module = getattr(item, "module", None)
+        spaces = ([vars(module)] if isinstance(module, types.ModuleType) else []) + namespaces
+        func = getattr(item, "function", None)
+        if func is not None and item.get_closest_marker("procs") is None and (
+                _starts_processes(func, spaces) or any(
+                    _starts_processes(ns[f], spaces)
+                    for f in getattr(item, "fixturenames", ()) if not f.startswith("_")
+                    for ns in spaces if f in ns)):
+            item.add_marker(pytest.mark.procs)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="gpu: no CUDA device here (bench/gpu_check.sh runs these)")
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _no_process_in_the_quick_tier(request: pytest.FixtureRequest,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under `make quick`, a test not marked `procs` that starts a process fails, naming
+    itself: the marking above missed it (its helper starts one some other way)."""
+    if not os.environ.get(QUICK_ENV) or request.node.get_closest_marker("procs"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError(f"{request.node.nodeid} starts a process but is not marked procs: "
+                           "name what starts it in tests/conftest.py's STARTS_PROCESSES")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(os, "fork", refuse)
 
 
 @pytest.fixture(scope="session")

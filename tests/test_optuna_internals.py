@@ -20,6 +20,7 @@ from mnist_search.storage.internals import (
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_heartbeat_internals_and_the_retry_record(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -195,6 +195,7 @@ def test_claimed_trials_are_never_claimed_twice_by_racing_processes(tmp_path, sy
     assert sorted(labels) == sorted(r.label for r in spec.references)
 
 
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_stale_trials_are_left_alone_for_a_grace_after_an_outage(tmp_path, synthetic_dir):
     """Right after the storage came back, nobody's heartbeats could be recorded: a claim
     leaves a trial that looks stale; once a grace period has passed, it fails it."""

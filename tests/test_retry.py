@@ -350,6 +350,7 @@ def test_a_nameless_study_created_by_a_lost_commit_is_created_once(storage, monk
     assert [s._study_id for s in RDBStorage.get_all_studies(storage)] == [sid]
 
 
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, monkeypatch):
     """The ask's commit landed but its answer was lost: the retry creates a second trial,
     and the first, owned by nobody, must not stay RUNNING forever. It was created with a
@@ -380,6 +381,7 @@ def test_a_trial_created_by_a_lost_commit_goes_stale_and_is_failed(tmp_path, mon
             if t.state == TrialState.FAIL] == ["stale", "stale"]  # marked before the FAIL
 
 
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_a_claimed_trial_whose_worker_dies_at_once_goes_stale(tmp_path):
     """An enqueued trial claimed by a worker killed before its own first heartbeat: the
     claim itself beat, so the trial goes stale and is failed (and re-run by the callback,
@@ -445,6 +447,7 @@ def test_a_claim_is_recognised_when_the_lost_answer_fails_around_the_call(storag
     assert faults and trial.number == 0 and len(study.get_trials()) == 1
 
 
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale(
         tmp_path, monkeypatch):
     """A claim's batch whose commit landed but whose answer was lost: the retry creates
@@ -520,6 +523,7 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # waits out a heartbeat's grace period
 def test_a_users_own_ask_that_never_beat_is_never_stale(tmp_path):
     """Optuna's contract, which a user's ask-and-tell loop on our storage relies on while it
     trains: a trial that never beat is never failed as stale, enqueued or new. Only a
