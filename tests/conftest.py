@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import types
 from pathlib import Path
 
@@ -92,8 +93,11 @@ def _no_process_in_the_quick_tier(request: pytest.FixtureRequest,
         raise RuntimeError(f"{request.node.nodeid} starts a process but is not marked procs: "
                            "name what starts it in tests/conftest.py's STARTS_PROCESSES")
 
+    import multiprocessing.process
+
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
     monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
 
 
 @pytest.fixture(scope="session")
@@ -130,3 +134,54 @@ def real_data_root() -> Path:
 def slow_synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4,096 train images: enough steps per epoch that a trial can be killed mid-way."""
     return write_synthetic(tmp_path_factory.mktemp("synth4k"), n_train=4096, n_test=256, seed=1)
+
+
+MAP_ENV = "MNIST_SEARCH_MODULE_MAP"  # a folder: record which package modules each test file runs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """With $MNIST_SEARCH_MODULE_MAP set, each test process records, per test file, the
+    package modules whose functions ran in it (tests/module_map.py turns that into the
+    design page's map). Code run in a worker process is not seen: that is said there."""
+    folder = os.environ.get(MAP_ENV)
+    if folder:
+        config.pluginmanager.register(_ModuleMap(Path(folder)), "module_map")
+
+
+class _ModuleMap:
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.current, self.seen = folder, "", {}  # type: ignore[var-annotated]
+        self.package = str(REPO / "mnist_search")
+        self.names: dict[str, str | None] = {}
+
+    def _profile(self, frame: types.FrameType, event: str, arg: object) -> None:
+        if event != "call":
+            return
+        name = frame.f_code.co_filename
+        module = self.names.get(name, "")
+        if module == "":
+            module = self.names[name] = (
+                ".".join(Path(name).relative_to(REPO).with_suffix("").parts).removesuffix(
+                    ".__init__") if name.startswith(self.package) else None)
+        if module is not None:
+            self.seen.setdefault(module, set()).add(self.current)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> object:
+        import threading
+
+        self.current = item.nodeid.split("::")[0]
+        sys.setprofile(self._profile)
+        threading.setprofile(self._profile)
+        try:
+            return (yield)
+        finally:
+            sys.setprofile(None)
+            threading.setprofile(None)  # type: ignore[arg-type]
+
+    def pytest_sessionfinish(self) -> None:
+        import json
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        out = self.folder / f"map-{os.getpid()}.json"
+        out.write_text(json.dumps({m: sorted(t) for m, t in self.seen.items()}))

@@ -129,7 +129,9 @@ def test_signal_to_run_fails_running_trials_cleanly_and_exits_130(tmp_path, slow
 def test_reap_fails_stale_trials_with_no_worker_left(tmp_path, slow_synthetic_dir):
     spec = write_study(tmp_path / "kill.toml", slow_synthetic_dir, SLOW_STUDY)
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = start_run(spec, url, "--workers", "1", "--heartbeat", "1",
+    # a 4 s heartbeat (12 s grace): the first reap below comes well inside the grace of the
+    # last beat even on loaded cores (with 1 s, 3 s of grace, it did not always)
+    proc = start_run(spec, url, "--workers", "1", "--heartbeat", "4",
                      start_new_session=True)
     victim = wait_for(lambda: running_with_pid(url), 60, "a RUNNING trial")[0]
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its only worker, all at once
@@ -137,7 +139,7 @@ def test_reap_fails_stale_trials_with_no_worker_left(tmp_path, slow_synthetic_di
     res = CliRunner().invoke(cli, ["reap", "kill", "--storage", url], obj={})
     assert res.exit_code == 0
     assert "failed 0" in res.stdout  # heartbeat still fresh: a live worker is not failed
-    time.sleep(5)  # past 3 x the 1 s heartbeat (heartbeats are stored to the second)
+    time.sleep(14)  # past 3 x the 4 s heartbeat (heartbeats are stored to the second)
     running = [t for t in trials(url, "kill") if t.state == TrialState.RUNNING]
     res = CliRunner().invoke(cli, ["reap", "kill", "--storage", url], obj={})
     assert res.exit_code == 0 and f"failed {len(running)} " in res.stdout, res.output
@@ -189,10 +191,15 @@ def takeover_scenario(url: str, name: str, spec: Path) -> float:
     survivor = start_run(spec, url, "--workers", "1")
     wait_for(lambda: any(t.user_attrs.get("worker") != victim_pid
                          for t in running_with_pid(url, name)), 90, "the survivor's trials")
-    taken = [t for t in trials(url, name) if t.user_attrs.get("worker") == victim_pid]
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     victim.communicate(timeout=30)
+    # What the dead run held: read after the kill, when its trials can no longer end (a
+    # trial it finished before the kill is not taken over; under load there may be some),
+    # and well inside the 30 s grace before the survivor may fail them.
+    taken = [t for t in trials(url, name) if t.user_attrs.get("worker") == victim_pid
+             and t.state == TrialState.RUNNING]
+    assert taken, "the killed run held no trial: the scenario tested nothing"
     out, err = survivor.communicate(timeout=600)
     kill_to_exit = time.monotonic() - killed_at
     assert survivor.returncode == 0, err

@@ -184,7 +184,9 @@ def test_claimed_trials_are_never_claimed_twice_by_racing_processes(tmp_path, sy
     for p in procs:
         p.start()
     start.set()
-    claimed = [n for _ in procs for n in out.get(timeout=120)]
+    # each process imports torch and the package first: on loaded cores that alone took
+    # most of the 120 s this once waited, so the wait is long; a crash shows in exitcode
+    claimed = [n for _ in procs for n in out.get(timeout=600)]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
