@@ -79,3 +79,16 @@ def test_the_site_builds_strictly(tmp_path):
     assert "ms.run_study" in notebook and "ms.confirm" in notebook  # rendered from the .ipynb
     assert not (REPO / ".cache").exists()  # the notebook plugin wrote no cache here
     shutil.rmtree(tmp_path / "site")
+
+
+def test_the_design_page_maps_every_module_to_its_tests():
+    """Every module of the package has a row in the design page's module map, and no row
+    names a module that is gone (tests/module_map.py regenerates it)."""
+    from module_map import BEGIN, END, modules
+
+    page = (REPO / "docs" / "design.md").read_text()
+    table = page.split(BEGIN)[1].split(END)[0]
+    listed = re.findall(r"^\| `([a-z_.]+)` \|", table, re.M)
+    expected = [m.removeprefix("mnist_search.") for m in modules()]
+    assert sorted(listed) == sorted(expected)
+    assert all(row.split("|")[2].strip() for row in table.strip().splitlines()[2:])
