@@ -260,3 +260,19 @@ def test_progress_lines_and_figure_captions_escape_their_html():
     assert "<script>" not in Line(f"study {bad}: 3/10")._repr_html_()
     html = FigureView(f"label {bad}", f"text {bad}", b"\x89PNG")._repr_html_()
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_the_summary_follows_the_study_files_label_order_not_the_trials():
+    """The summary ignoring the study file's label order: rows in trial (or name) order."""
+    from mnist_search.search.summary import answer, finished_trials, label_table
+
+    study = optuna.create_study(direction="maximize", study_name="order")
+    study.set_user_attr("references", {"zeta": {}, "mid": {}, "alpha": {}})
+    for number, label in enumerate(["alpha", "mid", "zeta", "alpha#2"]):
+        config = {"hidden": [128, 64], "lr": 0.01 + number}
+        study.add_trial(optuna.trial.create_trial(
+            value=90.0 + number, user_attrs={"label": label, "config": config,
+                                             "test_accuracy": 90.0 + number}))
+    assert [c.name for c in answer(study, by="label").configs] == ["zeta", "mid", "alpha"]
+    rows = label_table(finished_trials(study), ["zeta", "mid", "alpha"])
+    assert [r["label"] for r in rows] == ["zeta", "mid", "alpha"]

@@ -154,3 +154,44 @@ def test_a_start_inside_another_holding_block_writes_its_own_parameters(tmp_path
         start_trial(trial, load_spec(path), "cpu", 0)
         assert not any(outer.values())  # nothing left behind for the outer block
     assert stored(url, study.study_name)[0].params == trial.params
+
+
+def test_holding_ends_with_its_block(tmp_path, synthetic_dir):
+    """params_held never switching off: a parameter suggested after the block would be held
+    for a start that never comes, and lost. Inside it is held; after it, written at once."""
+    from mnist_search.storage.rows import params_held
+
+    path = write_study(tmp_path / "off.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'off.db'}"
+    study = ms.open_study(path, url)
+    first, second = study.ask(), study.ask()
+
+    def params_of(trial: optuna.Trial) -> dict:
+        return next(t for t in stored(url, study.study_name) if t.number == trial.number).params
+
+    with params_held(study) as held:
+        first.suggest_float("momentum", 0.0, 0.9)
+        assert held and not params_of(first)  # held, not written
+    second.suggest_float("momentum", 0.0, 0.9)
+    assert params_of(second) == second.params != {}
+
+
+def test_trials_that_end_together_are_recorded_in_one_transaction(tmp_path, synthetic_dir):
+    """settle_all writing each trial in its own transaction: a stack's members end
+    together, and their records go in one commit."""
+    from mnist_search.search.lifecycle import settle_all
+    from mnist_search.training.train import StopTraining
+
+    path = write_study(tmp_path / "end.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'end.db'}"
+    study = ms.open_study(path, url)
+    spec = load_spec(path)
+    trials = [study.ask() for _ in range(3)]
+    backend = backend_of(study._storage)
+    assert backend is not None
+    count = commits(backend.engine)
+    settled = settle_all([(t, spec, StopTraining(), []) for t in trials])
+    assert count[0] == 1, f"{count[0]} transactions for three trials' records"
+    assert [s.state for s in settled] == [TrialState.PRUNED] * 3
+    assert [t.user_attrs.get("fail_reason") for t in stored(url, study.study_name)] == \
+        ["pruned"] * 3  # each trial's own record, all in that one commit

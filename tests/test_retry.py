@@ -542,3 +542,18 @@ def test_a_users_own_ask_that_never_beat_is_never_stale(tmp_path):
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING,
                                                      optuna.trial.TrialState.FAIL]
+
+
+def test_only_a_claim_after_a_fault_is_checked_as_a_lost_commit(tmp_path, monkeypatch):
+    """Every refused claim checked as a lost commit: a plain refusal (another worker took the
+    trial first, no fault met) is answered at once, never read back and judged ours."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'r.db'}", reached=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({})
+    tid = study.get_trials()[0]._trial_id
+    assert storage.set_trial_state_values(tid, optuna.trial.TrialState.RUNNING)
+    checked = []
+    monkeypatch.setattr(RetryingRDBStorage, "_claimed_by_lost_commit",
+                        lambda self, *a: checked.append(a) or True)
+    assert not storage.set_trial_state_values(tid, optuna.trial.TrialState.RUNNING)
+    assert checked == []

@@ -218,12 +218,17 @@ def test_a_planted_report_manifest_deletes_nothing(small_db, tmp_path, monkeypat
         (folder / "t.toml").write_text("trials = 1")
         (folder / "report.html").write_text("<p>mine</p>")
         (folder / "old.png").write_bytes(b"my picture")
-        names = ["t.db", "t.toml", "report.html", "old.png", "../outside.txt"]
+        # a figure outside the folder, listed through ../ with its true digest: a report
+        # writes figures only into its own folder, so it removes none through a /
+        (folder / "sub").mkdir()
+        names = ["t.db", "t.toml", "report.html", "old.png", "../outside.png",
+                 "sub/../../outside.png", "../outside.txt"]
         (tmp_path / "outside.txt").write_text("outside")
+        (tmp_path / "outside.png").write_bytes(b"a picture outside")
         lines = [f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  {n}"
                  if digests else n for n in names[:-1]] + [names[-1]]
         (folder / ".mnist-search-report").write_text("\n".join(lines) + "\n")
-        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
         monkeypatch.chdir(folder)
         res = run("report", "t", "--storage", "sqlite:///t.db", "-o", ".", "--format", "md")
         assert res.exit_code == 0, res.output
@@ -231,6 +236,7 @@ def test_a_planted_report_manifest_deletes_nothing(small_db, tmp_path, monkeypat
             if name not in (".mnist-search-report",) and not (digests and name == "old.png"):
                 assert (folder / name).read_bytes() == data, name
         assert (tmp_path / "outside.txt").read_text() == "outside"
+        assert (tmp_path / "outside.png").read_bytes() == b"a picture outside"
         assert integrity(db) == "ok"
 
 
