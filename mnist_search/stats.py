@@ -43,6 +43,10 @@ def summarize(values: list[float]) -> Summary:
     mean = statistics.fmean(values)
     if len(values) < 2:
         return Summary(1, mean, None, None)
+    if not all(math.isfinite(v) for v in values):
+        # a replicate that diverged or never ran (confirm counts it as nan): no mean or
+        # spread to speak of, where statistics.stdev raises on a nan (Python 3.11)
+        return Summary(len(values), math.nan, math.nan, math.nan)
     std = statistics.stdev(values)
     return Summary(len(values), mean, std, t975(len(values) - 1) * std / math.sqrt(len(values)))
 

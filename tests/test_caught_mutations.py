@@ -276,3 +276,27 @@ def test_the_summary_follows_the_study_files_label_order_not_the_trials():
     assert [c.name for c in answer(study, by="label").configs] == ["zeta", "mid", "alpha"]
     rows = label_table(finished_trials(study), ["zeta", "mid", "alpha"])
     assert [r["label"] for r in rows] == ["zeta", "mid", "alpha"]
+
+
+def test_a_confirm_report_takes_only_the_picked_trials_own_replicates():
+    """confirm reusing another trial's stored replicates: trial 7's report must not show
+    trial 3's (nor count a missing replicate of 7 as found)."""
+    import math
+
+    from mnist_search.search.confirm import confirmed
+
+    study = optuna.create_study(direction="maximize", study_name="src")
+    study.set_user_attr("objective", "test_accuracy")
+    for n in range(8):
+        study.add_trial(optuna.trial.create_trial(
+            value=80.0 + n, user_attrs={"config": {"lr": 0.01 * (n + 1)}}))
+    store = optuna.create_study(direction="maximize", study_name="src-confirm")
+    for label, value in (("trial-3", 10.0), ("trial-3#2", 11.0), ("trial-7", 90.0)):
+        store.add_trial(optuna.trial.create_trial(value=value, user_attrs={"label": label}))
+    picked = [t for t in study.trials if t.number == 7]
+    report = confirmed(study, store, picked, seeds=2)
+    (seven,) = report.configs
+    assert seven.values[0] == 90.0 and math.isnan(seven.values[1])
+    # a replicate missing (or diverged) is one nan, and the report still shows and says so
+    assert math.isnan(seven.summary.mean) and report.to_json()["configs"][0]["trial"] == 7
+    assert "7" in str(report.table()) and isinstance(report.verdict, str)
