@@ -300,3 +300,34 @@ def test_a_confirm_report_takes_only_the_picked_trials_own_replicates():
     # a replicate missing (or diverged) is one nan, and the report still shows and says so
     assert math.isnan(seven.summary.mean) and report.to_json()["configs"][0]["trial"] == 7
     assert "7" in str(report.table()) and isinstance(report.verdict, str)
+
+
+def test_a_warm_pool_taken_by_a_run_is_not_stopped_by_its_expiry(monkeypatch):
+    """Warm-pool expiry cancelling a pool a run has already taken: the expiry's timer may
+    fire just as run_study takes the pool; the pool is the run's then, and keeps working."""
+    from mnist_search.workers import spawn
+
+    class StandIn:
+        made: list[StandIn] = []
+
+        def __init__(self, workers: int, spec: object, device: str) -> None:
+            self.ahead, self.expiry, self.started, self.cancelled = False, None, 0.0, False
+            StandIn.made.append(self)
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+        def alive(self) -> bool:
+            return True
+
+    monkeypatch.setattr(spawn, "Pool", StandIn)
+    spawn.start_ahead(2, None, "cpu")  # type: ignore[arg-type]
+    taken = spawn.take_early()
+    assert isinstance(taken, StandIn) and taken.expiry is not None
+    taken.expiry.function(*taken.expiry.args)  # the timer firing at that very moment
+    assert not taken.cancelled
+    spawn.start_ahead(2, None, "cpu")  # type: ignore[arg-type]
+    waiting = StandIn.made[-1]
+    assert waiting is not taken and waiting.expiry is not None
+    waiting.expiry.function(*waiting.expiry.args)  # unused: the expiry stops it
+    assert waiting.cancelled and spawn.take_early() is None
