@@ -250,3 +250,12 @@ def test_each_package_docstring_names_all_its_modules():
                     ) and not any(w.strip("(),;:.`-") == sub.stem for w in doc.split()):
                 missing.append(f"{name} does not name {sub.stem}")
     assert not missing, missing
+
+
+def test_workers_start_and_end_trials_only_through_the_lifecycle():
+    """workers/ imports nothing of the storage layer's rows or its door to Optuna's private
+    parts: a trial's start and end are search.lifecycle's verbs, whoever runs them."""
+    found = [f"{m} imports {t}" for m in MODULES if m.startswith("mnist_search.workers")
+             for t, _ in imports(m)
+             if t in ("mnist_search.storage.rows", "mnist_search.storage.internals")]
+    assert not found, found

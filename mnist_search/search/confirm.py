@@ -31,19 +31,26 @@ from ..config import TrainConfig
 from ..errors import UsageError
 from ..spec import REPLICATE_MARK, StudySpec
 from ..stats import Summary, summarize
-from ..storage.internals import storage_of, trial_id
+from ..storage.internals import storage_of, storage_url, trial_id
 from ..tables import Table
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ALPHA", "CONFIRM_SUFFIX", "ConfirmReport", "Confirmed", "confirm_spec",
-           "confirm_study_name", "confirmed", "confirmed_of", "fail_left_running", "verdict"]
+           "confirm_study_name", "confirm_url", "confirmed", "confirmed_of",
+           "fail_left_running", "verdict"]
 
 CONFIRM_SUFFIX = "-confirm"
 LABEL = "trial-"  # a replicate's label: "trial-N", then "trial-N#2", ...
 ALPHA = 0.05  # the verdict's significance level
 _HOW = ("seed", "order_seed", "order_skip", "pad_hidden", "device")  # not what a config is
+
+
+def confirm_url(study: optuna.Study) -> str:
+    """The storage URL of the database `study` lives in, where its confirm study goes, for
+    the worker processes that train the replicates; UsageError for a study in memory."""
+    return storage_url(study)
 
 
 def confirm_study_name(study_name: str) -> str:

@@ -39,10 +39,11 @@ from .records import model_writer, partial_attrs, result_attrs
 if TYPE_CHECKING:  # torch is imported where training happens, not by the run's parent
     from ..training.train import EpochReport, TrainResult
 
-__all__ = ["DETERMINISTIC_FAILURES", "EpochReporter", "Settled", "ask_trial", "create_trial",
-           "create_trials", "fail", "fail_reason", "metric_values", "objective_value",
-           "objective_values", "queued_seeds", "replicate_sampled", "settle", "settle_all",
-           "start_trial", "start_write", "study_seed", "tell", "trial_config", "trial_seed",
+__all__ = ["DETERMINISTIC_FAILURES", "Configured", "EpochReporter", "Settled", "ask_trial",
+           "configure_trials", "create_trial", "create_trials", "fail", "fail_reason",
+           "metric_values", "objective_value", "objective_values", "queued_seeds",
+           "replicate_sampled", "settle", "settle_all", "start_trial", "start_trials",
+           "start_write", "study_seed", "tell", "trial_config", "trial_ids", "trial_seed",
            "worker_name"]
 
 log = logging.getLogger(__name__)
@@ -157,22 +158,70 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class Configured:
+    """A batch of trials made ready to start (configure_trials): each trial a model can be
+    built for with its config, each refused trial with why (its parameters written), and
+    the parameters held for the batch's start (start_trials writes them)."""
+
+    pending: list[tuple[BaseTrial, TrainConfig]]
+    refused: list[tuple[BaseTrial, ConfigError]]
+    held: dict[int, list[HeldParam]]
+
+
+def configure_trials(trials: Sequence[BaseTrial], spec: StudySpec, device: str,
+                     seed_base: int | None = None) -> Configured:
+    """Each trial's config, its suggested parameters held (params_held): the last trial's
+    are written with the batch's start; each earlier one's as soon as it is sampled, so the
+    next trial's sampler finds them, as it would find a trial of another worker (TPE's
+    constant liar reads running trials' parameters). A trial whose values no model can be
+    built from is refused, with its parameters written first, as Optuna's suggest would
+    have written them."""
+    study = trials[0].study if trials and isinstance(trials[0], optuna.Trial) else None
+    pending: list[tuple[BaseTrial, TrainConfig]] = []
+    refused: list[tuple[BaseTrial, ConfigError]] = []
+    with params_held(study) as held:
+        for i, trial in enumerate(trials):
+            try:
+                pending.append((trial, trial_config(trial, spec, device, seed_base)))
+            except ConfigError as exc:  # sampled values no model can be built from
+                refused.append((trial, exc))
+            if i < len(trials) - 1:
+                write_held(trial, held)
+    for trial, _ in refused:
+        write_held(trial, held)
+    return Configured(pending, refused, held)
+
+
+def start_trials(spec: StudySpec, configured: Configured,
+                 starts: Sequence[tuple[BaseTrial, TrainConfig, dict[str, Any]]]) -> None:
+    """Start a configured batch, every trial's start in one transaction: for each (trial,
+    the config it trains, further attrs) its held parameters, config, seed, what ran it and
+    a dashboard note (start_write)."""
+    write_attrs([start_write(trial, spec, config, attrs, configured.held)
+                 for trial, config, attrs in starts])
+
+
 def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
                 seed_base: int | None = None, *, config: TrainConfig | None = None,
                 attrs: dict[str, Any] | None = None) -> TrainConfig:
-    """Everything before training, in one transaction: the parameters it suggests, the
-    config (trial_config's, unless given), its seed, what ran it, any further `attrs`, and a
-    dashboard note. A config no model can be built from (ConfigError) is raised once the
-    parameters that led to it are written, as Optuna's suggest would have."""
-    study = trial.study if isinstance(trial, optuna.Trial) else None
-    with params_held(study) as held:
-        try:
-            config = config or trial_config(trial, spec, device, seed_base)
-        except ConfigError:
-            write_held(trial, held)
-            raise
-    write_attrs([start_write(trial, spec, config, attrs, held)])
+    """A batch of one through configure_trials and start_trials (or `config`, given, with
+    nothing to suggest). A config no model can be built from (ConfigError) is raised once
+    the parameters that led to it are written."""
+    if config is not None:
+        start_trials(spec, Configured([(trial, config)], [], {}), [(trial, config, attrs or {})])
+        return config
+    configured = configure_trials([trial], spec, device, seed_base)
+    if configured.refused:
+        raise configured.refused[0][1]
+    (_, config), = configured.pending
+    start_trials(spec, configured, [(trial, config, attrs or {})])
     return config
+
+
+def trial_ids(trials: Sequence[optuna.Trial]) -> list[int]:
+    """The storage's ids of live trials (what a heartbeat beats for)."""
+    return [trial_id(t) for t in trials]
 
 
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,

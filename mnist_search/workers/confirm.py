@@ -13,12 +13,12 @@ import optuna
 from ..search.confirm import (
     ConfirmReport,
     confirm_spec,
+    confirm_url,
     confirmed,
     fail_left_running,
 )
 from ..search.queue import identity_of, is_done
 from ..spec import StudySpec
-from ..storage.internals import storage_url
 from .pool import run_study
 
 __all__ = ["confirm"]
@@ -29,7 +29,7 @@ def confirm(study: optuna.Study, *, top: int = 1, seeds: int = 3, device: str | 
     """Retrain the `top` best configs of `study` with `seeds` fresh seeds each, in
     "<study>-confirm" beside it, with `workers` processes; replicates stored by an earlier
     confirm are reused. Ctrl-C stops it as it stops a run (RunInterrupted)."""
-    url = storage_url(study)
+    url = confirm_url(study)
     spec, picked = confirm_spec(study, top, seeds, device)
     trained_on = device or str(picked[0].user_attrs["config"].get("device") or "auto")
     try:

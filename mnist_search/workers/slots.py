@@ -26,17 +26,16 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..search.lifecycle import (
     EpochReporter,
+    configure_trials,
     fail,
     replicate_sampled,
     settle,
     settle_all,
-    start_write,
+    start_trials,
     tell,
-    trial_config,
+    trial_ids,
 )
 from ..storage.faults import describe
-from ..storage.internals import trial_id
-from ..storage.rows import HeldParam, params_held, write_attrs, write_held
 from ..training.population import Population, data_key
 from ..training.train import EpochReport, TrainResult, load_for
 from .context import WorkerContext
@@ -82,58 +81,39 @@ class Slots:
             self.heartbeat.__exit__(kind, exc, tb)
 
     def join(self, trials: list[optuna.Trial]) -> None:
-        """Start claimed trials (with stop signals held) and add them to a population."""
+        """Start claimed trials (with stop signals held) and add them to a population: the
+        lifecycle's two start verbs, with the population's joining between them."""
         spec = self.ctx.spec
         for t in trials:
             self.trials[t.number] = t
             self.reporters[t.number] = EpochReporter(t, spec)
-        self.heartbeat.add([trial_id(t) for t in trials])
-        pending, held = self._configs(trials)
-        writes = []
+        self.heartbeat.add(trial_ids(trials))
+        configured = configure_trials(trials, spec, self.ctx.orders.device, self.ctx.seed_base)
+        for refused, error in configured.refused:
+            self._refuse(self.trials[refused.number], error)
+        pending, starts = configured.pending, []
         while pending:
             # A population shares one batch size and data: claims that differ in those
             # (a searched batch_size, say) go to populations of their own.
             key = data_key(pending[0][1])
             pop = self._population_for(pending[0][1])
-            fits = [(t, c) for t, c in pending if data_key(c) == key]
-            pending = [(t, c) for t, c in pending if data_key(c) != key]
-            joined = pop.add([(t.number, c) for t, c in fits])
-            for (t, _), config in zip(fits, joined, strict=True):
-                stack = pop.stack_of(t.number)  # the joined config: what `rerun` trains
-                writes.append(start_write(t, spec, config, {"population_size": len(stack),
-                                                            "stack": stack}, held))
-        write_attrs(writes)  # every trial's start in one transaction
+            fits = [(m, c) for m, c in pending if data_key(c) == key]
+            pending = [(m, c) for m, c in pending if data_key(c) != key]
+            joined = pop.add([(m.number, c) for m, c in fits])
+            for (member, _), config in zip(fits, joined, strict=True):
+                stack = pop.stack_of(member.number)  # the joined config: what `rerun` trains
+                starts.append((member, config, {"population_size": len(stack),
+                                                "stack": stack}))
+        start_trials(spec, configured, starts)  # every trial's start in one transaction
         for t in trials:  # a sampled config's other seeds, queued for the next claims
             if t.number in self.trials:  # (not one refused above)
                 replicate_sampled(t, spec, self.ctx.seed_base)
-
-    def _configs(self, trials: list[optuna.Trial]
-                 ) -> tuple[list[tuple[optuna.Trial, TrainConfig]], dict[int, list[HeldParam]]]:
-        """Each trial's config, its suggested parameters held (params_held): the last
-        trial's are written with the claim's start; each earlier one's as soon as it is
-        sampled, so the next trial's sampler finds them, as it would find a trial of another
-        worker (TPE's constant liar reads running trials' parameters). A trial whose values
-        no model can be built from is refused now, with its parameters written first."""
-        ctx, pending, refused = self.ctx, [], []
-        with params_held(ctx.study) as held:
-            for i, t in enumerate(trials):
-                try:
-                    pending.append((t, trial_config(t, ctx.spec, ctx.orders.device,
-                                                    ctx.seed_base)))
-                except ConfigError as exc:  # sampled values no model can be built from
-                    refused.append((t, exc))
-                if i < len(trials) - 1:
-                    write_held(t, held)
-        for t, error in refused:
-            write_held(t, held)
-            self._refuse(t, error)
-        return pending, held
 
     def _refuse(self, trial: optuna.Trial, exc: ConfigError) -> None:
         """Fail a claimed trial that cannot be built, alone: the search goes on."""
         self.trials.pop(trial.number)
         reporter = self.reporters.pop(trial.number)
-        self.heartbeat.discard([trial_id(trial)])
+        self.heartbeat.discard(trial_ids([trial]))
         tell(self.ctx.study, trial, settle(trial, reporter.spec, exc, []))
 
     def _population_for(self, config: TrainConfig) -> Population[int]:
@@ -174,7 +154,7 @@ class Slots:
             for (number, _), how in zip(group, settled, strict=True):
                 trial = self.trials.pop(number)
                 self.reporters.pop(number)
-                self.heartbeat.discard([trial_id(trial)])
+                self.heartbeat.discard(trial_ids([trial]))
                 tell(self.ctx.study, trial, how)
 
     def _fail_all(self, exc: BaseException) -> None:
