@@ -105,5 +105,8 @@ def test_a_second_stop_while_a_worker_waits_for_orders_is_quiet(tmp_path, synthe
         time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        # the quiet exit, for whichever stop Python handles first: a worker busy in a C call
+        # (torch's import, the data's load on loaded cores) gets both before it runs a
+        # handler, and Python runs pending handlers in signal-number order, SIGINT first
+        assert proc.wait(timeout=30) in (128 + signal.SIGTERM, 128 + signal.SIGINT)
         pool.cancel()

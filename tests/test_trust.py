@@ -936,3 +936,11 @@ def test_our_own_attributes_edited_outside_are_read_without_an_internal_error(sm
         res = run(*argv, "--storage", url)
         assert "internal error" not in res.stderr and "Traceback" not in res.output, argv
         assert res.exit_code in (0, 1), (argv, res.output)
+
+
+def test_a_runs_options_record_shows_no_password():
+    """RunOptions, logged whole at debug level, hides the storage URL's password."""
+    from mnist_search.workers.pool import RunOptions
+
+    shown = repr(RunOptions(storage="postgresql+psycopg://me:Wq8-opts-pw@db/s", workers=2))
+    assert "Wq8-opts-pw" not in shown and "workers=2" in shown and "me:***@db" in shown

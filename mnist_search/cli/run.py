@@ -46,7 +46,7 @@ log = logging.getLogger("mnist_search")
 @click.option("--proposals", type=click.IntRange(min=1), default=None, metavar="N",
               help="Most trials asked of the sampler at once, proposed before any of them "
                    "is told [default: every free slot with --mix, else 8].")
-@click.option("--mix/--no-mix", default=None,
+@click.option("--mix/--no-mix", "mixed", default=None,
               help="Fill free slots at each epoch boundary with trials of any shape "
                    "[default: on a GPU only; on a CPU mixing shapes gains nothing].")
 @click.option("--warm-start", "warm_start", metavar="STUDY[:K]", default=None,
@@ -70,7 +70,7 @@ log = logging.getLogger("mnist_search")
 @friendly
 def run_cmd(study_file: Path, trials: int | None, workers: int,
             timeout: float | None, storage: str | None, device: str, seed: int | None,
-            population: int, proposals: int | None, mix: bool | None, warm_start: str | None,
+            population: int, proposals: int | None, mixed: bool | None, warm_start: str | None,
             replicates: int | None, force: bool, artifacts: Path | None,
             keep_models: int | None, heartbeat: int | None, tf32: bool) -> None:
     """Create or resume the study in STUDY_FILE and run it to --trials finished trials.
@@ -99,19 +99,18 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
         # their imports overlap this process's, next
         start_early(workers, study, device, click.get_current_context().obj.get("started"))
 
-    from ..workers.pool import RunInterrupted, run_study
+    from ..workers.pool import RunInterrupted, RunOptions, run_with
     from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
     signal.signal(signal.SIGTERM, raise_interrupt)
     signal.signal(signal.SIGHUP, raise_interrupt)  # a closed terminal: the same clean stop
     try:
-        summary = run_study(study, trials=trials, workers=workers, timeout=timeout,
-                            storage=url, device=device, seed=seed, force=force,
-                            progress=False if quiet() else None, heartbeat=heartbeat,
-                            replicates=replicates, population=population, mixed=mix,
-                            artifacts=artifacts, keep_models=keep_models,
-                            proposals=proposals, warm_start=warm_start)
+        summary = run_with(study, RunOptions(
+            trials=trials, workers=workers, timeout=timeout, storage=url, device=device,
+            seed=seed, force=force, progress=False if quiet() else None, heartbeat=heartbeat,
+            replicates=replicates, population=population, mixed=mixed, artifacts=artifacts,
+            keep_models=keep_models, proposals=proposals, warm_start=warm_start))
     except RunInterrupted as stop:
         summary = stop.summary
     c = summary.counts

@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import is_int
-from ..errors import ConfigError, RedactingFilter, redact_url
+from ..errors import ConfigError, RedactingFilter, redact, redact_url
 from ..search.artifacts import artifact_dir
 from ..search.notes import write_study_note
 from ..search.preflight import check_data, check_device, check_spec
@@ -46,12 +46,43 @@ from .progress import best_value, follow
 from .signals import stops_recorded
 from .spawn import Pool, check_workers, start_ahead, take_early, threads_per_worker
 
-__all__ = ["DEFAULT_POPULATION", "RunInterrupted", "RunSummary", "run_study"]
+__all__ = ["DEFAULT_POPULATION", "RunInterrupted", "RunOptions", "RunSummary", "run_study",
+           "run_with"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_POPULATION = 16  # trials a worker claims and trains together at most
 STOP_GRACE_S = 30.0
+
+
+@dataclass(frozen=True, repr=False)
+class RunOptions:
+    """One run's options, whole: what `mnist-search run`'s options and run_study's keywords
+    say, under the same names, from the command to the workers' orders (WorkerOrders) and
+    their claims (search.queue.Claim). Logged whole at debug level, the URL redacted."""
+
+    trials: int | None = None  # finished trials the study should hold (None: the file's)
+    workers: int = 1
+    timeout: float | None = None  # seconds: a budget, no trial starts after it
+    storage: str | None = None  # a URL (None: $MNIST_SEARCH_STORAGE, else sqlite:///...)
+    device: str = "auto"
+    seed: int | None = None  # a new study's seed (None: the file's)
+    force: bool = False  # resume even if the study file changed
+    progress: bool | None = None  # None: a bar where one can show
+    heartbeat: int | None = None  # seconds (None: DEFAULT_HEARTBEAT_S; 0: off)
+    replicates: int | None = None  # seeds per config (None: the file's)
+    population: int = DEFAULT_POPULATION
+    mixed: bool | None = None  # trials of any shape fill free slots (None: on a GPU)
+    artifacts: str | Path | None = None  # the models' folder (None: beside the storage)
+    keep_models: int | None = None  # the best K trials' model files (None: all; 0: none)
+    proposals: int | None = None  # most trials asked of the sampler at once
+    warm_start: str | None = None  # "STUDY[:K]"
+    keep_warm: bool | None = None  # start the next call's workers (None: in a notebook)
+
+    def __repr__(self) -> str:  # the storage URL's password never shown
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}"
+                          for f in dataclasses.fields(self))
+        return redact(f"RunOptions({shown})")
 
 
 @dataclass(frozen=True)
@@ -120,11 +151,17 @@ def run_study(study: str | Path | StudySpec, *, trials: int | None = None, worke
     returns, so that a call with the same study, workers and device skips their start-up
     (torch's import, the data); spawn.release_warm() stops them.
     """
-    with messages_to_cell(progress is not False):
-        return _run_study(study, trials, workers, timeout, storage, device, seed, force,
-                          progress, heartbeat, replicates, population, mixed, artifacts,
-                          keep_models, proposals, warm_start,
-                          in_kernel() if keep_warm is None else keep_warm)
+    return run_with(study, RunOptions(
+        trials=trials, workers=workers, timeout=timeout, storage=storage, device=device,
+        seed=seed, force=force, progress=progress, heartbeat=heartbeat, replicates=replicates,
+        population=population, mixed=mixed, artifacts=artifacts, keep_models=keep_models,
+        proposals=proposals, warm_start=warm_start, keep_warm=keep_warm))
+
+
+def run_with(study: str | Path | StudySpec, options: RunOptions) -> RunSummary:
+    """run_study with its options as one record (what the CLI's `run` builds)."""
+    with messages_to_cell(options.progress is not False):
+        return _run_study(study, options)
 
 
 @contextlib.contextmanager
@@ -149,27 +186,24 @@ def messages_to_cell(show: bool) -> Iterator[None]:
         package.setLevel(before)
 
 
-def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
-               timeout: float | None, storage: str | None, device: str, seed: int | None,
-               force: bool, progress: bool | None, heartbeat: int | None,
-               replicates: int | None, population: int, mixed: bool | None,
-               artifacts: str | Path | None, keep_models: int | None, proposals: int | None,
-               warm_start: str | None, keep_warm: bool) -> RunSummary:
+def _run_study(study: str | Path | StudySpec, options: RunOptions) -> RunSummary:
+    o = options
+    log.debug("%r", o)
     start = time.monotonic()
     early = take_early()  # workers the CLI started before importing this module, if any
     try:
-        spec = as_spec(study, replicates)  # a bad file is reported before any process starts
-        _check_trials(trials)
-        check_workers(workers)
-        url = resolve_url(storage)
+        spec = as_spec(study, o.replicates)  # a bad file: one line before any process starts
+        _check_trials(o.trials)
+        check_workers(o.workers)
+        url = resolve_url(o.storage)
         check_spec(spec)
-        check_device(device)
-        models = None if keep_models == 0 else str(artifact_dir(url, artifacts))
+        check_device(o.device)
+        models = None if o.keep_models == 0 else str(artifact_dir(url, o.artifacts))
     except BaseException:
         if early is not None:
             early.cancel()
         raise
-    if early is not None and not early.fits(workers, spec, device):
+    if early is not None and not early.fits(o.workers, spec, o.device):
         log.debug("the workers started early do not fit this run: starting others")
         early.cancel()
         early = None
@@ -177,22 +211,22 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
     interrupted, errors, ran = False, list[str](), False
     try:
         check_data(spec, _fetch_progress)
-        opened = open_study(spec, url, seed=seed, force=force, warm_start=warm_start)
-        target = _target(spec, trials)
+        opened = open_study(spec, url, seed=o.seed, force=o.force, warm_start=o.warm_start)
+        target = _target(spec, o.trials)
         ran = counts(opened)["done"] < target
         if ran and pool is None:  # only now: a finished study starts no worker at all
-            pool = Pool(workers, spec, device)
+            pool = Pool(o.workers, spec, o.device)
         orders = WorkerOrders(
             spec_path=spec.path, spec=pack_spec(spec), url=url, target=target,
-            threads=threads_per_worker(workers) if pool is None else pool.threads,
-            device=device, deadline=None if timeout is None else time.time() + timeout,
-            heartbeat=DEFAULT_HEARTBEAT_S if heartbeat is None else heartbeat,
-            workers=workers, population=population, mixed=mixed,
+            threads=threads_per_worker(o.workers) if pool is None else pool.threads,
+            device=o.device, deadline=None if o.timeout is None else time.time() + o.timeout,
+            heartbeat=DEFAULT_HEARTBEAT_S if o.heartbeat is None else o.heartbeat,
+            workers=o.workers, population=o.population, mixed=o.mixed,
             overrides=dict(spec.overrides),
             started=start if pool is None or pool.ahead else min(start, pool.started),
-            artifacts=models, keep_models=keep_models, proposals=proposals)
+            artifacts=models, keep_models=o.keep_models, proposals=o.proposals)
         if ran and pool is not None:
-            interrupted, errors = _run_workers(pool, opened, orders, progress)
+            interrupted, errors = _run_workers(pool, opened, orders, o.progress)
     finally:
         if pool is not None:
             pool.cancel()  # no-op for workers that ran: they have exited
@@ -204,8 +238,9 @@ def _run_study(study: str | Path | StudySpec, trials: int | None, workers: int,
         _tell_cell(summary)
     if interrupted:  # as study.optimize does: "Run All" stops here, not at the next cell
         raise RunInterrupted(summary)
+    keep_warm = in_kernel() if o.keep_warm is None else o.keep_warm
     if keep_warm:  # for the next call, likely the same (a cell run again)
-        start_ahead(workers, spec, device)
+        start_ahead(o.workers, spec, o.device)
     return summary
 
 
