@@ -110,3 +110,33 @@ def test_a_second_stop_while_a_worker_waits_for_orders_is_quiet(tmp_path, synthe
         # handler, and Python runs pending handlers in signal-number order, SIGINT first
         assert proc.wait(timeout=30) in (128 + signal.SIGTERM, 128 + signal.SIGINT)
         pool.cancel()
+
+
+def test_a_stop_python_swallows_is_raised_again_at_the_next_safe_point(capsys):
+    """A Ctrl-C that lands in a weakref callback (an import's module-lock callback is one)
+    is swallowed by Python ("Exception ignored"); the run command's handler remembers it, so
+    the next safe point raises it, and no report of the swallowed one is printed."""
+    import weakref
+
+    from mnist_search.workers import signals
+
+    saved = {sig: signal.getsignal(sig) for sig in signals.STOP_SIGNALS}
+    hook = sys.unraisablehook
+    try:
+        signals.stop_on_signals()
+
+        class Anything:
+            pass
+
+        thing = Anything()
+        ref = weakref.ref(thing, lambda _ref: signals.raise_interrupt(signal.SIGINT, None))
+        del thing  # the callback runs, raises, and Python swallows it
+        assert ref() is None
+        with pytest.raises(KeyboardInterrupt):
+            signals.raise_if_stopped()
+        signals.raise_if_stopped()  # raised once, not twice
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = hook
+    assert "KeyboardInterrupt" not in capsys.readouterr().err

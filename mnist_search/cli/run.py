@@ -84,10 +84,11 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
     Example:
       mnist-search run studies/notebook.toml --workers 2
     """
-    import signal
-
     from ..storage.connect import has_study, resolve_url
+    from ..workers.signals import stop_on_signals
     from ..workers.spawn import check_workers, start_early
+
+    stop_on_signals()  # from here: a Ctrl-C during the imports below is not lost
 
     study = load_spec(study_file)  # a bad file is one line before any process starts
     if tf32:
@@ -100,11 +101,8 @@ def run_cmd(study_file: Path, trials: int | None, workers: int,
         start_early(workers, study, device, click.get_current_context().obj.get("started"))
 
     from ..workers.pool import RunInterrupted, RunOptions, run_with
-    from ..workers.signals import raise_interrupt
 
     url = use_storage(storage)
-    signal.signal(signal.SIGTERM, raise_interrupt)
-    signal.signal(signal.SIGHUP, raise_interrupt)  # a closed terminal: the same clean stop
     try:
         summary = run_with(study, RunOptions(
             trials=trials, workers=workers, timeout=timeout, storage=url, device=device,

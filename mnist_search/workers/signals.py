@@ -17,15 +17,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import optuna
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["STOP_SIGNALS", "Heartbeat", "WasHeld", "hold_stop_signals", "install_stop_handlers",
            "raise_if_stopped", "raise_interrupt", "record_stop", "release_stop_signals",
-           "stops_recorded"]
+           "stop_on_signals", "stops_recorded"]
 
 log = logging.getLogger(__name__)
 
@@ -126,5 +129,23 @@ def stops_recorded() -> Iterator[None]:
 
 
 def raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    """A SIGTERM handler: the same clean stop as Ctrl-C (kill, a scheduler's stop)."""
+    """The run command's stop handler (Ctrl-C, SIGTERM from kill or a scheduler, SIGHUP):
+    a clean stop, raised at once and remembered. Python swallows an exception raised inside
+    a weakref callback or a __del__ ("Exception ignored in ..."); an import's module-lock
+    callback is one, so a Ctrl-C landing there while the command imports was lost and the
+    run went on. Remembered, it is raised again at the next safe point (raise_if_stopped)."""
+    _Held.pending = signum
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_signals() -> None:
+    """For the run command's process, from its start: raise_interrupt on every stop signal,
+    and no "Exception ignored" report for a stop Python swallowed (it is remembered)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, raise_interrupt)
+
+    def unraisable(info: sys.UnraisableHookArgs) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(info)
+
+    sys.unraisablehook = unraisable
