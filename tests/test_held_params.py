@@ -195,3 +195,56 @@ def test_trials_that_end_together_are_recorded_in_one_transaction(tmp_path, synt
     assert [s.state for s in settled] == [TrialState.PRUNED] * 3
     assert [t.user_attrs.get("fail_reason") for t in stored(url, study.study_name)] == \
         ["pruned"] * 3  # each trial's own record, all in that one commit
+
+
+def test_another_thread_on_the_same_storage_never_sees_this_thread_s_unit_of_work(
+        tmp_path, synthetic_dir):
+    """A worker's heartbeat thread shares its storage: while the trainer's thread holds its
+    trials' parameters, the other thread's writes go to the database at once, and its unit
+    of work is its own."""
+    import threading
+
+    from mnist_search.storage.internals import trial_id
+    from mnist_search.storage.rows import params_held
+
+    path = write_study(tmp_path / "two.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    study = ms.open_study(path, url)
+    backend = backend_of(study._storage)
+    first, second = study.ask(), study.ask()
+    seen = {}
+
+    def params_of(trial: optuna.Trial) -> dict:
+        return next(t for t in stored(url, study.study_name) if t.number == trial.number).params
+
+    def beside() -> None:  # as the heartbeat thread runs beside the training
+        seen["writes"] = backend.trial_writes()
+        second.suggest_float("momentum", 0.0, 0.9)
+        backend.record_heartbeat(trial_id(second))
+
+    with params_held(study) as held:
+        first.suggest_float("momentum", 0.0, 0.9)
+        thread = threading.Thread(target=beside)
+        thread.start()
+        thread.join()
+        assert list(held) == [trial_id(first)]
+        assert seen["writes"] is not backend.trial_writes()
+        assert not seen["writes"].holding and not seen["writes"].held
+        assert params_of(second) == second.params != {}  # written at once
+        assert not params_of(first)  # still held
+
+
+def test_a_copy_of_the_storage_starts_with_no_thread_s_state(tmp_path):
+    """Optuna pickles storages (to hand them to other processes): the per-thread state is
+    not carried, and the copy works."""
+    import pickle
+
+    from mnist_search.storage.connect import make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'p.db'}")
+    study = optuna.create_study(storage=storage, study_name="p")
+    with storage.trial_writes().creating(lambda number: {"seed": number}):
+        copy = pickle.loads(pickle.dumps(storage))
+        assert copy.trial_writes().attrs is None  # not the original thread's block
+    study.enqueue_trial({"x": 1.0})
+    assert copy.get_n_trials(study._study_id) == 1

@@ -32,9 +32,9 @@ class Napping(optuna.samplers.RandomSampler):
 
 def test_the_sampler_s_own_time_counts_each_call_once(tmp_path):
     sampler = Napping(seed=0)
-    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'l.db'}"),
-                                sampler=sampler)
-    ledger = Ledger()
+    storage = make_storage(f"sqlite:///{tmp_path / 'l.db'}")
+    study = optuna.create_study(storage=storage, sampler=sampler)
+    ledger = Ledger(storage)
     ledger.time_sampler(study.sampler)
     assert isinstance(study.sampler, Napping)  # still the sampler it was
     trial = study.ask()  # infer (1 nap), then sample_relative (2 naps, one nested)
@@ -47,10 +47,11 @@ def test_the_sampler_s_own_time_counts_each_call_once(tmp_path):
 
 
 def test_storage_time_is_this_thread_s_only(tmp_path):
-    study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path / 'l.db'}"))
-    before = storage_seconds()
+    storage = make_storage(f"sqlite:///{tmp_path / 'l.db'}")
+    study = optuna.create_study(storage=storage)
+    before = storage_seconds(storage)
     study.enqueue_trial({"x": 1.0})
-    mine = storage_seconds()
+    mine = storage_seconds(storage)
     assert mine > before  # this thread's call counted
 
     def elsewhere() -> None:  # as a heartbeat thread writes beside the training
@@ -60,4 +61,4 @@ def test_storage_time_is_this_thread_s_only(tmp_path):
     thread = threading.Thread(target=elsewhere)
     thread.start()
     thread.join()
-    assert storage_seconds() == mine
+    assert storage_seconds(storage) == mine

@@ -471,7 +471,7 @@ def test_trials_created_together_by_a_lost_commit_are_numbered_once_and_go_stale
 
     monkeypatch.setattr(retry, "scoped_session", answer_lost)
     monkeypatch.setattr(transient, "FIRST_DELAY_S", 0.01)
-    with storage.attrs_at_creation(lambda number: {"seed": 100 + number}):
+    with storage.trial_writes().creating(lambda number: {"seed": 100 + number}):
         made = storage.create_new_trials(study._study_id, 3)
     monkeypatch.undo()
     assert commits[0] == 2 and [t.number for t in made] == [3, 4, 5]

@@ -26,9 +26,10 @@ from ..spec import StudySpec
 from ..storage.internals import new_trial, new_trial_ids, retried_from, tell_trial, trial_id
 from ..storage.rows import (
     AttrWrite,
-    HeldParam,
+    flush,
     params_held,
     set_user_attrs,
+    trial_writes,
     write_attrs,
     write_held,
 )
@@ -126,11 +127,11 @@ def create_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_
 def create_trials(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_base: int,
                   heartbeat: int, n: int) -> list[int] | None:
     """create_trial for n new trials, all in one transaction."""
-    at_creation = getattr(storage, "attrs_at_creation", None)
-    if at_creation is None:
+    unit = trial_writes(storage)
+    if unit is None:
         return None
     attrs = {"worker": worker_name(), "heartbeat_s": heartbeat}
-    with at_creation(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
+    with unit.creating(lambda number: {**attrs, "seed": trial_seed(seed_base, number)}):
         return new_trial_ids(study, n)
 
 
@@ -161,12 +162,12 @@ def worker_name() -> str:
 @dataclass(frozen=True)
 class Configured:
     """A batch of trials made ready to start (configure_trials): each trial a model can be
-    built for with its config, each refused trial with why (its parameters written), and
-    the parameters held for the batch's start (start_trials writes them)."""
+    built for with its config, and each refused trial with why (its parameters written).
+    The parameters the pending ones suggested wait in this thread's unit of work
+    (rows.TrialWrites) for the batch's start (start_trials)."""
 
     pending: list[tuple[BaseTrial, TrainConfig]]
     refused: list[tuple[BaseTrial, ConfigError]]
-    held: dict[int, list[HeldParam]]
 
 
 def configure_trials(trials: Sequence[BaseTrial], spec: StudySpec, device: str,
@@ -180,26 +181,25 @@ def configure_trials(trials: Sequence[BaseTrial], spec: StudySpec, device: str,
     study = trials[0].study if trials and isinstance(trials[0], optuna.Trial) else None
     pending: list[tuple[BaseTrial, TrainConfig]] = []
     refused: list[tuple[BaseTrial, ConfigError]] = []
-    with params_held(study) as held:
+    with params_held(study):
         for i, trial in enumerate(trials):
             try:
                 pending.append((trial, trial_config(trial, spec, device, seed_base)))
             except ConfigError as exc:  # sampled values no model can be built from
                 refused.append((trial, exc))
             if i < len(trials) - 1:
-                write_held(trial, held)
+                write_held(trial)
     for trial, _ in refused:
-        write_held(trial, held)
-    return Configured(pending, refused, held)
+        write_held(trial)
+    return Configured(pending, refused)
 
 
 def start_trials(spec: StudySpec, configured: Configured,
                  starts: Sequence[tuple[BaseTrial, TrainConfig, dict[str, Any]]]) -> None:
     """Start a configured batch, every trial's start in one transaction: for each (trial,
-    the config it trains, further attrs) its held parameters, config, seed, what ran it and
-    a dashboard note (start_write)."""
-    write_attrs([start_write(trial, spec, config, attrs, configured.held)
-                 for trial, config, attrs in starts])
+    the config it trains, further attrs) its held parameters (rows.flush), config, seed,
+    what ran it and a dashboard note (start_write)."""
+    flush([start_write(trial, spec, config, attrs) for trial, config, attrs in starts])
 
 
 def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
@@ -209,7 +209,7 @@ def start_trial(trial: BaseTrial, spec: StudySpec, device: str,
     nothing to suggest). A config no model can be built from (ConfigError) is raised once
     the parameters that led to it are written."""
     if config is not None:
-        start_trials(spec, Configured([(trial, config)], [], {}), [(trial, config, attrs or {})])
+        start_trials(spec, Configured([(trial, config)], []), [(trial, config, attrs or {})])
         return config
     configured = configure_trials([trial], spec, device, seed_base)
     if configured.refused:
@@ -225,20 +225,17 @@ def trial_ids(trials: Sequence[optuna.Trial]) -> list[int]:
 
 
 def start_write(trial: BaseTrial, spec: StudySpec, config: TrainConfig,
-                attrs: dict[str, Any] | None = None,
-                held: dict[int, list[HeldParam]] | None = None) -> AttrWrite:
-    """What start_trial writes, for writing with other trials' (rows.write_attrs), with
-    the parameters `held` for it (params_held); the parameters constraint, where the study
-    caps them, is set at once."""
+                attrs: dict[str, Any] | None = None) -> AttrWrite:
+    """What start_trial writes, for writing with other trials' (rows.flush adds the
+    parameters held for it); the parameters constraint, where the study caps them, is set
+    at once."""
     cap = spec.constraints.get("max_parameters")
     if cap is not None:  # known before training: pruned and failed trials carry it too
         trial.set_constraint("parameters", mlp_parameters(config.hidden) - cap)
-    params = held.pop(trial_id(trial), []) if held and isinstance(trial, optuna.Trial) else []
     return AttrWrite(trial, {"seed": config.seed, "architecture": config.architecture,
                              "config": config.to_dict(), "worker": worker_name(),
                              **(attrs or {})},
-                     note=trial_note(trial, config),  # a FixedTrial has no study: no note
-                     params=params)
+                     note=trial_note(trial, config))  # a FixedTrial has no study: no note
 
 
 def objective_value(spec: StudySpec, test_accuracy: float, val_accuracy: float | None) -> float:

@@ -229,8 +229,8 @@ def waiting_trials(study: optuna.Study) -> list[FrozenTrial]:
 def live_trials(study: optuna.Study, made: Sequence[optuna.Trial | int]) -> list[optuna.Trial]:
     """Each trial as a live optuna.Trial, those given by id made by trial_of; a trial that
     this thread has just created (create_new_trials) is not read back first."""
-    known = getattr(backend_of(study._storage), "created_known", None)
-    with contextlib.nullcontext() if known is None else known():
+    unit = getattr(backend_of(study._storage), "trial_writes", None)  # (rows.TrialWrites)
+    with contextlib.nullcontext() if unit is None else unit().serving_created():
         return [t if isinstance(t, optuna.Trial) else trial_of(study, t) for t in made]
 
 

@@ -32,8 +32,8 @@ its claim was stamped during the call (_claimed_by_lost_commit).
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import dataclasses
 import datetime
 import functools
 import json
@@ -41,7 +41,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from optuna.distributions import BaseDistribution
@@ -53,7 +53,7 @@ from ..errors import StorageError, redact
 from .faults import damaged_row, damaged_value
 from .internals import DEFAULT_STUDY_NAME_PREFIX, models, scoped_session
 from .internals import trial_id as id_of
-from .rows import HeldParam, held_for, insert_trials, record_fail_reason
+from .rows import HeldParam, TrialWrites, insert_trials, record_fail_reason
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 
 __all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
@@ -61,13 +61,24 @@ __all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_inside = threading.local()  # a retried call that calls another retries once, not twice
 
 
-def storage_seconds() -> float:
-    """Seconds this thread has spent in calls of a RetryingRDBStorage so far (a call made
-    inside another counted once): where a worker's time goes (workers/ledger.py)."""
-    return float(getattr(_inside, "seconds", 0.0))
+@dataclasses.dataclass
+class _Thread:
+    """What one thread's calls on one storage carry from one to the next. The storage holds
+    one per thread (a threading.local of its own), so its heartbeat thread never sees the
+    trainer's, and two storages in one process never see each other's."""
+
+    active: bool = False  # inside a retried call: a call it makes is not retried again
+    lost_commit: bool = False  # the last retried call met a failure that may have committed
+    seconds: float = 0.0  # spent in this storage's calls, a call inside another counted once
+    writes: TrialWrites = dataclasses.field(default_factory=TrialWrites)  # the unit of work
+
+
+def storage_seconds(storage: object) -> float:
+    """Seconds this thread has spent in `storage`'s calls so far (0 for a storage that is
+    no RetryingRDBStorage): where a worker's time goes (workers/ledger.py)."""
+    return storage.thread().seconds if isinstance(storage, RetryingRDBStorage) else 0.0
 
 
 class RetryingRDBStorage(RDBStorage):
@@ -85,15 +96,36 @@ class RetryingRDBStorage(RDBStorage):
     # checks that Optuna still defines and calls each)
     OPTUNA_OVERRIDES = ("_get_prepared_new_trial", "_get_stale_trial_ids", "_set_trial_param")
 
+    def thread(self) -> _Thread:
+        """This thread's state on this storage (made at its first call)."""
+        local = self.__dict__.get("_threads")
+        if local is None:  # setdefault: two threads' first calls keep one local
+            local = self.__dict__.setdefault("_threads", threading.local())
+        state: _Thread | None = getattr(local, "state", None)
+        if state is None:
+            state = local.state = _Thread()
+        return state
+
+    def trial_writes(self) -> TrialWrites:
+        """This thread's unit of work (rows.TrialWrites): what it writes with its trials'
+        creation and start."""
+        return self.thread().writes
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state: dict[Any, Any] = super().__getstate__()
+        state.pop("_threads", None)  # a copy starts with no thread's state (nor can pickle it)
+        return state
+
     def retrying(self, name: str, call: Callable[[], T], settled: SettleCheck | None = None) -> T:
-        _inside.lost_commit = False
-        if getattr(_inside, "active", False):
+        inside = self.thread()
+        inside.lost_commit = False
+        if inside.active:
             return call()
         window = self.retry_window_s if self.reached else 0.0
-        _inside.active = True
+        inside.active = True
         start = time.perf_counter()
         try:
-            result, retried, _inside.lost_commit = retried_call(call, name, window, settled)
+            result, retried, inside.lost_commit = retried_call(call, name, window, settled)
         except json.JSONDecodeError as exc:  # Optuna decodes every stored attribute
             raise StorageError(f"{redact(str(self.engine.url))}: {damaged_value(self.engine)} "
                                "is not valid JSON: the database was edited or damaged "
@@ -107,8 +139,8 @@ class RetryingRDBStorage(RDBStorage):
                                "edited or damaged outside Optuna; restore it from a copy (or "
                                "delete that row)") from exc
         finally:
-            _inside.active = False
-            _inside.seconds = storage_seconds() + time.perf_counter() - start
+            inside.active = False
+            inside.seconds += time.perf_counter() - start
         self.reached = True
         if retried:
             self.outage_ended = time.monotonic()
@@ -130,30 +162,20 @@ class RetryingRDBStorage(RDBStorage):
         if self.beats_from_creation and self.heartbeat_interval is not None and \
                 trial.state in (TrialState.RUNNING, TrialState.WAITING):
             session.add(models.TrialHeartbeatModel(trial_id=trial.trial_id))
-        attrs = getattr(_inside, "new_trial_attrs", None)
+        attrs = self.trial_writes().attrs
         if attrs is not None and template_trial is None:  # a new RUNNING trial: see below
             for key, value in attrs(trial.number).items():
                 session.add(models.TrialUserAttributeModel(trial_id=trial.trial_id, key=key,
                                                            value_json=json.dumps(value)))
         return trial
 
-    @contextlib.contextmanager
-    def attrs_at_creation(self, attrs: Callable[[int], Mapping[str, Any]]) -> Iterator[None]:
-        """Within it, a new trial that this thread creates (from no template: a sampled
-        trial, not an enqueued one) gets `attrs(its number)` as user attrs in the
-        transaction that creates it: one transaction fewer, and no moment in which it
-        exists without them."""
-        _inside.new_trial_attrs = attrs
-        try:
-            yield
-        finally:
-            _inside.new_trial_attrs = None
-
     def create_new_trials(self, study_id: int, n: int) -> list[FrozenTrial]:
         """n new RUNNING trials as _get_prepared_new_trial makes each (numbered in turn, a
-        heartbeat, the attrs_at_creation attrs), in one transaction of a few statements
-        for all of them: a claim of several trials holds the study lock that much less."""
-        attrs = getattr(_inside, "new_trial_attrs", None)
+        heartbeat, the attrs of this thread's TrialWrites.creating), in one transaction of a
+        few statements for all of them: a claim of several trials holds the study lock that
+        much less. What it wrote is kept for TrialWrites.serving_created."""
+        writes = self.trial_writes()
+        attrs = writes.attrs
 
         def create() -> list[FrozenTrial]:
             with scoped_session(self) as session:
@@ -162,25 +184,13 @@ class RetryingRDBStorage(RDBStorage):
                                       and self.heartbeat_interval is not None)
 
         made = self.retrying("create_new_trials", create)
-        _inside.created = {id_of(t): copy.deepcopy(t) for t in made}
+        writes.created = {id_of(t): copy.deepcopy(t) for t in made}
         return made
 
-    @contextlib.contextmanager
-    def created_known(self) -> Iterator[None]:
-        """Within it, get_trial of a trial that this thread's last create_new_trials made
-        answers, once, with what that call wrote instead of reading it back (six queries):
-        an optuna.Trial of a new trial reads it at once. Forgotten at the block's end."""
-        _inside.serve_created = True
-        try:
-            yield
-        finally:
-            _inside.serve_created, _inside.created = False, {}
-
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        if getattr(_inside, "serve_created", False):
-            known: FrozenTrial | None = getattr(_inside, "created", {}).pop(trial_id, None)
-            if known is not None:
-                return known
+        known = self.trial_writes().known(trial_id)
+        if known is not None:
+            return known
         return self.retrying("get_trial", lambda: RDBStorage.get_trial(self, trial_id))
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
@@ -210,7 +220,7 @@ class RetryingRDBStorage(RDBStorage):
         # A refused claim after an attempt that may have committed may be that commit's;
         # judged from the failures the retry loop met, not only those raised inside
         # Optuna's method, so that a fault raised around the call counts too
-        if not done and state == TrialState.RUNNING and _inside.lost_commit:
+        if not done and state == TrialState.RUNNING and self.thread().lost_commit:
             done = self._claimed_by_lost_commit(trial_id, began)
         if done and state == TrialState.RUNNING and self.beats_from_creation and \
                 self.heartbeat_interval is not None:
@@ -229,17 +239,14 @@ class RetryingRDBStorage(RDBStorage):
         return stored.state == TrialState.RUNNING and stored.datetime_start is not None \
             and stored.datetime_start >= began
 
-    holds_params = True  # rows.params_held can hold a trial's parameters for its start
-
     def _set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                          distribution: BaseDistribution,
                          previous_distribution: BaseDistribution | None) -> None:
         """Optuna's write of one suggested parameter (a transaction each), or, inside
-        rows.params_held, the parameter held to be written with the trial's start."""
-        held = held_for(self, trial_id)
-        if held is not None:
-            held.append(HeldParam(param_name, param_value_internal, distribution,
-                                  previous_distribution))
+        rows.params_held, the parameter held in this thread's unit of work, to be written
+        with the trial's start."""
+        if self.trial_writes().hold(trial_id, HeldParam(
+                param_name, param_value_internal, distribution, previous_distribution)):
             return
         self.retrying("_set_trial_param", lambda: RDBStorage._set_trial_param(
             self, trial_id, param_name, param_value_internal, distribution,

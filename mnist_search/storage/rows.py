@@ -10,6 +10,10 @@ study lock every worker waits on, where Optuna's own create_new_trial takes a tr
 an ORM flush per trial; insert_trials writes the same rows (the trial, its heartbeat, its user
 attributes) for n trials in a few statements of the caller's transaction
 (RetryingRDBStorage.create_new_trials).
+
+What a thread writes with its trials' creation and start is its unit of work
+(TrialWrites), one per thread on the storage: the attributes at creation, the trials a
+claim created, the parameters held; flush writes a start's share of it in one transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -42,8 +45,9 @@ from .internals import (
     trial_id,
 )
 
-__all__ = ["AttrWrite", "HeldParam", "held_for", "insert_trials", "params_held",
-           "record_fail_reason", "set_user_attrs", "write_attrs", "write_held"]
+__all__ = ["AttrWrite", "HeldParam", "TrialWrites", "flush", "insert_trials", "params_held",
+           "record_fail_reason", "set_user_attrs", "trial_writes", "write_attrs",
+           "write_held"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,41 +61,98 @@ class HeldParam:
     previous: BaseDistribution | None  # the study's distribution of it, as Optuna's cache knew
 
 
-_held = threading.local()  # (storage, {trial id: [HeldParam]}) while params_held is on
+@dataclasses.dataclass
+class TrialWrites:
+    """One thread's unit of work on one storage: what is written with its trials' creation
+    or start instead of a transaction each. RetryingRDBStorage keeps one per thread
+    (trial_writes), so its heartbeat thread, which shares the storage, never sees another's.
+    Each part is scoped by a context manager, as Optuna scopes its heartbeat thread:
+
+    - creating(attrs): the user attributes each new trial gets in the transaction that
+      creates it (RetryingRDBStorage's _get_prepared_new_trial and create_new_trials);
+    - serving_created(): the trials the last create_new_trials made, each answered once by
+      get_trial from what was written instead of read back (six queries);
+    - holding_params() (params_held): the parameters Optuna hands the storage, held by trial id
+      until flush writes them with the trial's start, or write_held alone.
+    """
+
+    attrs: Callable[[int], Mapping[str, Any]] | None = None
+    created: dict[int, FrozenTrial] = dataclasses.field(default_factory=dict)
+    serving: bool = False
+    holding: bool = False
+    held: dict[int, list[HeldParam]] = dataclasses.field(default_factory=dict)
+
+    def hold(self, tid: int, param: HeldParam) -> bool:
+        """Hold trial `tid`'s parameter while holding is on (True), else leave it (False)."""
+        if self.holding:
+            self.held.setdefault(tid, []).append(param)
+        return self.holding
+
+    def take(self, tid: int) -> list[HeldParam]:
+        """The parameters held for trial `tid`, no longer held."""
+        return self.held.pop(tid, [])
+
+    def known(self, tid: int) -> FrozenTrial | None:
+        """The trial `tid` as create_new_trials wrote it, once, within serving_created."""
+        return self.created.pop(tid, None) if self.serving else None
+
+    @contextlib.contextmanager
+    def creating(self, attrs: Callable[[int], Mapping[str, Any]]) -> Iterator[None]:
+        self.attrs = attrs
+        try:
+            yield
+        finally:
+            self.attrs = None
+
+    @contextlib.contextmanager
+    def serving_created(self) -> Iterator[None]:
+        self.serving = True
+        try:
+            yield
+        finally:
+            self.serving, self.created = False, {}
+
+    @contextlib.contextmanager
+    def holding_params(self) -> Iterator[dict[int, list[HeldParam]]]:
+        """Hold parameters within the block; nested, the outer block's rows are yielded. A
+        batch held before and never flushed (an error came between) is dropped, as the
+        trials it was held for are failed without it."""
+        if self.holding:
+            yield self.held
+            return
+        self.held.clear()
+        self.holding = True
+        try:
+            yield self.held
+        finally:
+            self.holding = False
 
 
-def held_for(storage: RDBStorage, tid: int) -> list[HeldParam] | None:
-    """Where this thread holds trial `tid`'s parameters while params_held is on for
-    `storage` (RetryingRDBStorage._set_trial_param appends to it), else None."""
-    held = getattr(_held, "on", None)
-    if held is None or held[0] is not storage:
-        return None
-    rows: dict[int, list[HeldParam]] = held[1]
-    return rows.setdefault(tid, [])
+def trial_writes(storage: RDBStorage | None) -> TrialWrites | None:
+    """This thread's unit of work on `storage` (RetryingRDBStorage.trial_writes), or None
+    where the storage keeps none (Optuna's own: each write is its own transaction)."""
+    unit = getattr(storage, "trial_writes", None)
+    return None if unit is None else unit()
+
+
+def _unit_of(study: optuna.Study | None) -> TrialWrites | None:
+    return None if study is None else trial_writes(backend_of(storage_of(study)))
 
 
 @contextlib.contextmanager
 def params_held(study: optuna.Study | None) -> Iterator[dict[int, list[HeldParam]]]:
     """Within the block, the parameters this thread suggests on `study`'s trials are held,
     by trial id, instead of written a transaction each (a searched trial suggests about 6),
-    where its storage can hold them (`holds_params`, RetryingRDBStorage); the caller writes
-    them with the trial's start (AttrWrite.params), which is how a trial's parameters are
-    written whole or not at all. Elsewhere nothing is held; nested on the same storage, the
-    outer block's rows are yielded, so the inner caller finds (and writes) its own trials'."""
-    backend = None if study is None else backend_of(storage_of(study))
-    outer = getattr(_held, "on", None)
-    if outer is not None:
-        yield outer[1] if outer[0] is backend else {}
-        return
-    if not getattr(backend, "holds_params", False):
+    where its storage keeps a unit of work (TrialWrites); flush writes them with the trial's
+    start, which is how a trial's parameters are written whole or not at all. Elsewhere
+    nothing is held; nested on the same storage, the outer block's rows are yielded, so the
+    inner caller finds (and writes) its own trials'."""
+    unit = _unit_of(study)
+    if unit is None:
         yield {}
         return
-    rows: dict[int, list[HeldParam]] = {}
-    _held.on = (backend, rows)
-    try:
-        yield rows
-    finally:
-        _held.on = None
+    with unit.holding_params() as held:
+        yield held
 
 
 def _upsert(session: Any, model: Any, owner: dict[str, int], attrs: Mapping[str, Any]) -> None:
@@ -235,11 +296,26 @@ def _write_rows(backend: RDBStorage, writes: Sequence[AttrWrite]) -> None:
                         note_rows(tid, w.note))
 
 
-def write_held(trial: BaseTrial, held: dict[int, list[HeldParam]]) -> None:
+def flush(writes: Sequence[AttrWrite]) -> None:
+    """The trials' starts, each with the parameters this thread's unit of work holds for
+    its trial (params_held), in one transaction (write_attrs): the way Optuna's
+    _get_prepared_new_trial composes its _without_commit helpers, from the same pieces."""
+    write_attrs([dataclasses.replace(w, params=[*w.params, *_take(w.trial)]) for w in writes])
+
+
+def write_held(trial: BaseTrial) -> None:
     """The parameters held for `trial` (params_held), written alone: for a trial that ends
-    before its start is written."""
-    if isinstance(trial, optuna.Trial) and held.get(trial_id(trial)):
-        write_attrs([AttrWrite(trial, {}, params=held.pop(trial_id(trial)))])
+    before its start is written, or whose sampler must find them before the next trial's."""
+    params = _take(trial)
+    if params:
+        write_attrs([AttrWrite(trial, {}, params=params)])
+
+
+def _take(trial: BaseTrial) -> list[HeldParam]:
+    if not isinstance(trial, optuna.Trial):  # a FixedTrial suggests nothing to hold
+        return []
+    unit = _unit_of(trial.study)
+    return [] if unit is None else unit.take(trial_id(trial))
 
 
 def insert_trials(session: Any, study_id: int, n: int,

@@ -29,9 +29,10 @@ SAMPLER_CALLS = ("infer_relative_search_space", "sample_relative", "sample_indep
 class Ledger:
     """Seconds in the sampler (its own), in storage calls, and in all, since it was made."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage: object) -> None:
+        self.storage = storage  # (its backend: the retrying storage counts its seconds)
         self.started = time.perf_counter()
-        self.storage_at_start = storage_seconds()
+        self.storage_at_start = storage_seconds(storage)
         self.sampler = 0.0
         self._depth = 0  # a sampler call made by another is the outer call's time
 
@@ -47,18 +48,19 @@ class Ledger:
             if self._depth:
                 return call(*args, **kwargs)
             self._depth += 1
-            start, storage = time.perf_counter(), storage_seconds()
+            start, storage = time.perf_counter(), storage_seconds(self.storage)
             try:
                 return call(*args, **kwargs)
             finally:
                 self._depth -= 1
-                self.sampler += time.perf_counter() - start - (storage_seconds() - storage)
+                spent = storage_seconds(self.storage) - storage
+                self.sampler += time.perf_counter() - start - spent
         return timed
 
     def shares(self) -> tuple[float, float, float]:
         """(wall, sampler, storage) seconds so far."""
         return (time.perf_counter() - self.started, self.sampler,
-                storage_seconds() - self.storage_at_start)
+                storage_seconds(self.storage) - self.storage_at_start)
 
     def line(self) -> str:
         wall, sampler, storage = self.shares()

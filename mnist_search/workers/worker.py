@@ -69,7 +69,7 @@ def work(orders: WorkerOrders) -> int:
     phase("torch and device ready")
     ctx = open_worker(orders)
     phase("storage and study opened")
-    ledger = Ledger()  # where this worker's time goes, logged as it ends
+    ledger = Ledger(ctx.storage)  # where this worker's time goes, logged as it ends
     ledger.time_sampler(ctx.study.sampler)
     ran, first = 0, True
     with Slots(ctx, orders.population, mixed) as slots:

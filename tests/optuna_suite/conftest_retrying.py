@@ -85,7 +85,7 @@ class SuiteRetryingRDBStorage(retry.RetryingRDBStorage):
         super().__init__(url, engine_kwargs, *args, **kwargs)
 
     def retrying(self, name: str, call: Any, settled: Any = None) -> Any:
-        if FAULTS == "none" or getattr(retry._inside, "active", False):
+        if FAULTS == "none" or self.thread().active:
             return super().retrying(name, call, settled)
         first = [True]
 
