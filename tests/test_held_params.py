@@ -248,3 +248,36 @@ def test_a_copy_of_the_storage_starts_with_no_thread_s_state(tmp_path):
         assert copy.trial_writes().attrs is None  # not the original thread's block
     study.enqueue_trial({"x": 1.0})
     assert copy.get_n_trials(study._study_id) == 1
+
+
+def test_a_batch_ends_with_its_records_in_one_transaction_then_a_tell_each(tmp_path,
+                                                                            synthetic_dir):
+    """finish_trials, the end verb of a batch: the records in one commit, then each trial
+    told, let go (a worker's heartbeat stops beating for it) just before its own tell."""
+    from mnist_search.search.lifecycle import finish_trials
+    from mnist_search.training.train import StopTraining
+
+    path = write_study(tmp_path / "fin.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'fin.db'}"
+    study = ms.open_study(path, url)
+    spec = load_spec(path)
+    trials = [study.ask() for _ in range(3)]
+    backend = backend_of(study._storage)
+    assert backend is not None
+    states_at_let_go, commits_at_let_go = [], []
+
+    def let_go(trial: optuna.Trial) -> None:
+        commits_at_let_go.append(count[0])
+        read = stored(url, study.study_name)
+        assert [t.user_attrs.get("fail_reason") for t in read] == ["pruned"] * 3
+        states_at_let_go.append({t.number: t.state for t in read})
+
+    count = commits(backend.engine)
+    told = finish_trials(study, [(t, spec, StopTraining(), []) for t in trials], let_go=let_go)
+    assert commits_at_let_go[0] == 1, "every record in one transaction, before any tell"
+    assert [s.state for s in told] == [TrialState.PRUNED] * 3
+    numbers = [t.number for t in trials]
+    # the k-th let-go comes when the k earlier trials are told and it is still running
+    assert [[at[n] for n in numbers] for at in states_at_let_go] == [
+        [TrialState.PRUNED] * k + [TrialState.RUNNING] * (3 - k) for k in range(3)]
+    assert [t.state for t in stored(url, study.study_name)] == [TrialState.PRUNED] * 3

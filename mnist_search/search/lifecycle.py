@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # torch is imported where training happens, not by the run's 
 
 __all__ = ["DETERMINISTIC_FAILURES", "Configured", "EpochReporter", "Settled", "ask_trial",
            "configure_trials", "create_trial", "create_trials", "fail", "fail_reason",
-           "metric_values", "objective_value", "objective_values", "queued_seeds",
+           "finish_trials", "metric_values", "objective_value", "objective_values", "queued_seeds",
            "replicate_sampled", "settle", "settle_all", "start_trial", "start_trials",
            "start_write", "study_seed", "tell", "trial_config", "trial_ids", "trial_seed",
            "worker_name"]
@@ -309,7 +309,7 @@ Ended = tuple[BaseTrial, StudySpec, "TrainResult | BaseException", list["EpochRe
 def settle_all(ended: Sequence[Ended], saver: ModelSaver | None = None) -> list[Settled]:
     """settle for trials that ended together (a stack's members): every record in one
     transaction. A saver that ranks (keeps the best K) ranks a trial against those told
-    before it: its callers settle and tell one trial at a time."""
+    before it: with one, settle and tell one trial at a time (finish_trials does)."""
     from ..training.train import TrainResult
 
     done = [_settled(*e, saver) for e in ended]
@@ -350,6 +350,26 @@ def _settled(trial: BaseTrial, spec: StudySpec, outcome: TrainResult | BaseExcep
         return Settled(TrialState.FAIL), AttrWrite(
             trial, partial_attrs(history, fail_reason(outcome), message))
     raise outcome
+
+
+def finish_trials(study: optuna.Study, ended: Sequence[Ended], saver: ModelSaver | None = None,
+                  let_go: Callable[[optuna.Trial], None] | None = None) -> list[Settled]:
+    """The end of a batch of one or of N, as start_trials is its start: the trials' records
+    in one transaction (settle_all; one trial at a time where the saver ranks them against
+    those told before), then each trial told, `let_go(trial)` called just before its tell
+    (a worker's slots drop it from their heartbeat there). Until told, a trial that meets
+    an error is failed by its runner (fail)."""
+    ranked = saver is not None and saver.ranks
+    groups = [[e] for e in ended] if ranked else [list(ended)]
+    told: list[Settled] = []
+    for group in groups:
+        for (trial, *_), how in zip(group, settle_all(group, saver), strict=True):
+            assert isinstance(trial, optuna.Trial), "only a live trial is told"
+            if let_go is not None:
+                let_go(trial)
+            tell(study, trial, how)
+            told.append(how)
+    return told
 
 
 def tell(study: optuna.Study, trial: optuna.Trial, settled: Settled) -> None:

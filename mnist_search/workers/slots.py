@@ -28,11 +28,9 @@ from ..search.lifecycle import (
     EpochReporter,
     configure_trials,
     fail,
+    finish_trials,
     replicate_sampled,
-    settle,
-    settle_all,
     start_trials,
-    tell,
     trial_ids,
 )
 from ..storage.faults import describe
@@ -114,7 +112,7 @@ class Slots:
         self.trials.pop(trial.number)
         reporter = self.reporters.pop(trial.number)
         self.heartbeat.discard(trial_ids([trial]))
-        tell(self.ctx.study, trial, settle(trial, reporter.spec, exc, []))
+        finish_trials(self.ctx.study, [(trial, reporter.spec, exc, [])])
 
     def _population_for(self, config: TrainConfig) -> Population[int]:
         for pop in self.populations:
@@ -144,18 +142,16 @@ class Slots:
         self.reporters[number](report)
 
     def _tell(self, ended: list[tuple[int, TrainResult | BaseException]]) -> None:
-        """Record the trials that ended (in one transaction, unless the saver ranks them
-        against each other), then tell each; until told, a trial is failed on an error."""
-        saver = self.ctx.saver
-        groups = [[e] for e in ended] if saver is not None and saver.ranks else [ended]
-        for group in groups:
-            settled = settle_all([(self.trials[n], self.reporters[n].spec, outcome,
-                                   self.reporters[n].history) for n, outcome in group], saver)
-            for (number, _), how in zip(group, settled, strict=True):
-                trial = self.trials.pop(number)
-                self.reporters.pop(number)
-                self.heartbeat.discard(trial_ids([trial]))
-                tell(self.ctx.study, trial, how)
+        """Finish the trials that ended (lifecycle.finish_trials); each leaves the slots
+        and the heartbeat just before its tell. Until told, a trial is failed on an error."""
+        def let_go(trial: optuna.Trial) -> None:
+            self.trials.pop(trial.number)
+            self.reporters.pop(trial.number)
+            self.heartbeat.discard(trial_ids([trial]))
+
+        finish_trials(self.ctx.study, [(self.trials[n], self.reporters[n].spec, outcome,
+                                        self.reporters[n].history) for n, outcome in ended],
+                      self.ctx.saver, let_go)
 
     def _fail_all(self, exc: BaseException) -> None:
         for number, trial in list(self.trials.items()):
