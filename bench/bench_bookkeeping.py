@@ -12,15 +12,18 @@ the model file. In one run, on fresh studies of one storage:
 - the same loop with a no-op objective;
 - `mnist_search.train` alone, for the training time per trial.
 
-Prints trials/s, ms per trial outside training, and ours / Optuna's ratio.
+Prints trials/s, ms per trial outside training, and ours / Optuna's ratio. With --before,
+each case runs this tree and that revision in turn, --repeat times (the median kept), so a
+drift of the machine's speed during the run falls on both alike.
 
-Run: python bench/bench_bookkeeping.py [--trials 200] [--pg URL] [--before REV]
+Run: python bench/bench_bookkeeping.py [--trials 200] [--pg URL] [--before REV] [--repeat N]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import multiprocessing
 import os
@@ -29,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -141,6 +145,8 @@ def main() -> None:
                     help="a PostgreSQL URL for the 4-worker case [default: "
                          "$MNIST_SEARCH_TEST_PG; none: skipped]")
     ap.add_argument("--before", default=None, help="also run `run` of this git revision")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs of each case per tree, in turn; the median is printed")
     args = ap.parse_args()
     from mnist_search.data.synthetic import write_synthetic
 
@@ -164,21 +170,47 @@ def main() -> None:
             noop = optuna_rate(url, args.trials, data, False, 1)
             print(line("Optuna's study.optimize, training", ref, train_s))
             print(line("Optuna's study.optimize, no-op objective", noop, 0.0))
-            for label, tree in trees:
-                for workers, extra in ((1, ()), (1, ("--keep-models", "0")), (2, ())):
-                    rate, wall = ours(tree, data, tmp, url, args.trials, workers, *extra)
-                    what = " ".join(["run --workers", str(workers), *extra])
+            cases = [(1, ()), (1, ("--keep-models", "0")), (2, ())]
+            for workers, extra in cases:
+                what = " ".join(["run --workers", str(workers), *extra])
+                measured = in_turn(trees, args.repeat, functools.partial(
+                    _ours_case, data=data, tmp=tmp, url=url, trials=args.trials,
+                    workers=workers, extra=extra))
+                for label, (rate, wall) in measured.items():
                     print(line(f"{what} ({label}; wall {wall:.1f} s)", rate, train_s, ref))
+                compare(measured)
             if args.pg:
                 print("PostgreSQL, 4 processes:")
                 ref = optuna_rate(args.pg, args.trials, data, True, 4)
                 print(line("Optuna's study.optimize x 4 processes, training", ref, train_s))
-                for label, tree in trees:
-                    rate, wall = ours(tree, data, tmp, args.pg, args.trials, 4,
-                                      "--artifacts", str(tmp / "models"))
+                measured = in_turn(trees, args.repeat, lambda tree: ours(
+                    tree, data, tmp, args.pg, args.trials, 4, "--artifacts",
+                    str(tmp / "models")))
+                for label, (rate, wall) in measured.items():
                     print(line(f"run --workers 4 ({label}; wall {wall:.1f} s)", rate, train_s,
                                ref))
+                compare(measured)
 
+
+def _ours_case(tree: Path | None, *, data: Path, tmp: Path, url: str, trials: int,
+               workers: int, extra: tuple[str, ...]) -> tuple[float, float]:
+    return ours(tree, data, tmp, url, trials, workers, *extra)
+
+
+def in_turn(trees: list[tuple[str, Path | None]], repeat: int,
+            run: Callable[[Path | None], tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    """Each tree's (rate, wall), the trees run in turn `repeat` times: the median rate's."""
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in trees}
+    for _ in range(repeat):
+        for label, tree in trees:
+            runs[label].append(run(tree))
+    return {label: sorted(got)[len(got) // 2] for label, got in runs.items()}
+
+
+def compare(measured: dict[str, tuple[float, float]]) -> None:
+    if len(measured) == 2:
+        (_, (now, _)), (label, (then, _)) = measured.items()
+        print(f"    this tree / {label}: {now / then:.2f}x (trials/s, in turn)")
 
 if __name__ == "__main__":
     main()
