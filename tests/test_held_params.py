@@ -176,20 +176,22 @@ def test_holding_ends_with_its_block(tmp_path, synthetic_dir):
     assert params_of(second) == second.params != {}
 
 
+def three_running(tmp_path, synthetic_dir):
+    """(url, study, spec, three RUNNING trials) of a fresh study on SQLite."""
+    path = write_study(tmp_path / "end.toml", synthetic_dir, SEARCH)
+    url = f"sqlite:///{tmp_path / 'end.db'}"
+    study = ms.open_study(path, url)
+    return url, study, load_spec(path), [study.ask() for _ in range(3)]
+
+
 def test_trials_that_end_together_are_recorded_in_one_transaction(tmp_path, synthetic_dir):
     """settle_all writing each trial in its own transaction: a stack's members end
     together, and their records go in one commit."""
     from mnist_search.search.lifecycle import settle_all
     from mnist_search.training.train import StopTraining
 
-    path = write_study(tmp_path / "end.toml", synthetic_dir, SEARCH)
-    url = f"sqlite:///{tmp_path / 'end.db'}"
-    study = ms.open_study(path, url)
-    spec = load_spec(path)
-    trials = [study.ask() for _ in range(3)]
-    backend = backend_of(study._storage)
-    assert backend is not None
-    count = commits(backend.engine)
+    url, study, spec, trials = three_running(tmp_path, synthetic_dir)
+    count = commits(backend_of(study._storage).engine)
     settled = settle_all([(t, spec, StopTraining(), []) for t in trials])
     assert count[0] == 1, f"{count[0]} transactions for three trials' records"
     assert [s.state for s in settled] == [TrialState.PRUNED] * 3
@@ -257,13 +259,7 @@ def test_a_batch_ends_with_its_records_in_one_transaction_then_a_tell_each(tmp_p
     from mnist_search.search.lifecycle import finish_trials
     from mnist_search.training.train import StopTraining
 
-    path = write_study(tmp_path / "fin.toml", synthetic_dir, SEARCH)
-    url = f"sqlite:///{tmp_path / 'fin.db'}"
-    study = ms.open_study(path, url)
-    spec = load_spec(path)
-    trials = [study.ask() for _ in range(3)]
-    backend = backend_of(study._storage)
-    assert backend is not None
+    url, study, spec, trials = three_running(tmp_path, synthetic_dir)
     states_at_let_go, commits_at_let_go = [], []
 
     def let_go(trial: optuna.Trial) -> None:
@@ -272,7 +268,7 @@ def test_a_batch_ends_with_its_records_in_one_transaction_then_a_tell_each(tmp_p
         assert [t.user_attrs.get("fail_reason") for t in read] == ["pruned"] * 3
         states_at_let_go.append({t.number: t.state for t in read})
 
-    count = commits(backend.engine)
+    count = commits(backend_of(study._storage).engine)
     told = finish_trials(study, [(t, spec, StopTraining(), []) for t in trials], let_go=let_go)
     assert commits_at_let_go[0] == 1, "every record in one transaction, before any tell"
     assert [s.state for s in told] == [TrialState.PRUNED] * 3
