@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import time
 
 import optuna
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from optuna.trial import TrialState
 
 from mnist_search.cli import cli
-from mnist_search.workers.progress import clock, snapshot
+from mnist_search.workers.progress import clock, snapshot, wait_any
 
 from helpers import write_study
 
@@ -93,3 +94,22 @@ def test_only_trials_of_other_workers_count_as_running_elsewhere():
     snap = snapshot(trials, target=10, workers=1, started=time.monotonic(), since=now,
                     own={"here:1"}, best=None)
     assert snap.running == 4 and snap.elsewhere == 2
+
+
+def test_a_poll_waits_its_interval_after_one_worker_has_exited_and_ends_at_the_next_exit():
+    """Once one worker has exited, each poll still waits for the others: it ends at the next
+    exit or after its interval, instead of at once (a loop reading every trial)."""
+    exited = subprocess.Popen(["true"], text=True)
+    exited.wait()
+    late = subprocess.Popen(["sleep", "30"], text=True)
+    try:
+        start = time.monotonic()
+        wait_any([exited, late], 0.4)
+        assert time.monotonic() - start >= 0.4
+        soon = subprocess.Popen(["sleep", "0.3"], text=True)
+        start = time.monotonic()
+        wait_any([exited, soon, late], 20.0)
+        assert soon.poll() == 0 and time.monotonic() - start < 10.0
+    finally:
+        late.kill()
+        late.wait()

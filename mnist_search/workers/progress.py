@@ -143,10 +143,14 @@ def follow(study: optuna.Study, target: int, procs: list[subprocess.Popen[str]],
 
 
 def wait_any(procs: list[subprocess.Popen[str]], seconds: float) -> None:
-    """Sleep up to `seconds`, returning as soon as a worker exits (so the end is not late),
-    and at once for Ctrl-C (the handler only records it)."""
+    """Sleep up to `seconds`, returning as soon as a worker still running at the call exits
+    (so the end is not late), and at once for Ctrl-C (the handler only records it)."""
+    # Only the workers alive now: one that exited before must not end every wait at once,
+    # which made the last poll interval a loop reading every trial, on the cores the last
+    # workers were finishing their trials on
+    alive = [p for p in procs if p.poll() is None]
     end = time.monotonic() + seconds
-    while time.monotonic() < end and all(p.poll() is None for p in procs):
+    while time.monotonic() < end and alive and all(p.poll() is None for p in alive):
         raise_if_stopped()
         time.sleep(0.02)
 
