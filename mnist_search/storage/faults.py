@@ -5,10 +5,15 @@
 from __future__ import annotations
 
 import json
-
-import sqlalchemy
+from typing import TYPE_CHECKING
 
 from ..errors import StorageError, redact
+
+# sqlalchemy itself (0.3 s) is imported only where a damaged row is read: `run` imports this
+# module (through connect) before it starts its workers, and each tenth of a second here was
+# a tenth later that the workers started
+if TYPE_CHECKING:
+    import sqlalchemy
 
 __all__ = ["cause_chain", "cause_text", "damaged_row", "damaged_value", "describe", "explain",
            "is_storage_fault"]
@@ -103,6 +108,8 @@ _ATTRIBUTE_TABLES = (("trial_user_attributes", "trial", "user attribute"),
 def damaged_value(engine: sqlalchemy.engine.Engine) -> str:
     """Which stored attribute fails to decode, named as a user finds it: 'trial 3 of study
     "notebook", its user attribute "config"' (or 'a stored value' if none is found)."""
+    import sqlalchemy
+
     with engine.connect() as conn:
         for table, owner, kind in _ATTRIBUTE_TABLES:
             rows = conn.execute(sqlalchemy.text(
@@ -120,6 +127,7 @@ def damaged_row(engine: sqlalchemy.engine.Engine) -> str | None:
     finds it ('trial 1 of study "s", its state "BOGUS"'); None when every row reads."""
     import datetime
 
+    import sqlalchemy
     from optuna.distributions import json_to_distribution
     from optuna.study import StudyDirection
     from optuna.trial import TrialState
@@ -157,6 +165,8 @@ def _cut(value: object) -> str:
 
 
 def _named(conn: sqlalchemy.engine.Connection, owner: str, owner_id: int) -> str:
+    import sqlalchemy
+
     if owner == "study":
         name = conn.execute(sqlalchemy.text(
             "SELECT study_name FROM studies WHERE study_id = :i"), {"i": owner_id}).scalar()
