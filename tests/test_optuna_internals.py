@@ -274,7 +274,8 @@ def test_state_reasons_count_what_reading_every_trial_counts(tmp_path, rdb):
 def _door_uses() -> tuple[list[tuple[str, str]], list[list[str]]]:
     """From storage/internals.py's source: the private (module, name) pairs it imports, and
     each private attribute chain it reads or sets ([receiver, attr, ...]), getattr's
-    included."""
+    included, and every chain read off a name imported from a private module
+    (`models.NOT_FOUND_MSG`)."""
     import ast
     import inspect
 
@@ -298,6 +299,13 @@ def _door_uses() -> tuple[list[tuple[str, str]], list[list[str]]]:
                 node.func.id == "getattr" and isinstance(node.args[0], ast.Name) and \
                 isinstance(node.args[1], ast.Constant) and node.args[1].value.startswith("_"):
             chains.append([node.args[0].id, node.args[1].value])
+    from_private = {name for _, name in imported}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, (ast.Name, ast.Attribute)):
+            parts = ast.unparse(node).split(".")
+            if parts[0] in from_private and all(p.isidentifier() for p in parts) and \
+                    parts not in chains:
+                chains.append(parts)
     return imported, chains
 
 
@@ -325,7 +333,9 @@ def test_every_private_name_the_door_uses_exists():
     cached = storage_of(study)
     assert isinstance(cached, _CachedStorage)
     objects = {"study": [study], "trial": [live, study.trials[0]], "live": [live],
-               "cached": [cached], "maybe_cached": [cached], "storage": [rdb]}
+               "cached": [cached], "maybe_cached": [cached], "storage": [rdb],
+               **{name: [getattr(importlib.import_module(module), name)]
+                  for module, name in imported}}
     for chain in chains:
         receiver, *attrs = chain
         assert receiver in objects, f"name the object {receiver!r} stands for in this test"
@@ -336,7 +346,7 @@ def test_every_private_name_the_door_uses_exists():
                 obj = getattr(obj, attr)
     uses = {".".join(c) for c in chains}
     for needed in ("study._thread_local.cached_all_trials", "maybe_cached._backend",
-                   "live._cached_frozen_trial"):
+                   "live._cached_frozen_trial", "models.NOT_FOUND_MSG"):
         assert needed in uses, f"{needed} no longer found in the door: update this test"
     assert backend_of(cached) is rdb  # the getattr's default would hide a renamed _backend
 

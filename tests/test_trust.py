@@ -768,6 +768,35 @@ def test_a_database_edited_outside_optuna_is_one_line_not_an_internal_error(tmp_
     assert next(v for k, v in named.items() if k in edit) in line, line
 
 
+def test_optunas_not_found_answers_do_not_search_the_database_for_a_damaged_row(
+        tmp_path, monkeypatch):
+    """A new study's name, the best trial before one is complete (every progress poll until
+    then) and a trial number not yet asked are answers, not damage: the search for a row
+    Optuna cannot read back (every row of every study) is left for real errors."""
+    from mnist_search.storage import retry
+    from mnist_search.storage.connect import make_storage
+
+    searched: list[str] = []
+    monkeypatch.setattr(retry, "damaged_row", lambda engine: searched.append("row"))
+    storage = make_storage(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(KeyError):
+        storage.get_study_id_from_name("no such study")
+    study = optuna.create_study(study_name="s", storage=storage)
+    with pytest.raises(ValueError):
+        _ = study.best_trial
+    with pytest.raises(KeyError):
+        storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name("s"), 7)
+    assert searched == []
+
+    def bogus_state() -> None:
+        raise KeyError("BOGUS")  # as TrialState["BOGUS"] does for a state edited by hand
+
+    with pytest.raises(KeyError):
+        storage.retrying("get_all_trials", bogus_state)
+    assert searched == ["row"]
+
+
 def test_rerun_refuses_stored_values_the_machine_cannot_run_in_a_bounded_line(small_db,
                                                                              tmp_path):
     import sqlite3

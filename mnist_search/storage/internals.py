@@ -36,10 +36,11 @@ from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 
 __all__ = ["DEFAULT_STUDY_NAME_PREFIX", "artifact_attr", "backend_of", "cached_view",
-           "live_trials", "models", "new_trial", "new_trial_id", "new_trial_ids", "note_rows",
-           "retried_from", "scoped_session", "set_param_without_commit", "stale_trial_ids",
-           "state_reasons", "storage_call", "storage_of", "storage_url", "study_id",
-           "tell_trial", "trial_id", "trial_of", "trials_with_heartbeat", "waiting_trials"]
+           "is_not_found", "live_trials", "models", "new_trial", "new_trial_id", "new_trial_ids",
+           "note_rows", "retried_from", "scoped_session", "set_param_without_commit",
+           "stale_trial_ids", "state_reasons", "storage_call", "storage_of", "storage_url",
+           "study_id", "tell_trial", "trial_id", "trial_of", "trials_with_heartbeat",
+           "waiting_trials"]
 
 T = TypeVar("T")
 
@@ -130,6 +131,14 @@ def note_rows(tid: int, note: str) -> dict[str, Any]:
     from optuna_dashboard._note import note_ver_key, split_body
 
     return {note_ver_key(tid): 1, **split_body(note, tid)}
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Whether `exc` is Optuna's RDB storage answering that a study or trial does not exist
+    (its KeyError or ValueError with models.NOT_FOUND_MSG, or the KeyError of a trial number
+    it does not hold): an answer to the question asked, not a row it could not read."""
+    text = str(exc.args[0]) if isinstance(exc, (KeyError, ValueError)) and exc.args else ""
+    return text == models.NOT_FOUND_MSG or text.startswith("No trial with trial number ")
 
 
 def storage_call(storage: RDBStorage, name: str, call: Callable[[], T]) -> T:

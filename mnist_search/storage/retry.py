@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import StorageError, redact
 from .faults import damaged_row, damaged_value
-from .internals import DEFAULT_STUDY_NAME_PREFIX, models, scoped_session
+from .internals import DEFAULT_STUDY_NAME_PREFIX, is_not_found, models, scoped_session
 from .internals import trial_id as id_of
 from .rows import HeldParam, TrialWrites, insert_trials, record_fail_reason
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
@@ -132,7 +132,10 @@ class RetryingRDBStorage(RDBStorage):
                                "outside Optuna; restore it from a copy (or delete that "
                                "row)") from exc
         except (LookupError, ValueError, TypeError, RecursionError) as exc:
-            found = damaged_row(self.engine)  # a row Optuna cannot read back, if that was it
+            # Optuna's "no such study or trial" is an answer (a new study's name, or the best
+            # trial before one is complete: every progress poll until then), and the search
+            # for a row it cannot read back reads every row of every study
+            found = None if is_not_found(exc) else damaged_row(self.engine)
             if found is None:
                 raise
             raise StorageError(f"{redact(str(self.engine.url))}: {found}: the database was "
