@@ -522,6 +522,42 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
     assert trials_with_heartbeat(storage) == {trial_id(sampled), trial_id(popped)}
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_worker_stopped_right_after_claiming_leaves_a_trial_that_beat(tmp_path,
+                                                                        monkeypatch):
+    """The claim of an enqueued trial commits its first beat, its worker and its heartbeat
+    interval with the claim itself: a worker SIGKILLed the moment the claim commits leaves a
+    trial that goes stale (and that a later run waits for), never a RUNNING one that never
+    beat, which Optuna never fails and whose label would never run again."""
+    from mnist_search.search.lifecycle import ask_trial
+    from mnist_search.storage.internals import trials_with_heartbeat
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'k.db'}", heartbeat_interval=10,
+                           beats_from_creation=True)
+    study = optuna.create_study(storage=storage, study_name="s")
+    study.enqueue_trial({}, user_attrs={"label": "ref"})
+    original = RetryingRDBStorage.retrying
+
+    class Killed(BaseException):
+        pass
+
+    def retrying(self, name, call, settled=None):
+        result = original(self, name, call, settled)
+        if name == "set_trial_state_values":
+            raise Killed  # the process ends the moment the claim has committed
+        return result
+
+    monkeypatch.setattr(RetryingRDBStorage, "retrying", retrying)
+    with pytest.raises(Killed):
+        ask_trial(study, storage, 5, 10)
+    monkeypatch.undo()
+    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'k.db'}"
+                               ).get_trials()[0]
+    assert stored.state == TrialState.RUNNING and stored.user_attrs["label"] == "ref"
+    assert stored.user_attrs["heartbeat_s"] == 10 and ":" in stored.user_attrs["worker"]
+    assert trials_with_heartbeat(storage) == {stored._trial_id}
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
 @pytest.mark.slow  # waits out a heartbeat's grace period
 def test_a_users_own_ask_that_never_beat_is_never_stale(tmp_path):

@@ -9,6 +9,7 @@ recorded alike, whoever runs it. The claiming side (fail stale, count, ask) is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -99,7 +100,12 @@ def ask_trial(study: optuna.Study, storage: optuna.storages.RDBStorage, seed_bas
     recorded at once; `queued=False`: the caller knows the queue is empty (no search), and
     its storage cannot create the trial with them (create_trial, else)."""
     attrs: dict[str, Any] = {"worker": worker_name(), "heartbeat_s": heartbeat}
-    trial = study.ask() if queued else new_trial(study)
+    # Who runs it and how often it beats go in the claim's own transaction (or the new
+    # trial's), with its first beat: a run stopped right after the claim leaves a trial
+    # a later run knows to wait for, then takes over once it is stale.
+    unit = trial_writes(storage)
+    with unit.creating(lambda _: attrs) if unit is not None else contextlib.nullcontext():
+        trial = study.ask() if queued else new_trial(study)
     # The seed is fixed the moment the trial exists, so even a trial whose worker dies
     # before training is retried with the seed it was meant to have.
     if "seed" not in trial.user_attrs:

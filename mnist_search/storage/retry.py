@@ -53,7 +53,7 @@ from ..errors import StorageError, redact
 from .faults import damaged_row, damaged_value
 from .internals import DEFAULT_STUDY_NAME_PREFIX, is_not_found, models, scoped_session
 from .internals import trial_id as id_of
-from .rows import HeldParam, TrialWrites, insert_trials, record_fail_reason
+from .rows import HeldParam, TrialWrites, claim_waiting, insert_trials, record_fail_reason
 from .transient import RETRY_WINDOW_S, SettleCheck, retried_call
 
 __all__ = ["RETRIED", "RetryingRDBStorage", "storage_seconds"]
@@ -217,19 +217,22 @@ class RetryingRDBStorage(RDBStorage):
             return False, None
 
         began = datetime.datetime.now()
-        done: bool = self.retrying("set_trial_state_values", lambda: RDBStorage.
-                                   set_trial_state_values(self, trial_id, state, values),
-                                   settled)
+        if state == TrialState.RUNNING and values is None and self.beats_from_creation and \
+                self.heartbeat_interval is not None:
+            # a claimed WAITING trial beats at once, in the claim's own transaction: its
+            # owner may die before its own first beat, and a trial that never beat is
+            # never stale (Optuna 5)
+            call: Callable[[], bool] = functools.partial(
+                claim_waiting, self, trial_id, self.trial_writes().attrs)
+        else:
+            call = functools.partial(RDBStorage.set_trial_state_values, self, trial_id, state,
+                                     values)
+        done: bool = self.retrying("set_trial_state_values", call, settled)
         # A refused claim after an attempt that may have committed may be that commit's;
         # judged from the failures the retry loop met, not only those raised inside
         # Optuna's method, so that a fault raised around the call counts too
         if not done and state == TrialState.RUNNING and self.thread().lost_commit:
             done = self._claimed_by_lost_commit(trial_id, began)
-        if done and state == TrialState.RUNNING and self.beats_from_creation and \
-                self.heartbeat_interval is not None:
-            # a claimed WAITING trial beats at once: its owner may die before its own first
-            # beat, and a trial that never beat is never stale (Optuna 5)
-            self.record_heartbeat(trial_id)
         return done
 
     def _claimed_by_lost_commit(self, trial_id: int, began: datetime.datetime) -> bool:

@@ -45,9 +45,9 @@ from .internals import (
     trial_id,
 )
 
-__all__ = ["AttrWrite", "HeldParam", "TrialWrites", "flush", "insert_trials", "params_held",
-           "record_fail_reason", "set_user_attrs", "trial_writes", "write_attrs",
-           "write_held"]
+__all__ = ["AttrWrite", "HeldParam", "TrialWrites", "claim_waiting", "flush", "insert_trials",
+           "params_held", "record_fail_reason", "set_user_attrs", "trial_writes",
+           "write_attrs", "write_held"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,8 @@ class TrialWrites:
     Each part is scoped by a context manager, as Optuna scopes its heartbeat thread:
 
     - creating(attrs): the user attributes each new trial gets in the transaction that
-      creates it (RetryingRDBStorage's _get_prepared_new_trial and create_new_trials);
+      creates it (RetryingRDBStorage's _get_prepared_new_trial and create_new_trials), or
+      that claims it from the queue (claim_waiting);
     - serving_created(): the trials the last create_new_trials made, each answered once by
       get_trial from what was written instead of read back (six queries);
     - holding_params() (params_held): the parameters Optuna hands the storage, held by trial id
@@ -183,6 +184,30 @@ def _beat(session: Any, model: Any, tid: int) -> None:
         session.add(model(trial_id=tid))
     else:
         row.heartbeat = session.execute(sqlalchemy.func.now()).scalar_one()
+
+
+def claim_waiting(storage: RDBStorage, tid: int,
+                  attrs: Callable[[int], Mapping[str, Any]] | None = None) -> bool:
+    """Optuna's claim of an enqueued trial (set_trial_state_values to RUNNING: WAITING ->
+    RUNNING, its start stamped; False when it is no longer WAITING) with a heartbeat and
+    the user attributes `attrs` gives its number (TrialWrites.creating), in the same
+    transaction. A worker killed between two commits would leave a RUNNING trial that
+    never beat, which Optuna 5 never counts stale: its label would never run again."""
+    try:
+        with scoped_session(storage) as session:
+            trial = models.TrialModel.find_or_raise_by_id(tid, session, for_update=True)
+            storage.check_trial_is_updatable(tid, trial.state)
+            if trial.state != TrialState.WAITING:
+                return False
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.datetime.now()  # as Optuna stamps it
+            _beat(session, models.TrialHeartbeatModel, tid)
+            if attrs is not None:
+                _upsert(session, models.TrialUserAttributeModel, {"trial_id": tid},
+                        attrs(trial.number))
+    except sqlalchemy.exc.IntegrityError:  # as Optuna's: another writer's claim won
+        return False
+    return True
 
 
 def record_fail_reason(storage: RDBStorage, tid: int, reason: str) -> None:
