@@ -407,6 +407,48 @@ def test_a_claimed_trial_whose_worker_dies_at_once_goes_stale(tmp_path):
     assert "fail_reason" not in again.user_attrs
 
 
+@pytest.mark.slow  # waits out a heartbeat's grace period, twice
+@pytest.mark.parametrize("earlier_run", [True, False])
+def test_a_label_that_died_in_an_earlier_run_is_taken_over_past_its_retries(tmp_path,
+                                                                           earlier_run):
+    """A label killed in one run (retried once) whose re-run dies in the next run, with its
+    death found by a later run's stale check: that run takes it over, as it takes over a
+    label that had failed before it began (open_study's enqueue_pending); a label whose
+    deaths that run saw both happen is retried only max_retry times."""
+    import datetime as dt
+
+    from mnist_search.search.reap import StaleTrialCallback
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+
+    def storage(since: dt.datetime | None) -> RDBStorage:
+        return make_storage(url, heartbeat_interval=1, grace_period=1, beats_from_creation=True,
+                            retry_callback=StaleTrialCallback(max_retry=1, since=since))
+
+    study = optuna.create_study(study_name="s", storage=storage(None))
+    study.enqueue_trial({"x": 1.0}, user_attrs={"label": "ref"})
+    study.ask()  # claimed; its worker is killed
+    time.sleep(2.5)
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(study)  # failed, re-run once: WAITING
+    study.ask()  # the re-run claimed, and its run killed too
+    time.sleep(2.5)
+    began = dt.datetime.now() if earlier_run else dt.datetime.now() - dt.timedelta(seconds=60)
+    later = optuna.load_study(study_name="s", storage=storage(began))
+    with pytest.warns(optuna.exceptions.ExperimentalWarning):
+        optuna.storages.fail_stale_trials(later)
+    states = [t.state for t in later.get_trials()]
+    assert states[:2] == [TrialState.FAIL, TrialState.FAIL]
+    if earlier_run:
+        assert states[2:] == [TrialState.WAITING]
+        again = later.get_trials()[2]
+        assert again.user_attrs["label"] == "ref"
+        assert again.system_attrs["fixed_params"] == {"x": 1.0}
+        assert again.system_attrs["retry_history"] == [0, 1]  # its history kept
+    else:  # both deaths in this run: past max_retry
+        assert states[2:] == []
+
+
 def test_a_claim_whose_commit_answer_was_lost_is_still_ours(storage, monkeypatch):
     """Claiming an enqueued trial (WAITING -> RUNNING) commits, the answer is lost, and the
     retry finds the trial RUNNING: the ask returns that trial, instead of leaving it

@@ -43,10 +43,19 @@ class StaleTrialCallback:
     """What a run does with a trial Optuna's stale check has failed: records why
     (fail_reason "stale", as `reap` does; the retrying storage marked it already, this
     covers any other RDB storage), then runs it again with its params, label and seed, as
-    Optuna's RetryHeartbeatStaleTrialCallback does (at most `max_retry` times)."""
+    Optuna's RetryHeartbeatStaleTrialCallback does (at most `max_retry` times).
 
-    def __init__(self, max_retry: int) -> None:
+    `max_retry` counts the deaths a run sees happen: it stops a trial that kills its worker
+    (a config the kernel's OOM killer takes) from being re-run for ever. A trial started
+    before `since` (the run's start) died in an earlier run: a resumed run takes it over
+    as open_study's enqueue_pending takes over a label that had already failed, whatever
+    its history. Otherwise a label killed once in each of two runs, the second death found
+    by the next run's stale check rather than at its start, would be left unrun."""
+
+    def __init__(self, max_retry: int, since: dt.datetime | None = None) -> None:
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        self.resume = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=None)
+        self.since = since
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         backend = backend_of(storage_of(study))
@@ -54,7 +63,9 @@ class StaleTrialCallback:
             record_fail_reason(backend, trial_id(trial), "stale")
         again = copy.deepcopy(trial)  # the re-run is not a failed trial: no fail_reason
         again.user_attrs.pop("fail_reason", None)
-        self.retry(study, again)
+        earlier = self.since is not None and trial.datetime_start is not None and \
+            trial.datetime_start < self.since
+        (self.resume if earlier else self.retry)(study, again)
 
 
 def _stale(trial: FrozenTrial, stale_ids: set[int], beating: set[int],

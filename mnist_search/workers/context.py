@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import logging
 import pickle
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,13 @@ def unpack_spec(text: str) -> StudySpec:
     return spec
 
 
+def _run_began(orders: WorkerOrders) -> datetime.datetime:
+    """The wall-clock time (local, as Optuna's datetime_start) the run began: its command's
+    start, or this worker's for a worker started by hand."""
+    ago = 0.0 if orders.started is None else max(0.0, time.monotonic() - orders.started)
+    return datetime.datetime.now() - datetime.timedelta(seconds=ago)
+
+
 def open_worker(orders: WorkerOrders) -> WorkerContext:
     """Load the study with heartbeats on and a sampler seeded apart from other workers'."""
     spec = unpack_spec(orders.spec) if orders.spec is not None else \
@@ -94,7 +103,7 @@ def open_worker(orders: WorkerOrders) -> WorkerContext:
     hb = orders.heartbeat or None
     storage = make_storage(
         orders.url, heartbeat_interval=hb, grace_period=None if hb is None else 3 * hb,
-        retry_callback=StaleTrialCallback(max_retry=MAX_RETRY)
+        retry_callback=StaleTrialCallback(max_retry=MAX_RETRY, since=_run_began(orders))
         if hb else None, reached=True, beats_from_creation=True)
     n_existing = len(optuna.load_study(study_name=spec.name, storage=storage)
                      .get_trials(deepcopy=False))
