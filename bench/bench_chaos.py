@@ -125,6 +125,12 @@ def check(args: argparse.Namespace, name: str) -> list[str]:
 
     import mnist_search as ms
     from mnist_search.search.queue import is_done
+    from mnist_search.storage.internals import (
+        backend_of,
+        storage_of,
+        trial_id,
+        trials_with_heartbeat,
+    )
 
     study = optuna.load_study(study_name=name, storage=args.url)
     trials = study.get_trials()
@@ -135,9 +141,14 @@ def check(args: argparse.Namespace, name: str) -> list[str]:
     labels = [t.user_attrs["label"] for t in done if "label" in t.user_attrs]
     if sorted(labels) != sorted(f"ref-{i}" for i in range(8)):
         broken.append(f"labels finished: {sorted(labels)}")
-    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    running = [t for t in trials if t.state == TrialState.RUNNING]
     if running:
-        broken.append(f"RUNNING: {running}")
+        broken.append(f"RUNNING: {[t.number for t in running]}")
+        beating = trials_with_heartbeat(backend_of(storage_of(study)))
+        for t in running:  # what a trial left RUNNING holds says where its claim stopped
+            print(f"left RUNNING: trial {t.number}, started {t.datetime_start}, heartbeat "
+                  f"row {'yes' if trial_id(t) in beating else 'no'}, user attrs "
+                  f"{sorted(t.user_attrs)}, params {t.params}")
     reasons = {t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL}
     if reasons - REASONS:
         broken.append(f"undocumented fail reasons: {sorted(map(str, reasons - REASONS))}")
@@ -175,6 +186,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per trial [default: enough for the study to outlast "
                              "the faults]")
+    parser.add_argument("--keep-log", type=Path, default=None,
+                        help="where to copy the runs' logs when an invariant breaks")
     args = parser.parse_args()
     if not args.url:
         parser.error("--url (or $MNIST_SEARCH_TEST_PG) names the PostgreSQL server")
@@ -200,6 +213,8 @@ def main() -> int:
         broken = check(args, name)
         if final.returncode != 0:
             broken.append(f"the final run exited {final.returncode}")
+        if broken and args.keep_log:  # the runs' own lines, for what the invariants miss
+            args.keep_log.write_bytes(log.read_bytes() + final.stderr.encode())
     print("invariants: " + ("all hold" if not broken else "BROKEN: " + "; ".join(broken)))
     return 1 if broken else 0
 
