@@ -565,6 +565,34 @@ def test_a_sampled_trial_is_created_with_its_seed_worker_and_heartbeat_in_one_co
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_workers_claim_answers_as_optunas_own(tmp_path):
+    """A worker's storage claims enqueued trials in its own transaction (rows.claim_waiting),
+    answering as Optuna's set_trial_state_values does: a WAITING trial is taken and stamped,
+    a RUNNING one is refused, a finished one raises; the rows read back as Optuna's."""
+    stores = {kind: make_storage(f"sqlite:///{tmp_path / kind}.db", heartbeat_interval=10,
+                                 beats_from_creation=kind == "worker")
+              for kind in ("worker", "optuna")}
+    answers = {}
+    for kind, storage in stores.items():
+        study = optuna.create_study(storage=storage, study_name="s")
+        for x in (1.0, 2.0):
+            study.enqueue_trial({"x": x})
+        waiting, done = [t._trial_id for t in study.get_trials()]
+        storage.set_trial_state_values(done, TrialState.RUNNING)
+        storage.set_trial_state_values(done, TrialState.COMPLETE, [1.0])
+        claimed = storage.set_trial_state_values(waiting, TrialState.RUNNING)
+        again = storage.set_trial_state_values(waiting, TrialState.RUNNING)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            storage.set_trial_state_values(done, TrialState.RUNNING)
+        stored = storage.get_trial(waiting)
+        assert stored.datetime_start is not None and stored.datetime_complete is None
+        answers[kind] = (claimed, again, stored.state, stored.params,
+                         stored.system_attrs["fixed_params"])
+    assert answers["worker"] == answers["optuna"] == (
+        True, False, TrialState.RUNNING, {}, {"x": 1.0})
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_a_worker_stopped_right_after_claiming_leaves_a_trial_that_beat(tmp_path,
                                                                         monkeypatch):
     """The claim of an enqueued trial commits its first beat, its worker and its heartbeat
