@@ -112,6 +112,33 @@ def test_confirm_refuses_a_missing_study_and_too_few_trials_in_one_line(searched
     assert len(res.stderr.strip().splitlines()) == 1
 
 
+def strict_json(text: str):
+    """JSON as jq and JSON.parse read it: NaN and Infinity are not JSON."""
+    def refuse(name: str):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_confirm_json_stays_json_when_a_stored_replicate_diverged(searched):
+    res = run("confirm", "c", "--top", "1", "--seeds", "1", "--storage", searched, "--json")
+    assert res.exit_code == 0, res.output
+    store = optuna.load_study(study_name="c-confirm", storage=searched)
+    first = store.trials[0]
+    # the second replicate as a run stores one whose loss went non-finite
+    store.add_trial(optuna.trial.create_trial(
+        state=TrialState.FAIL, params=first.params, distributions=first.distributions,
+        user_attrs={**first.user_attrs, "label": first.user_attrs["label"] + "#2",
+                    "fail_reason": "nonfinite"}))
+    res = run("confirm", "c", "--top", "1", "--seeds", "2", "--storage", searched, "--json")
+    assert res.exit_code == 0, res.output
+    out = strict_json(res.stdout)
+    (config,) = out["configs"]
+    assert config["values"] == [first.value, None]
+    assert config["mean"] is None and config["ci95"] is None
+    assert out["winners_curse_pp"] is None
+    assert len(optuna.load_study(study_name="c-confirm", storage=searched).trials) == 2
+
+
 def confirmed(trial: int, values: list[float]) -> Confirmed:
     return Confirmed(trial, values[0], tuple(values), summarize(values))
 

@@ -194,6 +194,39 @@ def test_show_export_best_and_optuna_cli_read_the_study(tmp_path, synthetic_dir)
     assert "tiny" in listed.stdout
 
 
+def test_a_study_of_a_users_own_objective_is_shown_as_strict_json(tmp_path):
+    """A user's own Optuna code may store one number where this package stores an
+    epoch curve (train_loss), and a nan there: show, best and export read it, and what
+    they print parses as JSON without NaN."""
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    study = optuna.create_study(study_name="own", storage=url, direction="maximize")
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        # the best trial is the one whose loss is nan, so `best` has it to print
+        trial.set_user_attr("train_loss", float("nan") if trial.number == 0 else 1.0 - x)
+        return x + (1.0 if trial.number == 0 else 0.0)
+
+    study.optimize(objective, n_trials=3)
+
+    def refuse(name: str):
+        raise ValueError(f"{name} is not JSON")
+
+    res = run("show", "own", "--storage", url, "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout, parse_constant=refuse)) == 3
+    res = run("best", "own", "--storage", url)
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout, parse_constant=refuse)
+    assert best["number"] == 0 and best.get("train_loss") is None
+    out = tmp_path / "own.json"
+    res = run("export", "own", "--storage", url, "--format", "json", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    exported = json.loads(out.read_text(), parse_constant=refuse)
+    assert [r["train_loss"] for r in exported][0] is None
+    assert load_results("own", url)["train_loss"].iloc[1:].notna().all()
+
+
 def test_diverging_trial_is_failed_with_reason_and_study_goes_on(tmp_path, synthetic_dir):
     spec = study_file(tmp_path, synthetic_dir, """
 [sampler]

@@ -7,7 +7,9 @@ runtime faults, 130 on Ctrl-C; --debug shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +27,9 @@ from ..errors import (
     redact,
 )
 
-__all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "artifacts_option", "fail",
-           "friendly",
-           "internal_error", "quiet", "setup_logging", "storage_option", "use_storage"]
+__all__ = ["INCOMPLETE", "INTERRUPTED", "RUNTIME", "OneLineGroup", "artifacts_option",
+           "echo_json", "fail", "friendly", "internal_error", "quiet", "setup_logging",
+           "storage_option", "use_storage"]
 
 log = logging.getLogger("mnist_search")
 
@@ -190,3 +192,21 @@ def use_storage(storage: str | None) -> str:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     return url
+
+
+def echo_json(value: Any, indent: int | None = None) -> None:
+    """`value` on stdout as strict JSON: a diverged replicate's mean (nan) or an infinite
+    loss becomes null, since NaN and Infinity are not JSON and jq, JavaScript's JSON.parse
+    and most readers refuse the whole document over one of them. Other unknown types are
+    written as their str()."""
+    click.echo(json.dumps(_finite(value), indent=indent, default=str, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

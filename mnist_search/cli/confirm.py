@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from types import FrameType
 
@@ -10,7 +9,7 @@ import click
 
 from ..errors import INTERRUPTED
 from ..tables import Table
-from .common import fail, friendly, quiet, storage_option, use_storage
+from .common import echo_json, fail, friendly, quiet, storage_option, use_storage
 
 __all__ = ["confirm_cmd"]
 
@@ -66,7 +65,7 @@ def confirm_cmd(study: str, top: int, seeds: int, storage: str | None, device: s
         fail("interrupted; the replicates finished are kept, the interrupted ones are FAIL "
              "(run confirm again to resume)", INTERRUPTED)
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        echo_json(report.to_json())
         return
     direction = "maximize" if report.maximize else "minimize"
     click.echo(f"{study}: {len(report.configs)} config(s) x {seeds} fresh seed(s), objective "

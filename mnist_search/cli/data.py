@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .common import friendly, quiet
+from .common import echo_json, friendly, quiet
 
 __all__ = ["data", "dataset_option"]
 
@@ -95,7 +94,7 @@ def data_info(dataset: str, root: Path | None, as_json: bool) -> None:
         "pixel_mean": round(float(raw.train_x.float().mean() / 255), 4),
     }
     if as_json:
-        click.echo(json.dumps(info))
+        echo_json(info)
     else:
         for key, value in info.items():
             click.echo(f"{key:20} {value}")

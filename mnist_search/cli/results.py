@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..errors import UsageError
-from .common import friendly, quiet, storage_option, use_storage
+from .common import echo_json, friendly, quiet, storage_option, use_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -78,7 +77,7 @@ def show_cmd(study: str, storage: str | None, top: int | None, fmt: str,
                                       else None)
     if (by_label or by_config) and found is not None:
         if fmt == "json":
-            click.echo(json.dumps(found.to_json(), indent=1, default=str))
+            echo_json(found.to_json(), indent=1)
         else:
             _emit(found.rows(), fmt, found.columns)
     elif by_label or by_config:
@@ -140,7 +139,7 @@ def _emit(items: list[dict[str, Any]], fmt: str, columns: tuple[str, ...] | None
     from ..results.rows import SHOW_COLUMNS, table
 
     if fmt == "json":
-        click.echo(json.dumps(items, indent=1, default=str))
+        echo_json(items, indent=1)
     elif fmt == "csv":
         import csv
         import io
@@ -170,8 +169,7 @@ def best_cmd(study: str, storage: str | None) -> None:
     if not best:
         raise UsageError(f"study {study!r} has no finished trial yet")
     clean = [{k: v for k, v in r.items() if v is not None} for r in best]
-    click.echo(json.dumps(clean if len(st.directions) > 1 else clean[0], indent=1,
-                          default=str))
+    echo_json(clean if len(st.directions) > 1 else clean[0], indent=1)
     if len(st.directions) == 1:
         from ..search.summary import answer
 

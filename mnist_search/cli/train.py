@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import typing
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from typing import Any
 import click
 
 from ..config import RULES, TrainConfig
-from .common import friendly
+from .common import echo_json, friendly
 from .data import dataset_option
 
 __all__ = ["train_cmd"]
@@ -106,7 +105,7 @@ def train_cmd(as_json: bool, tf32: bool, **options: Any) -> None:
         "config": config.to_dict(),
     }
     if as_json:
-        click.echo(json.dumps(summary))
+        echo_json(summary)
     else:
         click.echo(f"{config.architecture}  test accuracy {result.test_accuracy:.2f}%  "
                    f"({result.seconds:.1f} s on {result.device})")

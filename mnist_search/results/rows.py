@@ -78,7 +78,12 @@ def trial_row(trial: FrozenTrial, notebook: dict[str, Any],
         row[f"value_epoch_{epoch}"] = value
     for name in ("train_loss", "test_accuracy_curve", "last_batch_loss"):
         prefix = "test_accuracy" if name == "test_accuracy_curve" else name
-        for i, value in enumerate(attrs.get(name, []), 1):
+        curve = attrs.get(name)
+        if not isinstance(curve, list):  # a user's own objective may store one number
+            if curve is not None:
+                row[name] = curve
+            continue
+        for i, value in enumerate(curve, 1):
             row[f"{prefix}_epoch_{i}"] = value
     row["datetime_start"] = trial.datetime_start.isoformat() if trial.datetime_start else None
     row["duration_s"] = trial.duration.total_seconds() if trial.duration else None

@@ -68,7 +68,10 @@ class Confirmed:
     def to_json(self) -> dict[str, Any]:
         s = self.summary
         return {"trial": self.trial, "recorded": self.recorded, "values": list(self.values),
-                "mean": s.mean, "ci95": None if s.ci95 is None else [s.low, s.high]}
+                "mean": s.mean,
+                # no interval, rather than one from nan to nan, when a replicate diverged
+                "ci95": None if s.ci95 is None or not math.isfinite(s.ci95)
+                else [s.low, s.high]}
 
 
 @dataclass(frozen=True)
