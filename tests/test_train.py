@@ -185,6 +185,21 @@ def test_learns_the_synthetic_task_and_reports_every_epoch(synthetic_dir, synth)
     assert math.isclose(acc, result.test_accuracy, abs_tol=1e-3)
 
 
+def test_accuracy_is_the_percentage_of_the_count_right(tmp_path):
+    """9730 of 10,000 is stored as 97.3, not float32's 97.30000305175781: 30 test images,
+    so that few counts are exact in float32."""
+    from mnist_search.data.synthetic import write_synthetic
+
+    root = write_synthetic(tmp_path / "d", n_train=512, n_test=30, seed=4)
+    data = load_data(str(root))
+    result = train(cfg(root, momentum=0.9, lr=0.005), data)  # too slow to get all 30
+    right = int((result.model()(data.test.x).argmax(1) == data.test.y).sum())
+    in_float32 = float(torch.tensor(100.0 * right, dtype=torch.float32) / 30)
+    assert in_float32 != 100.0 * right / 30  # a count the test can tell apart
+    assert result.test_accuracy == 100.0 * right / 30
+    assert [e.test_accuracy for e in result.epochs][-1] == 100.0 * right / 30
+
+
 def test_dropout_changes_training_and_is_reproducible(synthetic_dir, synth):
     plain = train(cfg(synthetic_dir), synth)
     dropped = train(cfg(synthetic_dir, dropout=0.5), synth)

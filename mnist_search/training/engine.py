@@ -264,7 +264,9 @@ class Stack:
             for j in range(1, len(self.W)):
                 h = torch.baddbmm(self.b[j], h.relu_(), self.W[j].transpose(1, 2))
             correct += (h.argmax(2) == y).sum(1)
-        return (100.0 * correct / len(split)).tolist()
+        # the percentage in Python's doubles: 9730 of 10,000 is 97.3, where float32 gave
+        # 97.30000305175781, the value Optuna stored and the dashboard showed as the best
+        return [100.0 * c / len(split) for c in correct.tolist()]
 
     def linears(self, pos: int) -> Linears:
         """Member `pos`'s (weight [out, in], bias [out]) per Linear layer, as copies of its
