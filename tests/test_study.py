@@ -219,6 +219,8 @@ def test_a_study_of_a_users_own_objective_is_shown_as_strict_json(tmp_path):
     assert res.exit_code == 0, res.output
     best = json.loads(res.stdout, parse_constant=refuse)
     assert best["number"] == 0 and best.get("train_loss") is None
+    # no config recorded, so no per-config answer: said so, not "no completed trial yet"
+    assert res.stderr.startswith("3 complete trials, none recorded by an mnist-search run")
     out = tmp_path / "own.json"
     res = run("export", "own", "--storage", url, "--format", "json", "-o", str(out))
     assert res.exit_code == 0, res.output

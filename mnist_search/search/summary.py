@@ -244,7 +244,13 @@ def _versus(best: ConfigResult, other: ConfigResult, role: str) -> str:
 
 def _verdict(a: Answer, study: optuna.Study, hint: str | None) -> str:
     if not a.configs:
-        return "no completed trial yet"
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if not done:
+            return "no completed trial yet"
+        # an objective of the user's own stores no config: say so, not "no trial yet"
+        return (f"{done} complete trials, none recorded by an mnist-search run (no stored "
+                "config and test accuracy: an objective of your own?), so no per-config "
+                "answer; show, export and load_results list them as Optuna holds them")
     with_interval = [c for c in a.configs if c.summary.n >= 2]
     more = hint or ("mnist-search confirm " + study.study_name + " --top 5 --seeds 3"
                     if study.user_attrs.get("sampler") not in (None, "grid")
